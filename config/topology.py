@@ -1,0 +1,368 @@
+"""The cluster's shape: its nodes, their ring order, and the tuning of every part.
+
+Everything a node, the introducer or the console needs to agree on lives here, so
+that all of them read one cluster file (``--config FILE``) or, without one, the
+built-in ten-node loopback cluster.
+
+Each default says why it was chosen.  Two named profiles exist: ``lan`` (the
+defaults, for a room of machines) and ``test`` (the same protocol, but with
+timings a simulation can run at speed; see :func:`profile`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The defaults the issue and INTERFACE.md name.  They are module constants as well
+# as dataclass defaults so that scripts and docs can quote them.
+M = 3
+"""Ring successors each member pings.  Three monitors keep detection complete with
+up to three simultaneous failures while a node sends only three pings a second."""
+
+PING_DURATION = 1.0
+"""Seconds between pings to each monitored neighbour: the SWIM protocol period.
+One second keeps the steady-state cost near 200 B/s per node."""
+
+PING_TIMEOUT = 1.0
+"""Seconds to wait for an ack (direct or through indirect probes) before suspecting.
+A full period: loopback and LAN round trips are well under a millisecond, so the
+window exists for loss and for a busy peer, not for distance."""
+
+CLEANUP_TIME = 3.0
+"""Seconds a suspect has to refute before every member removes it.  Three seconds
+lets a refutation cross several lossy gossip hops (each retried every 0.2 s)."""
+
+INTRODUCER_PORT = 8888
+DEFAULT_SECRET = "change-me"
+
+
+class ConfigError(ValueError):
+    """A cluster file that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True, order=True)
+class Node:
+    """One member of the cluster, as the ring knows it."""
+
+    name: str
+    host: str
+    port: int
+    ssh_port: int | None = None  # per-node override of [ssh] port (for scp transfers)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    """Tuning of the SWIM failure detector."""
+
+    # See the module constants above for why these four defaults were chosen.
+    monitors: int = M
+    ping_duration: float = PING_DURATION
+    ping_timeout: float = PING_TIMEOUT
+    cleanup_time: float = CLEANUP_TIME
+    # Members asked to probe a silent neighbour for us.  Three relays cut the chance
+    # that plain packet loss looks like a failure from p to about p**3.
+    indirect_probes: int = 3
+    # How often queued gossip is pushed to random members, besides riding on pings.
+    # 200 ms is memberlist's LAN value: news reaches 100 nodes in well under a second.
+    gossip_interval: float = 0.2
+    # Random members each gossip push goes to (memberlist's GossipNodes).
+    gossip_fanout: int = 3
+    # Each update is sent retransmit_mult * ceil(log10(n + 1)) times: O(log N), the
+    # SWIM bound; 4 is memberlist's default and survives 10% loss.
+    retransmit_mult: int = 4
+    # How long the record of a failed or departed member is kept, so that stale
+    # news of it cannot bring it back and a restart can pick a higher incarnation.
+    tombstone_time: float = 60.0
+    # Largest datagram we send; stays under a 1500-byte Ethernet MTU with headers.
+    max_datagram: int = 1400
+
+
+@dataclass(frozen=True)
+class SSHConfig:
+    """How file transfers reach other hosts (used by SDFS's scp transfer)."""
+
+    user: str = "root"
+    port: int = 22
+    key_file: str = "~/.ssh/id_ed25519"
+    known_hosts: str = "~/.ssh/known_hosts"
+    # First-use acceptance of unknown host keys must be asked for explicitly.
+    accept_new_host_keys: bool = False
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Everything every process of one cluster must agree on."""
+
+    nodes: tuple[Node, ...]
+    introducer: tuple[str, int] = ("127.0.0.1", INTRODUCER_PORT)
+    # Key for the HMAC on every datagram and frame.  The default is for loopback
+    # demos only; a real cluster file sets its own.
+    secret: str = DEFAULT_SECRET
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    # Copies of every SDFS file: survives three simultaneous failures.
+    replication: int = 4
+    # "scp" (paramiko over SSH) or "tcp" (the nodes' own authenticated stream).
+    transfer: str = "scp"
+    ssh: SSHConfig = field(default_factory=SSHConfig)
+
+    @property
+    def secret_bytes(self) -> bytes:
+        return self.secret.encode()
+
+    def ring_index(self) -> dict[str, int]:
+        """Ring position of every configured node, by name."""
+        return {n.name: i for i, n in enumerate(self.nodes)}
+
+    def node_for(self, host: str, port: int) -> Node:
+        """The configured node at host:port, or an unconfigured one named HOST:PORT."""
+        for n in self.nodes:
+            if n.host == host and n.port == port:
+                return n
+        return Node(name=f"{host}:{port}", host=host, port=port)
+
+    def node_named(self, name: str) -> Node | None:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        return None
+
+
+def builtin_nodes() -> tuple[Node, ...]:
+    """H1..H10 on 127.0.0.1:8001..8010, in ring order."""
+    return tuple(Node(f"H{i}", "127.0.0.1", 8000 + i) for i in range(1, 11))
+
+
+def default_config() -> ClusterConfig:
+    """The built-in loopback cluster used when no ``--config`` is given."""
+    return ClusterConfig(nodes=builtin_nodes())
+
+
+def profile(name: str, base: ClusterConfig | None = None) -> ClusterConfig:
+    """A named set of timings.
+
+    ``lan``: the defaults above.  ``test``: ten times faster timers, for tests of the
+    real processes that want to finish quickly; the protocol is unchanged.
+    """
+    base = base or default_config()
+    if name == "lan":
+        return base
+    if name == "test":
+        m = base.membership
+        fast = dataclasses.replace(
+            m,
+            ping_duration=m.ping_duration / 10,
+            ping_timeout=m.ping_timeout / 10,
+            cleanup_time=m.cleanup_time / 10,
+            gossip_interval=m.gossip_interval / 10,
+        )
+        return dataclasses.replace(base, membership=fast)
+    raise ConfigError(f"unknown profile {name!r} (known: lan, test)")
+
+
+# --- the TOML cluster file ------------------------------------------------------
+
+_CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "introducer": str,
+    "secret": str,
+    "M": int,
+    "ping_duration": (int, float),
+    "ping_timeout": (int, float),
+    "cleanup_time": (int, float),
+    "replication": int,
+    "transfer": str,
+    # Beyond INTERFACE.md: the rest of MembershipConfig, for tuning.
+    "indirect_probes": int,
+    "gossip_interval": (int, float),
+    "gossip_fanout": int,
+    "retransmit_mult": int,
+    "tombstone_time": (int, float),
+}
+_SSH_KEYS: dict[str, type | tuple[type, ...]] = {
+    "user": str,
+    "port": int,
+    "key_file": str,
+    "known_hosts": str,
+    "accept_new_host_keys": bool,
+}
+_NODE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "host": str,
+    "port": int,
+    "ssh_port": int,
+}
+
+
+def _check_type(key: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    # bool is an int in Python; a port of `true` is still a mistake.
+    ok = not (isinstance(value, bool) and expected is not bool) and isinstance(value, expected)
+    if not ok:
+        names = (
+            " or ".join(t.__name__ for t in expected)
+            if isinstance(expected, tuple)
+            else expected.__name__
+        )
+        raise ConfigError(f"{key}: expected {names}, got {value!r}")
+
+
+def _check_table(prefix: str, table: Any, schema: dict[str, type | tuple[type, ...]]) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{prefix}: expected a table")
+    for key, value in table.items():
+        full = f"{prefix}.{key}"
+        if key not in schema:
+            raise ConfigError(f"{full}: unknown key")
+        _check_type(full, value, schema[key])
+
+
+def _check_port(key: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{key}: port {port} is outside 1..65535")
+
+
+def _check_positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key}: must be positive, got {value!r}")
+
+
+def parse_address(text: str, key: str = "address") -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port), with a one-line error naming ``key``."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"{key}: expected HOST:PORT, got {text!r}")
+    port = int(port_text)
+    _check_port(key, port)
+    return host, port
+
+
+def _check_host(key: str, host: str) -> None:
+    if not host or any(c.isspace() for c in host):
+        raise ConfigError(f"{key}: not a host name: {host!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not all(part and len(part) < 64 for part in host.split(".")):
+            raise ConfigError(f"{key}: not a host name: {host!r}") from None
+
+
+def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
+    """Validate a parsed cluster file; every error names the key at fault."""
+    for key in data:
+        if key not in ("cluster", "ssh", "nodes"):
+            raise ConfigError(f"{key}: unknown key")
+    cluster = data.get("cluster", {})
+    ssh = data.get("ssh", {})
+    _check_table("cluster", cluster, _CLUSTER_KEYS)
+    _check_table("ssh", ssh, _SSH_KEYS)
+    if "nodes" not in data:
+        raise ConfigError("nodes: missing (at least one [[nodes]] entry is needed)")
+    raw_nodes = data["nodes"]
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise ConfigError("nodes: expected a non-empty array of tables ([[nodes]])")
+
+    nodes: list[Node] = []
+    seen_names: set[str] = set()
+    seen_addrs: set[tuple[str, int]] = set()
+    for i, raw in enumerate(raw_nodes):
+        prefix = f"nodes[{i}]"
+        _check_table(prefix, raw, _NODE_KEYS)
+        for required in ("name", "host", "port"):
+            if required not in raw:
+                raise ConfigError(f"{prefix}.{required}: missing")
+        name, host, port = raw["name"], raw["host"], raw["port"]
+        if not name or not all(c.isalnum() or c in "-_.:" for c in name):
+            raise ConfigError(f"{prefix}.name: use letters, digits and -_.: only, got {name!r}")
+        _check_host(f"{prefix}.host", host)
+        _check_port(f"{prefix}.port", port)
+        ssh_port = raw.get("ssh_port")
+        if ssh_port is not None:
+            _check_port(f"{prefix}.ssh_port", ssh_port)
+        if name in seen_names:
+            raise ConfigError(f"{prefix}.name: duplicate name {name!r}")
+        if (host, port) in seen_addrs:
+            raise ConfigError(f"{prefix}.port: {host}:{port} is used by another node")
+        seen_names.add(name)
+        seen_addrs.add((host, port))
+        nodes.append(Node(name=name, host=host, port=port, ssh_port=ssh_port))
+
+    base = MembershipConfig()
+    membership = MembershipConfig(
+        monitors=cluster.get("M", base.monitors),
+        ping_duration=float(cluster.get("ping_duration", base.ping_duration)),
+        ping_timeout=float(cluster.get("ping_timeout", base.ping_timeout)),
+        cleanup_time=float(cluster.get("cleanup_time", base.cleanup_time)),
+        indirect_probes=cluster.get("indirect_probes", base.indirect_probes),
+        gossip_interval=float(cluster.get("gossip_interval", base.gossip_interval)),
+        gossip_fanout=cluster.get("gossip_fanout", base.gossip_fanout),
+        retransmit_mult=cluster.get("retransmit_mult", base.retransmit_mult),
+        tombstone_time=float(cluster.get("tombstone_time", base.tombstone_time)),
+    )
+    for key, value in (
+        ("cluster.ping_duration", membership.ping_duration),
+        ("cluster.ping_timeout", membership.ping_timeout),
+        ("cluster.cleanup_time", membership.cleanup_time),
+        ("cluster.gossip_interval", membership.gossip_interval),
+        ("cluster.tombstone_time", membership.tombstone_time),
+    ):
+        _check_positive(key, value)
+    for key, ivalue in (
+        ("cluster.M", membership.monitors),
+        ("cluster.gossip_fanout", membership.gossip_fanout),
+        ("cluster.retransmit_mult", membership.retransmit_mult),
+    ):
+        _check_positive(key, ivalue)
+    if membership.indirect_probes < 0:
+        raise ConfigError("cluster.indirect_probes: must be 0 or more")
+
+    introducer: tuple[str, int] = ("127.0.0.1", INTRODUCER_PORT)
+    if "introducer" in cluster:
+        introducer = parse_address(cluster["introducer"], "cluster.introducer")
+        _check_host("cluster.introducer", introducer[0])
+    secret = cluster.get("secret", DEFAULT_SECRET)
+    if not secret:
+        raise ConfigError("cluster.secret: must not be empty")
+    replication = cluster.get("replication", 4)
+    if replication < 1:
+        raise ConfigError(f"cluster.replication: must be at least 1, got {replication}")
+    transfer = cluster.get("transfer", "scp")
+    if transfer not in ("scp", "tcp"):
+        raise ConfigError(f"cluster.transfer: expected 'scp' or 'tcp', got {transfer!r}")
+    if "port" in ssh:
+        _check_port("ssh.port", ssh["port"])
+
+    return ClusterConfig(
+        nodes=tuple(nodes),
+        introducer=introducer,
+        secret=secret,
+        membership=membership,
+        replication=replication,
+        transfer=transfer,
+        ssh=SSHConfig(**ssh),
+    )
+
+
+def load_config(path: str | Path | None) -> ClusterConfig:
+    """The cluster file at ``path``, or the built-in cluster when ``path`` is None."""
+    if path is None:
+        return default_config()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read cluster file: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return config_from_dict(data)

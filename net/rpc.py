@@ -1,0 +1,146 @@
+"""Request/response over TCP: length-prefixed, authenticated frames on trio.
+
+A frame is a 4-byte big-endian length followed by a sealed message (see
+:mod:`net.codec`).  A connection carries any number of request/reply pairs; the
+server answers each request with exactly one reply, in order.
+
+Servers never let a peer hurt them: a frame that is too long, fails its MAC or
+does not decode closes that connection and is counted; a peer that goes quiet
+mid-frame is cut off after ``IDLE_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from net.codec import Codec, Rejected
+from net.messages import ErrorReply
+from net.transport import Address
+
+log = logging.getLogger(__name__)
+
+HEADER = struct.Struct(">I")
+# Control messages (membership snapshots, console replies) are small; 16 MiB leaves
+# room for a large `ls-all` while refusing absurd lengths before allocating.
+MAX_FRAME = 16 * 1024 * 1024
+IDLE_TIMEOUT = 30.0
+
+Handler = Callable[[Any, Address], Awaitable[Any]]
+
+
+class RpcError(Exception):
+    """A call that got no usable reply; the message is one line for a person."""
+
+
+def frame_codec(secret: bytes) -> Codec:
+    return Codec(secret, MAX_FRAME)
+
+
+async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await stream.receive_some(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+async def read_frame(stream: trio.abc.ReceiveStream, codec: Codec) -> Any:
+    """The next message; EOFError at a clean end, Rejected for a bad frame."""
+    try:
+        header = await _receive_exactly(stream, HEADER.size)
+    except EOFError:
+        raise
+    (length,) = HEADER.unpack(header)
+    if length > codec.max_size:
+        codec.rejected["oversize"] += 1
+        raise Rejected("oversize", f"frame of {length} bytes")
+    body = await _receive_exactly(stream, length)
+    return codec.open(body)
+
+
+async def write_frame(stream: trio.abc.SendStream, codec: Codec, msg: Any) -> None:
+    data = codec.seal(msg)
+    await stream.send_all(HEADER.pack(len(data)) + data)
+
+
+class RpcServer:
+    """Serves one handler on a TCP port."""
+
+    def __init__(self, codec: Codec, handler: Handler) -> None:
+        self.codec = codec
+        self.handler = handler
+        self.connections = 0
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        task_status.started(listeners)
+        await trio.serve_listeners(self._serve_connection, listeners)
+
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
+        try:
+            peer = stream.socket.getpeername()
+            addr: Address = (peer[0], peer[1])
+        except OSError:
+            return
+        try:
+            async with stream:
+                while True:
+                    with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                        try:
+                            request = await read_frame(stream, self.codec)
+                        except EOFError:
+                            return
+                    if idle.cancelled_caught:
+                        return
+                    try:
+                        reply = await self.handler(request, addr)
+                    except Exception as e:  # a handler bug must not kill the server
+                        log.exception("handler failed on %s from %s", type(request).__name__, addr)
+                        reply = ErrorReply(f"internal error: {type(e).__name__}: {e}")
+                    await write_frame(stream, self.codec, reply)
+        except Rejected as r:
+            log.debug("dropped connection from %s: %s", addr, r)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            pass
+
+
+async def call(addr: Address, codec: Codec, request: Any, timeout: float = 5.0) -> Any:
+    """Send one request to ``addr`` and return its reply.
+
+    Raises :class:`RpcError` when the peer cannot be reached, does not answer within
+    ``timeout`` seconds, or answers with something that does not authenticate.
+    An :class:`ErrorReply` is returned as is; callers decide what it means.
+    """
+    host, port = addr
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await write_frame(stream, codec, request)
+                return await read_frame(stream, codec)
+    except trio.TooSlowError:
+        raise RpcError(f"{host}:{port} did not answer within {timeout:g} s") from None
+    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise RpcError(f"cannot reach {host}:{port}: {reason}") from None
+    except EOFError:
+        raise RpcError(f"{host}:{port} closed the connection without answering") from None
+    except Rejected as r:
+        raise RpcError(
+            f"{host}:{port} sent a reply that was rejected ({r.reason}); "
+            "is the cluster secret the same?"
+        ) from None
