@@ -1,0 +1,109 @@
+# Entry points for developers and CI.  GNU make.
+#
+#   make venv       .venv with the project (editable) and the test tools, pinned by constraints.txt
+#   make test       lint + type check + the whole test suite (what CI runs: .ci/run)
+#   make demo       start a 5-node cluster on 127.0.0.1, kill one node, watch it be detected
+#   make lint       ruff check, ruff format --check, mypy
+#   make unit       tests that start no real processes (not integration, not soak)
+#   make bench      run bench/*.py; each prints JSON on stdout
+#   make lock       regenerate constraints.txt from a fresh virtual environment
+#   make clean      remove caches and build output (make distclean also removes .venv)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# The interpreter the virtual environment is made from (3.11 or newer).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Touched after a successful install; the install re-runs when its inputs change.
+STAMP := $(VENV)/.installed
+PIP_INSTALL := $(BIN)/python -m pip install --progress-bar off --disable-pip-version-check
+PYTEST_ARGS ?=
+
+.PHONY: help venv lint format test unit integration bench demo lock sshd-deps clean distclean
+
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
+
+venv: $(STAMP)
+
+$(STAMP): setup.py constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "make venv: $(PYTHON) is Python %d.%d; 3.11 or newer is needed (make PYTHON=/path/to/python3.11 venv)" % sys.version_info[:2])'
+	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@$(BIN)/python -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "make venv: $(VENV) holds Python %d.%d; run make distclean first" % sys.version_info[:2])'
+	$(PIP_INSTALL) -q -c constraints.txt -e '.[test]'
+	@touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+# Rewrites files in place: ruff's import sorting and formatting.
+format: venv
+	$(BIN)/ruff check --fix-only --select I .
+	$(BIN)/ruff format .
+
+test: venv sshd-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest -q -m "not integration and not soak" $(PYTEST_ARGS)
+
+integration: venv
+	$(BIN)/pytest -q -m "integration and not soak" $(PYTEST_ARGS)
+
+# Benchmarks report numbers, they never pass or fail the build.  Headings go to
+# stderr so that stdout is only the benchmarks' JSON.
+bench: venv
+	@shopt -s nullglob; ran=0; \
+	for f in bench/*.py; do \
+	  [ "$$(basename "$$f")" = __init__.py ] && continue; \
+	  echo "== $$f" >&2; PYTHONPATH="$(CURDIR)" $(BIN)/python "$$f"; ran=1; \
+	done; \
+	[ $$ran = 1 ] || echo "make bench: no benchmarks in bench/ yet" >&2
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+# A fresh environment with the newest allowed versions, frozen into constraints.txt.
+lock:
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "resolving in a fresh virtual environment ($$tmp)"; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off --disable-pip-version-check -e '.[test]'; \
+	{ echo "# Exact versions for repeatable installs (pip install -c constraints.txt ...)."; \
+	  echo "# Regenerate with: make lock"; \
+	  "$$tmp/venv/bin/python" -m pip freeze --exclude-editable --disable-pip-version-check; \
+	} > constraints.txt.new; \
+	mv constraints.txt.new constraints.txt; \
+	echo "constraints.txt written; run make venv to install it"
+
+# The SDFS tests start their own private sshd on a loopback port; they only need the
+# binary.  Nothing is configured or started system-wide.
+sshd-deps:
+	@if command -v sshd >/dev/null || [ -x /usr/sbin/sshd ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make sshd-deps: no sshd found and no apt-get to install it; install an OpenSSH server (the sshd binary) with this system's package manager" >&2; \
+	  exit 1; \
+	fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "make sshd-deps: no sshd found; installing it needs root: sudo apt-get install openssh-server" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing openssh-server (the SDFS tests start a private sshd on loopback)"; \
+	apt-get update -qq; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server
+
+clean:
+	rm -rf build dist ./*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis constraints.txt.new
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,104 @@
+"""The console's command table: names, arguments and help, shared by every front end.
+
+The interactive console (completion, ``help``, argument checks), the one-shot
+``python -m console`` and the node that executes commands all read this one table,
+so a command is described once.  This module is pure data plus argument parsing;
+it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+
+class CommandError(Exception):
+    """A command that cannot run as given; the message is one line for a person."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    help: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str
+    args: tuple[Arg, ...] = ()
+    group: str = "membership"
+    test_mode_only: bool = False
+    # Run by the console itself, not sent to a node.
+    local: bool = False
+
+    @property
+    def usage(self) -> str:
+        parts = [self.name]
+        for a in self.args:
+            parts.append(f"[{a.name}]" if a.optional else a.name)
+        return " ".join(parts)
+
+    @property
+    def min_args(self) -> int:
+        return sum(1 for a in self.args if not a.optional)
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("join", "join the cluster through the introducer"),
+        Command("leave", "leave the cluster (the process keeps running)"),
+        Command("list_mem", "list the live members, their status and the leader"),
+        Command("list_self", "show this node's name, address and incarnation"),
+        Command("bps", "bytes sent and received per second (test mode)", test_mode_only=True),
+        Command(
+            "fpr",
+            "false-positive rate of this node's failure detection (test mode)",
+            test_mode_only=True,
+        ),
+        Command(
+            "help",
+            "list the commands, or explain one",
+            (Arg("COMMAND", "a command name", optional=True),),
+            group="console",
+            local=True,
+        ),
+    )
+}
+
+
+def parse_line(line: str) -> tuple[str, list[str]] | None:
+    """Split a console line into (command, args); None for an empty line."""
+    try:
+        words = shlex.split(line)
+    except ValueError as e:
+        raise CommandError(f"cannot parse the line: {e}") from None
+    if not words:
+        return None
+    return words[0], words[1:]
+
+
+def check(name: str, args: list[str]) -> Command:
+    """The command named ``name`` if ``args`` fit it; CommandError otherwise."""
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        raise CommandError(f"unknown command {name!r}; type 'help' for the list")
+    if len(args) < cmd.min_args or len(args) > len(cmd.args):
+        raise CommandError(f"usage: {cmd.usage}")
+    return cmd
+
+
+def help_text(name: str | None = None) -> str:
+    if name:
+        cmd = COMMANDS.get(name)
+        if cmd is None:
+            raise CommandError(f"unknown command {name!r}; type 'help' for the list")
+        lines = [f"{cmd.usage}", f"  {cmd.summary}"]
+        lines += [f"  {a.name}: {a.help}" for a in cmd.args]
+        if cmd.test_mode_only:
+            lines.append("  (only on a node started with -t)")
+        return "\n".join(lines)
+    width = max(len(c.usage) for c in COMMANDS.values())
+    return "\n".join(f"  {c.usage:<{width}}  {c.summary}" for c in COMMANDS.values())

@@ -1,0 +1,60 @@
+"""Package metadata, dependencies and console scripts for the IDunno cluster.
+
+Tool settings (ruff, mypy, pytest) live in pyproject.toml; exact versions for
+repeatable installs live in constraints.txt (``make lock`` regenerates it).
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+README = HERE / "README.md"
+
+setup(
+    name="idunno-cluster",
+    version="0.1.0",
+    description=(
+        "A small distributed ML cluster: SWIM-style membership and failure detection, "
+        "a replicated file store (SDFS) and batch inference (IDunno)"
+    ),
+    long_description=README.read_text(encoding="utf-8") if README.exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    # config, net, membership, introducer, console, node, and later sdfs, inference.
+    # scripts/ holds developer helpers (demo, local cluster launcher), not library code.
+    packages=find_packages(
+        exclude=["tests", "tests.*", "bench", "bench.*", "scripts", "scripts.*"]
+    ),
+    py_modules=["main"],
+    install_requires=[
+        "trio",
+        "msgpack",
+        "prompt_toolkit",
+        "paramiko",
+        "scp",
+    ],
+    extras_require={
+        "test": [
+            "pytest",
+            "pytest-trio",
+            "pytest-timeout",
+            "hypothesis",
+            "mypy",
+            "ruff",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "idunno-node = main:main",
+            "idunno-introducer = introducer.__main__:main",
+            "idunno-console = console.__main__:main",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+        "Framework :: Trio",
+        "Topic :: System :: Distributed Computing",
+    ],
+)
