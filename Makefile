@@ -19,6 +19,9 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev
 VENV := .venv
 BIN := $(VENV)/bin
 # Touched after a successful install; the install re-runs when its inputs change.
+# The packages' __init__.py files are inputs because the editable install maps each
+# top-level package by name: a new package (sdfs/, inference/) needs a re-install
+# before the console scripts can import it.
 STAMP := $(VENV)/.installed
 PIP_INSTALL := $(BIN)/python -m pip install --progress-bar off --disable-pip-version-check
 PYTEST_ARGS ?=
@@ -30,7 +33,7 @@ help:
 
 venv: $(STAMP)
 
-$(STAMP): setup.py constraints.txt
+$(STAMP): setup.py constraints.txt $(wildcard */__init__.py)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "make venv: $(PYTHON) is Python %d.%d; 3.11 or newer is needed (make PYTHON=/path/to/python3.11 venv)" % sys.version_info[:2])'
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@$(BIN)/python -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "make venv: $(VENV) holds Python %d.%d; run make distclean first" % sys.version_info[:2])'

@@ -6,7 +6,11 @@ repeatable installs live in constraints.txt (``make lock`` regenerates it).
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+# setuptools has no type information before 71 and is absent from new venvs on 3.12+.
+from setuptools import (  # type: ignore[import-untyped, import-not-found, unused-ignore]
+    find_packages,
+    setup,
+)
 
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"

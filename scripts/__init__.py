@@ -1,0 +1,1 @@
+"""Developer scripts: the demo and the local-cluster launcher the tests and benchmarks share."""
