@@ -5,6 +5,9 @@
 #   make demo       start a 5-node cluster on 127.0.0.1, kill one node, watch it be detected
 #   make lint       ruff check, ruff format --check, mypy
 #   make unit       tests that start no real processes (not integration, not soak)
+#   make integration  tests that start real processes on 127.0.0.1 (not soak)
+#   make format     sort imports and format the code in place (ruff)
+#   make sshd-deps  install openssh-server if no sshd is found (the SDFS tests need the binary)
 #   make bench      run bench/*.py; each prints JSON on stdout
 #   make lock       regenerate constraints.txt from a fresh virtual environment
 #   make clean      remove caches and build output (make distclean also removes .venv)
@@ -62,15 +65,18 @@ unit: venv
 integration: venv
 	$(BIN)/pytest -q -m "integration and not soak" $(PYTEST_ARGS)
 
-# Benchmarks report numbers, they never pass or fail the build.  Headings go to
-# stderr so that stdout is only the benchmarks' JSON.
+# Benchmarks report numbers; they are not part of make test.  Headings go to stderr
+# so that stdout is only the benchmarks' JSON.  Every benchmark runs even if one
+# crashes; the target fails at the end, naming the ones that did.
 bench: venv
-	@shopt -s nullglob; ran=0; \
+	@shopt -s nullglob; ran=0; failed=""; \
 	for f in bench/*.py; do \
 	  [ "$$(basename "$$f")" = __init__.py ] && continue; \
-	  echo "== $$f" >&2; PYTHONPATH="$(CURDIR)" $(BIN)/python "$$f"; ran=1; \
+	  echo "== $$f" >&2; ran=1; \
+	  PYTHONPATH="$(CURDIR)" $(BIN)/python "$$f" || failed="$$failed $$f"; \
 	done; \
-	[ $$ran = 1 ] || echo "make bench: no benchmarks in bench/ yet" >&2
+	[ $$ran = 1 ] || echo "make bench: no benchmarks in bench/ yet" >&2; \
+	if [ -n "$$failed" ]; then echo "make bench: failed:$$failed" >&2; exit 1; fi
 
 demo: venv
 	$(BIN)/python scripts/demo.py

@@ -120,8 +120,6 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
 
     leader = cluster.list_mem(names[0])["leader"]
     victim = args.victim
-    if victim not in names:
-        raise DemoFailed(f"--victim {victim}: no such node (have {', '.join(names)})")
     if victim == leader:
         victim = next(x for x in reversed(names) if x != leader)
         info(f"{args.victim} is the leader; killing {victim} instead")
@@ -181,10 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.nodes < 3:
         print("demo: --nodes must be at least 3", file=sys.stderr)
         return 2
+    names = [f"H{i}" for i in range(1, args.nodes + 1)]
+    if args.victim not in names:
+        print(
+            f"demo: --victim {args.victim}: no such node (have {', '.join(names)})", file=sys.stderr
+        )
+        return 2
     workdir = Path(tempfile.mkdtemp(prefix="idunno-demo-"))
     cluster = LocalCluster(args.nodes, workdir=workdir, start_nodes=False)
     step = Steps(total=9)
-    ok = False
+    ok = interrupted = False
     try:
         run(args, cluster, step)
         ok = True
@@ -196,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n--- {name} ({state}): last lines of {proc.log_path}", file=sys.stderr)
                 print(proc.log_tail(15), file=sys.stderr)
     except KeyboardInterrupt:
+        interrupted = True
         print("\ninterrupted", file=sys.stderr)
     finally:
         step("stop everything")
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             info(f"logs and the cluster file are kept in {workdir}")
     print("\nDemo finished: OK" if ok else "\nDemo finished: FAILED", flush=True)
-    return 0 if ok else 1
+    return 0 if ok else 130 if interrupted else 1
 
 
 if __name__ == "__main__":

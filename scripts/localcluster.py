@@ -378,13 +378,24 @@ def stop(proc: Proc, timeout: float = 10.0) -> int | None:
 
     Returns the exit status (negative for a signal), or None if it could not be reaped.
     """
+    _terminate(proc)
+    return _reap(proc, timeout)
+
+
+def _terminate(proc: Proc) -> None:
+    # Exactly one SIGTERM: a node stops handling signals once it is leaving, so a
+    # second one would cut its goodbye short.
     if proc.alive():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             proc.popen.send_signal(signal.SIGTERM)
-            return proc.popen.wait(timeout)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            pass
-    return kill(proc)
+
+
+def _reap(proc: Proc, timeout: float) -> int | None:
+    """Wait up to ``timeout`` for ``proc`` to exit, then SIGKILL it."""
+    try:
+        return proc.popen.wait(max(timeout, 0.0))
+    except subprocess.TimeoutExpired:
+        return kill(proc)
 
 
 def kill(proc: Proc, timeout: float = 5.0) -> int | None:
@@ -615,11 +626,12 @@ class LocalCluster:
 
     def close(self) -> None:
         """Stop every node, then the introducer; SIGKILL whatever does not stop."""
+        # All nodes at once, so that they leave together rather than one by one.
         for proc in self.procs.values():
-            if proc.alive():
-                proc.popen.send_signal(signal.SIGTERM)
+            _terminate(proc)
+        deadline = time.monotonic() + 10.0
         for proc in self.procs.values():
-            stop(proc)
+            _reap(proc, deadline - time.monotonic())
         if self.introducer_proc is not None:
             stop(self.introducer_proc)
         if self._own_dir and not self.keep:
