@@ -65,6 +65,15 @@ COMMANDS: dict[str, Command] = {
             group="console",
             local=True,
         ),
+        # exit and quit only mean something to the interactive console: it ends, and
+        # the node process then leaves the cluster and stops.
+        Command(
+            "exit",
+            "close the console; the node leaves the cluster and stops",
+            group="console",
+            local=True,
+        ),
+        Command("quit", "same as exit", group="console", local=True),
     )
 }
 

@@ -1,0 +1,146 @@
+"""One console command against a running node: ``python -m console --node HOST:PORT CMD``.
+
+Prints what the interactive console would print (or, with ``--json``, the reply's
+data as one JSON line) and exits with:
+
+    0  the command succeeded
+    1  the node refused or failed the command (the reason is on stderr)
+    2  usage: unknown command, wrong arguments, bad --node, --config or --timeout
+    3  no usable reply: the node is unreachable, too slow, or uses another secret
+
+Scripts call this in loops, so it imports only what one request needs; ``help`` is
+answered from the local command table without contacting a node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from console.commands import CommandError, check, help_text
+from console.render import render
+
+EXIT_OK = 0
+EXIT_COMMAND = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+# Long enough for a join (the node waits up to 5 s for the introducer) or a
+# forwarded request; an unreachable node is still reported at once (refused).
+DEFAULT_TIMEOUT = 30.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m console",
+        description="Run one console command on a running node and print its reply.",
+        epilog="Options go before COMMAND; everything after it is passed to the command. "
+        "'python -m console help' lists the commands.",
+    )
+    p.add_argument("--node", metavar="HOST:PORT", help="the node to ask (any member will do)")
+    p.add_argument("--json", action="store_true", help="print the reply as one line of JSON")
+    p.add_argument("--config", metavar="FILE", help="TOML cluster file (for the secret)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to wait for the reply (default {DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument("command", metavar="COMMAND", nargs="?", help="a console command, e.g. list_mem")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG", help="its arguments")
+    return p
+
+
+_OPTIONS = ("--node", "--json", "--config", "--timeout")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _emit(command: str, data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, default=str))
+    else:
+        print(render(command, data))
+
+
+async def _ask(
+    addr: tuple[str, int], secret: bytes, command: str, args: list[str], timeout: float
+) -> Any:
+    from net.messages import ConsoleRequest
+    from net.rpc import call, frame_codec
+
+    return await call(addr, frame_codec(secret), ConsoleRequest(command, tuple(args)), timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    if opts.command is None:
+        parser.error("a COMMAND is needed ('help' lists them)")
+    command: str = opts.command
+    args: list[str] = list(opts.args)
+
+    try:
+        cmd = check(command, args)
+        if command == "help":
+            _emit(command, {"help": help_text(args[0] if args else None)}, opts.json)
+            return EXIT_OK
+    except CommandError as e:
+        misplaced = [a for a in args if a.split("=", 1)[0] in _OPTIONS]
+        if misplaced:
+            return _fail(f"{e} ({misplaced[0]} must come before {command})", EXIT_USAGE)
+        return _fail(str(e), EXIT_USAGE)
+    if cmd.local:
+        return _fail(f"{command} only means something in the interactive console", EXIT_USAGE)
+
+    from config.topology import ConfigError, load_config, parse_address
+
+    if opts.node is None:
+        return _fail("--node HOST:PORT is required to run a command on a node", EXIT_USAGE)
+    if not opts.timeout > 0:
+        return _fail(f"--timeout: must be positive, got {opts.timeout:g}", EXIT_USAGE)
+    try:
+        addr = parse_address(opts.node, "--node")
+        config = load_config(opts.config)
+    except ConfigError as e:
+        return _fail(str(e), EXIT_USAGE)
+
+    import trio
+
+    from net.messages import ConsoleReply, ErrorReply
+    from net.rpc import RpcError
+
+    try:
+        reply = trio.run(_ask, addr, config.secret_bytes, command, args, opts.timeout)
+    except RpcError as e:
+        return _fail(str(e), EXIT_UNREACHABLE)
+    except KeyboardInterrupt:
+        return 130
+
+    if isinstance(reply, ErrorReply):
+        return _fail(reply.error, EXIT_COMMAND)
+    if not isinstance(reply, ConsoleReply):
+        return _fail(
+            f"{opts.node} sent {type(reply).__name__}, not a console reply", EXIT_UNREACHABLE
+        )
+    if not reply.ok:
+        return _fail(reply.error or f"{command} failed", EXIT_COMMAND)
+    data = reply.data if isinstance(reply.data, dict) else {"result": reply.data}
+    try:
+        _emit(command, data, opts.json)
+    except BrokenPipeError:
+        # `... | head`: the reader left, which is not our failure; keep the
+        # interpreter's final flush from complaining about it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

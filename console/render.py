@@ -1,0 +1,202 @@
+"""Human-readable text for console replies.
+
+Both front ends (the interactive console and ``python -m console``) print what
+:func:`render` returns, so a reply looks the same wherever it is asked for.  A
+command with no renderer of its own in :data:`RENDERERS` gets :func:`render_generic`,
+which lays out any JSON-like reply readably: ``key: value`` lines, lists of scalars
+joined by commas, lists of records as aligned tables, nested mappings indented.
+Add a renderer here only when a command deserves more than that.
+
+This module is pure string formatting and imports nothing heavy: the one-shot
+client starts it on every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+Renderer = Callable[[Mapping[str, Any]], str]
+
+INDENT = "  "
+
+
+# --- values -------------------------------------------------------------------------
+
+
+def fmt_value(value: Any) -> str:
+    """One scalar as a person wants to read it."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        # Six significant digits: rates and fractions stay readable, no float noise.
+        return f"{value:.6g}"
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return ", ".join(fmt_value(v) for v in value) if value else "(none)"
+    return str(value)
+
+
+def _is_scalar(value: Any) -> bool:
+    return not isinstance(value, Mapping | list | tuple)
+
+
+def table(
+    rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None, indent: str = ""
+) -> list[str]:
+    """Rows as left-aligned columns; numbers are right-aligned."""
+    cells = [[fmt_value(c) for c in row] for row in rows]
+    all_rows = ([list(header)] if header else []) + cells
+    if not all_rows:
+        return []
+    ncols = max(len(r) for r in all_rows)
+    widths = [max((len(r[i]) for r in all_rows if i < len(r)), default=0) for i in range(ncols)]
+    numeric = [
+        all(isinstance(row[i], int | float) and not isinstance(row[i], bool) for row in rows)
+        and bool(rows)
+        for i in range(ncols)
+    ]
+    lines = []
+    for r in all_rows:
+        parts = []
+        for i, cell in enumerate(r):
+            parts.append(cell.rjust(widths[i]) if numeric[i] else cell.ljust(widths[i]))
+        lines.append((indent + "  ".join(parts)).rstrip())
+    return lines
+
+
+def _record_table(records: Sequence[Mapping[str, Any]], indent: str) -> list[str]:
+    """A list of mappings as a table whose columns are the union of their keys."""
+    columns: list[str] = []
+    for rec in records:
+        for key in rec:
+            if key not in columns:
+                columns.append(key)
+    rows = [[rec.get(c) for c in columns] for rec in records]
+    return table(rows, [c.upper() for c in columns], indent)
+
+
+def _generic_lines(data: Mapping[str, Any], indent: str = "") -> list[str]:
+    lines: list[str] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            if not value:
+                lines.append(f"{indent}{key}: (none)")
+            else:
+                lines.append(f"{indent}{key}:")
+                lines += _generic_lines(value, indent + INDENT)
+        elif (
+            isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value)
+        ):
+            lines.append(f"{indent}{key}:")
+            lines += _record_table(value, indent + INDENT)
+        elif isinstance(value, list | tuple) and not all(_is_scalar(v) for v in value):
+            lines.append(f"{indent}{key}:")
+            for v in value:
+                if isinstance(v, Mapping):
+                    lines += _generic_lines(v, indent + INDENT)
+                else:
+                    lines.append(f"{indent}{INDENT}{fmt_value(v)}")
+        elif isinstance(value, str) and "\n" in value:
+            lines.append(f"{indent}{key}:")
+            lines += [f"{indent}{INDENT}{line}" for line in value.splitlines()]
+        else:
+            lines.append(f"{indent}{key}: {fmt_value(value)}")
+    return lines
+
+
+def render_generic(data: Mapping[str, Any]) -> str:
+    """Any reply: ``ok`` for a bare acknowledgement, else its keys laid out readably."""
+    if not data:
+        return "ok"
+    if set(data) == {"ok"}:
+        return "ok" if data["ok"] else "failed"
+    return "\n".join(_generic_lines(data))
+
+
+# --- per-command renderers ------------------------------------------------------------
+
+
+def render_ok(data: Mapping[str, Any]) -> str:
+    if data.get("ok", True) and set(data) <= {"ok"}:
+        return "ok"
+    return render_generic(data)
+
+
+def render_help(data: Mapping[str, Any]) -> str:
+    return str(data.get("help", ""))
+
+
+def render_list_mem(data: Mapping[str, Any]) -> str:
+    me = data.get("self")
+    leader = data.get("leader")
+    members = data.get("members") or []
+    lines: list[str] = []
+    if members:
+        rows = []
+        for m in members:
+            name = m.get("name")
+            marks = ("*" if name == leader else " ") + (">" if name == me else " ")
+            rows.append(
+                [
+                    marks,
+                    name,
+                    f"{m.get('host')}:{m.get('port')}",
+                    m.get("status"),
+                    m.get("incarnation"),
+                ]
+            )
+        lines += table(rows, ["", "NAME", "ADDRESS", "STATUS", "INC"])
+        lines.append(
+            f"{len(members)} live member{'s' if len(members) != 1 else ''}  (* leader, > this node)"
+        )
+    else:
+        lines.append("no live members known: this node is not in the cluster (use 'join')")
+    lines.append(f"self: {fmt_value(me)}  leader: {fmt_value(leader)}")
+    return "\n".join(lines)
+
+
+def render_list_self(data: Mapping[str, Any]) -> str:
+    text = (
+        f"{fmt_value(data.get('name'))}  {data.get('host')}:{data.get('port')}"
+        f"  incarnation {fmt_value(data.get('incarnation'))}"
+    )
+    member = data.get("member")
+    if member is not None:
+        text += "  member" if member else "  not a member (use 'join')"
+    return text
+
+
+def render_keys(data: Mapping[str, Any]) -> str:
+    """``key: value`` lines with the values aligned."""
+    if not data:
+        return "ok"
+    if not all(_is_scalar(v) for v in data.values()):
+        return render_generic(data)
+    width = max(len(k) for k in data) + 1
+    return "\n".join(f"{k + ':':<{width}} {fmt_value(v)}" for k, v in data.items())
+
+
+RENDERERS: dict[str, Renderer] = {
+    "join": render_ok,
+    "leave": render_ok,
+    "list_mem": render_list_mem,
+    "list_self": render_list_self,
+    "bps": render_keys,
+    "fpr": render_keys,
+    "help": render_help,
+}
+
+
+def render(command: str, data: Mapping[str, Any]) -> str:
+    """The text the console prints for ``command``'s reply ``data`` (no trailing newline)."""
+    renderer = RENDERERS.get(command, render_generic)
+    try:
+        return renderer(data)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        # A reply shaped unlike what the renderer expects (an older or newer node):
+        # show it plainly rather than fail.
+        return render_generic(data)
