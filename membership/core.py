@@ -13,10 +13,10 @@ incarnation and announcing itself alive.  A suspicion not refuted in time become
 *failed* and the member is removed everywhere.
 
 News (joins, suspicions, refutations, failures, departures) travels as
-:class:`Update` records, piggybacked on pings and acks, pushed at once to
-``gossip_fanout`` random members when it is fresh, and again every
-``gossip_interval`` until each update has been sent ``retransmit_mult *
-ceil(log10(N + 1))`` times.  A slow anti-entropy exchange (``Sync``) repairs any
+:class:`Update` records, pushed at once to ``gossip_fanout`` random members when it
+is fresh, and again every ``gossip_interval`` until each update has gone to
+``retransmit_mult * ceil(log10(N + 1))`` random members; while queued it also
+rides on every ping and ack.  A slow anti-entropy exchange (``Sync``) repairs any
 member that missed news for good.
 
 Because monitors are recomputed from the live members at every round, a failure
@@ -267,7 +267,13 @@ class MembershipCore:
             self.members[r.name] = m
             if status == Status.SUSPECT:
                 self._suspicion_deadline[r.name] = now + self.config.cleanup_time
-        self.broadcasts.push(_update_for(self.members[self.me.name]))
+        hello = _update_for(self.members[self.me.name])
+        self.broadcasts.push(hello)
+        # Announce ourselves to every live member we were told of, once: a join must
+        # not depend on luck, and it costs one small datagram per member.
+        for m in self.live_members():
+            if m.name != self.me.name:
+                actions.append(Send(m.address, Gossip(self.me.name, (hello,))))
         # Spread our phase: members started together should not ping in lockstep.
         self._next_round = now + self.rng.uniform(0, self.config.ping_duration)
         self._next_gossip = now
@@ -561,8 +567,10 @@ class MembershipCore:
     def _budget(self) -> int:
         return self.config.max_datagram - _HEADER_ALLOWANCE
 
-    def _piggyback(self, dest: str | None) -> tuple[Update, ...]:
-        return self.broadcasts.take(self._budget(), self.retransmit_limit(), prefer=dest)
+    def _piggyback(self, dest: str | None, count: bool = False) -> tuple[Update, ...]:
+        """Queued news for a message to ``dest``; only random pushes ``count``."""
+        limit = self.retransmit_limit()
+        return self.broadcasts.take(self._budget(), limit, prefer=dest, count=count)
 
     def _gossip_targets(self, k: int) -> list[Member]:
         others = [m for m in self.members.values() if m.live and m.name != self.me.name]
@@ -573,7 +581,7 @@ class MembershipCore:
         self._next_gossip = now + self.config.gossip_interval
         actions: list[Action] = []
         for m in self._gossip_targets(self.config.gossip_fanout):
-            updates = self._piggyback(m.name)
+            updates = self._piggyback(m.name, count=True)
             if not updates:
                 break
             actions.append(Send(m.address, Gossip(self.me.name, updates)))

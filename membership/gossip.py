@@ -1,7 +1,11 @@
 """The queue of membership news waiting to be piggybacked.
 
-Each update is sent a limited number of times (``limit``, O(log N)), fewest-sent
-first, so fresh news goes out before news that has already spread.  A newer
+Each update is sent a limited number of times (``limit``, O(log N)) to random
+members, fewest-sent first, so fresh news goes out before news that has already
+spread.  While it waits, it also rides on pings and acks (``count=False``): those
+go to the same few ring neighbours every round, so counting them would spend the
+budget on members that already know and leave too few random transmissions for
+the epidemic to reach everyone.  A newer
 update about a member replaces the queued one: there is never a reason to keep
 telling people a member is suspect once it has refuted.
 """
@@ -48,8 +52,10 @@ class BroadcastQueue:
         """True if some update has not been sent at all yet."""
         return any(item.transmits == 0 for item in self._items.values())
 
-    def take(self, budget: int, limit: int, prefer: str | None = None) -> tuple[Update, ...]:
-        """Updates that fit in ``budget`` bytes; each counts as sent once more.
+    def take(
+        self, budget: int, limit: int, prefer: str | None = None, count: bool = True
+    ) -> tuple[Update, ...]:
+        """Updates that fit in ``budget`` bytes; with ``count``, each counts as sent once more.
 
         News about ``prefer`` (the destination) goes first, so a suspect hears of
         its suspicion on the next ping it receives.
@@ -68,6 +74,8 @@ class BroadcastQueue:
                 continue
             used += item.size
             chosen.append(item.update)
+            if not count:
+                continue
             item.transmits += 1
             if item.transmits >= limit:
                 del self._items[item.update.name]

@@ -151,7 +151,8 @@ def decode(data: bytes) -> Any:
     if not isinstance(body, list) or len(body) < 2:
         raise DecodeError("not a [tag, version, ...] array")
     tag, version = body[0], body[1]
-    if not isinstance(tag, int) or not isinstance(version, int):
+    # bool is an int to Python but not to msgpack; fields refuse it too.
+    if any(not isinstance(x, int) or isinstance(x, bool) for x in (tag, version)):
         raise DecodeError("tag and version must be integers")
     cls = _BY_TAG.get(tag)
     if cls is None:
