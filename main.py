@@ -21,6 +21,9 @@ from node.process import first_os_error, setup_logging
 
 log = logging.getLogger("main")
 
+# Longest a polite stop (telling peers we leave) may take before the process exits.
+SHUTDOWN_GRACE = 5.0
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -58,13 +61,25 @@ async def serve(app: NodeApp, interactive: bool, history: Path) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(app.run)
 
+        stopping: list[int] = []
+
+        async def graceful() -> None:
+            with trio.move_on_after(SHUTDOWN_GRACE):
+                await app.shutdown()
+            nursery.cancel_scope.cancel()
+
         async def on_signals() -> None:
+            # The first signal leaves politely; a second one stops at once.
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
-                    log.info("%s: leaving the cluster and stopping", signal.Signals(signum).name)
-                    await app.shutdown()
-                    nursery.cancel_scope.cancel()
-                    return
+                    name = signal.Signals(signum).name
+                    if stopping:
+                        log.warning("%s again: stopping without waiting", name)
+                        nursery.cancel_scope.cancel()
+                        return
+                    log.info("%s: leaving the cluster and stopping", name)
+                    stopping.append(signum)
+                    nursery.start_soon(graceful)
 
         if interactive:
             from console.repl import run_interactive
@@ -91,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     me = config.node_for(args.hostname, args.port)
     data_dir = Path(args.data_dir) if args.data_dir else Path("data") / _safe_dirname(me.name)
-    interactive = sys.stdin.isatty() and not args.no_console
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.no_console
     # With the console open, only warnings reach the terminal; everything goes to the log.
     setup_logging(
         args.log_level, data_dir / "node.log", "WARNING" if interactive else args.log_level

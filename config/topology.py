@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,8 +233,9 @@ def _check_port(key: str, port: int) -> None:
 
 
 def _check_positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{key}: must be positive, got {value!r}")
+    # TOML has nan and inf; neither is a usable timer (nan even passes `<= 0`).
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{key}: must be positive and finite, got {value!r}")
 
 
 def parse_address(text: str, key: str = "address") -> tuple[str, int]:

@@ -278,9 +278,9 @@ class MembershipCore:
         self._next_round = now + self.rng.uniform(0, self.config.ping_duration)
         self._next_gossip = now
         self._next_sync = now + self.rng.uniform(0.5, 1.0) * self._sync_interval()
-        actions.append(
-            Event("joined", self.me.name, self.incarnation, f"joined with {len(records)} known")
-        )
+        live = sum(1 for m in self.members.values() if m.live)
+        detail = f"this node joined at incarnation {self.incarnation}; {live} live members known"
+        actions.append(Event("joined", self.me.name, self.incarnation, detail))
         actions.extend(self._push(now))
         return actions
 

@@ -12,6 +12,7 @@ mid-frame is cut off after ``IDLE_TIMEOUT``.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -118,6 +119,22 @@ class RpcServer:
             pass
 
 
+def _reason(e: BaseException) -> str:
+    """The operating system's words for a failed connection, on one line.
+
+    trio's ``open_tcp_stream`` raises a bare "all attempts to connect ... failed"
+    OSError and keeps each attempt's error (e.g. ECONNREFUSED) in ``__cause__``.
+    """
+    cause = e.__cause__
+    attempts = cause.exceptions if isinstance(cause, BaseExceptionGroup) else (cause,)
+    for err in (e, *attempts):
+        if isinstance(err, OSError) and err.errno:
+            return os.strerror(err.errno)  # "Connection refused", without trio's prefix
+        if isinstance(err, OSError) and err.strerror:
+            return err.strerror
+    return str(e) or type(e).__name__
+
+
 async def call(addr: Address, codec: Codec, request: Any, timeout: float = 5.0) -> Any:
     """Send one request to ``addr`` and return its reply.
 
@@ -135,10 +152,13 @@ async def call(addr: Address, codec: Codec, request: Any, timeout: float = 5.0) 
     except trio.TooSlowError:
         raise RpcError(f"{host}:{port} did not answer within {timeout:g} s") from None
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
-        raise RpcError(f"cannot reach {host}:{port}: {reason}") from None
+        raise RpcError(f"cannot reach {host}:{port}: {_reason(e)}") from None
     except EOFError:
-        raise RpcError(f"{host}:{port} closed the connection without answering") from None
+        # Servers close without a word on a frame that fails its MAC.
+        raise RpcError(
+            f"{host}:{port} closed the connection without answering "
+            "(is the cluster secret the same on both sides?)"
+        ) from None
     except Rejected as r:
         raise RpcError(
             f"{host}:{port} sent a reply that was rejected ({r.reason}); "

@@ -27,7 +27,6 @@ from net.messages import (
     JoinRequest,
     MembershipSnapshot,
     SnapshotRequest,
-    Status,
 )
 from net.rpc import RpcError, RpcServer, call, frame_codec
 from net.transport import Address, MeteredTransport, UdpTransport
@@ -101,14 +100,22 @@ class NodeApp:
 
     async def _join_until_admitted(self) -> None:
         delay = JOIN_RETRY_INITIAL
+        attempts = 0
+        last_error = ""
         with trio.CancelScope() as scope:
             self._join_scope = scope
             while not self.core.active:
+                attempts += 1
                 try:
                     await self.join()
+                    if attempts > 1:
+                        self.log.warning("%s joined after %d attempts", self.me.name, attempts)
                     break
                 except CommandError as e:
-                    self.log.warning("%s; retrying in %.1f s", e, delay)
+                    # Say it once (and again if the reason changes), not at every retry.
+                    level = logging.DEBUG if str(e) == last_error else logging.WARNING
+                    self.log.log(level, "%s; retrying every %.0f s or less", e, JOIN_RETRY_MAX)
+                    last_error = str(e)
                 await trio.sleep(delay)
                 delay = min(delay * 2, JOIN_RETRY_MAX)
         self._join_scope = None
@@ -129,15 +136,6 @@ class NodeApp:
             if not isinstance(reply, MembershipSnapshot):
                 raise CommandError(f"introducer sent {type(reply).__name__}, not a snapshot")
             await self.membership.join(reply.members)
-            live = sum(1 for r in reply.members if r.status <= Status.SUSPECT)
-            self.log.info(
-                "%s joined through %s:%d (incarnation %d, %d live members known)",
-                self.me.name,
-                host,
-                port,
-                self.core.incarnation,
-                live,
-            )
 
     async def leave(self) -> None:
         if self._join_scope is not None:
@@ -164,6 +162,8 @@ class NodeApp:
     async def execute(self, command: str, args: list[str]) -> dict[str, Any]:
         """Run one console command; CommandError carries a one-line reason."""
         cmd = check(command, args)
+        if cmd.local and command != "help":
+            raise CommandError(f"{command} is a console command; nodes do not run it")
         if cmd.test_mode_only and not self.test_mode:
             raise CommandError(f"{command} is only available in test mode (start the node with -t)")
         if command == "join":
