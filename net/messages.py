@@ -5,7 +5,7 @@ never renumber or reuse one.  Change a message's fields only by giving it a high
 ``version`` in :func:`net.wire.message` and keeping old readers in mind.
 
 Tags 1-19: membership datagrams (UDP).  20-29: admission (TCP, introducer).
-30-39: console (TCP).  40-49: generic replies.
+30-39: console (TCP).  40-49: generic replies and streams.  50-89: SDFS (TCP).
 """
 
 from __future__ import annotations
@@ -167,3 +167,43 @@ class ErrorReply:
     """A request that could not be served; ``error`` is one line for a person."""
 
     error: str
+
+
+@message(tag=41)
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a streamed file.  An empty chunk ends the stream."""
+
+    data: bytes
+
+
+# --- SDFS: moving file contents between nodes (transfer = "tcp") ----------------------
+
+
+@message(tag=50)
+@dataclass(frozen=True)
+class Upload:
+    """Start of a stream into the receiver's incoming directory, file ``name`` there.
+
+    Chunks follow, then an empty chunk; the receiver answers :class:`TransferDone`.
+    """
+
+    name: str
+    size: int
+
+
+@message(tag=51)
+@dataclass(frozen=True)
+class Download:
+    """Send me the stored file at ``path`` (inside your store) as chunks, then an empty one."""
+
+    path: str
+
+
+@message(tag=52)
+@dataclass(frozen=True)
+class TransferDone:
+    """End of a stream: what arrived, for the sender to compare."""
+
+    size: int
+    sha256: str

@@ -4,6 +4,11 @@ A frame is a 4-byte big-endian length followed by a sealed message (see
 :mod:`net.codec`).  A connection carries any number of request/reply pairs; the
 server answers each request with exactly one reply, in order.
 
+Streaming requests (file uploads and downloads) are conversations rather than
+pairs: a request whose type the server lists in ``streams`` is handed, with its
+:class:`Connection`, to a stream handler that reads and writes as many frames
+as it needs (``Chunk``s) and returns the final reply.
+
 Servers never let a peer hurt them: a frame that is too long, fails its MAC or
 does not decode closes that connection and is counted; a peer that goes quiet
 mid-frame is cut off after ``IDLE_TIMEOUT``.
@@ -14,7 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
@@ -32,6 +38,7 @@ MAX_FRAME = 16 * 1024 * 1024
 IDLE_TIMEOUT = 30.0
 
 Handler = Callable[[Any, Address], Awaitable[Any]]
+StreamHandler = Callable[[Any, "Connection"], Awaitable[Any]]
 
 
 class RpcError(Exception):
@@ -71,12 +78,58 @@ async def write_frame(stream: trio.abc.SendStream, codec: Codec, msg: Any) -> No
     await stream.send_all(HEADER.pack(len(data)) + data)
 
 
-class RpcServer:
-    """Serves one handler on a TCP port."""
+class Connection:
+    """Sealed frames both ways over one TCP stream; for streaming conversations."""
 
-    def __init__(self, codec: Codec, handler: Handler) -> None:
+    def __init__(self, stream: trio.abc.Stream, codec: Codec, peer: Address) -> None:
+        self.stream = stream
+        self.codec = codec
+        self.peer = peer
+
+    async def send(self, msg: Any) -> None:
+        await write_frame(self.stream, self.codec, msg)
+
+    async def receive(self, timeout: float = IDLE_TIMEOUT) -> Any:
+        """The next message; EOFError at the end, Rejected for a bad frame,
+        trio.TooSlowError if nothing arrives within ``timeout`` seconds."""
+        with trio.fail_after(timeout):
+            return await read_frame(self.stream, self.codec)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+@asynccontextmanager
+async def open_connection(
+    addr: Address, codec: Codec, timeout: float = 5.0
+) -> AsyncIterator[Connection]:
+    """A connection to ``addr`` for a streaming conversation; RpcError if unreachable."""
+    host, port = addr
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+    except trio.TooSlowError:
+        raise RpcError(f"{host}:{port} did not accept a connection within {timeout:g} s") from None
+    except OSError as e:
+        raise RpcError(f"cannot reach {host}:{port}: {_reason(e)}") from None
+    async with stream:
+        yield Connection(stream, codec, addr)
+
+
+class RpcServer:
+    """Serves one handler on a TCP port (and a stream handler for streaming requests)."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        handler: Handler,
+        stream_handler: StreamHandler | None = None,
+        streams: tuple[type[Any], ...] = (),
+    ) -> None:
         self.codec = codec
         self.handler = handler
+        self.stream_handler = stream_handler
+        self.streams = streams
         self.connections = 0
 
     async def serve(
@@ -108,13 +161,21 @@ class RpcServer:
                     if idle.cancelled_caught:
                         return
                     try:
-                        reply = await self.handler(request, addr)
+                        if self.stream_handler is not None and isinstance(request, self.streams):
+                            conn = Connection(stream, self.codec, addr)
+                            reply = await self.stream_handler(request, conn)
+                        else:
+                            reply = await self.handler(request, addr)
+                    except (Rejected, EOFError, trio.TooSlowError):
+                        raise  # the conversation broke; close the connection
                     except Exception as e:  # a handler bug must not kill the server
                         log.exception("handler failed on %s from %s", type(request).__name__, addr)
                         reply = ErrorReply(f"internal error: {type(e).__name__}: {e}")
                     await write_frame(stream, self.codec, reply)
         except Rejected as r:
             log.debug("dropped connection from %s: %s", addr, r)
+        except (EOFError, trio.TooSlowError):
+            log.debug("connection from %s ended mid-conversation", addr)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
 
