@@ -1,0 +1,275 @@
+"""The leader's view of SDFS: which versions of which files exist, and where.
+
+Theory of operation
+-------------------
+The leader holds no state of its own that it cannot rebuild: every fact here
+comes from the nodes' stores (their inventories) or from puts it granted since.
+When leadership moves, the new leader asks every live node for its inventory and
+:meth:`Metadata.rebuild` folds them together; until then it answers "rebuilding"
+and clients retry.
+
+Versions are numbered per file by the leader (``grant``): one above anything any
+node holds for that file, pending versions and tombstones included, so two puts
+never share a number even across a change of leader (a put that raced the change
+is refused by the replicas, which bind a version to one ``put_id``, and retried).
+
+Placement is deterministic: a file's replicas are ``replication`` consecutive live
+members of the ring, starting at a point picked by hashing its name.  When
+members fail, :meth:`repairs` names, for every file short of copies, a live
+holder to copy from and the next members in its placement order to copy to.
+
+Quorums: with N = replication copies, a put is acknowledged after W = N - 1
+copies committed (one dead replica never blocks a write; W < N), and a read
+consults R = N - W + 1 copies (W + R > N), so any read set meets every
+acknowledged write.  For N = 4: W = 3, R = 2.
+
+Nothing here awaits, reads a clock or touches a file; times come in as ``now``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from net.messages import VersionRecord, VersionState
+
+# A granted put that has not reported back in this long is presumed dead; its
+# version number stays used (numbers only grow), but it no longer counts as pending.
+GRANT_TIMEOUT = 600.0
+
+
+def write_quorum(replication: int) -> int:
+    return max(1, replication - 1)
+
+
+def read_quorum(replication: int) -> int:
+    return replication - write_quorum(replication) + 1
+
+
+def placement(name: str, ring: Sequence[str], count: int) -> list[str]:
+    """``count`` consecutive members of ``ring`` (live members, ring order) for ``name``."""
+    if not ring:
+        return []
+    start = int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big") % len(ring)
+    ordered = list(ring[start:]) + list(ring[:start])
+    return ordered[: min(count, len(ordered))]
+
+
+@dataclass
+class VersionInfo:
+    record: VersionRecord
+    holders: set[str] = field(default_factory=set)
+
+    @property
+    def committed(self) -> bool:
+        return self.record.state == VersionState.COMMITTED
+
+
+@dataclass
+class FileInfo:
+    name: str
+    versions: dict[int, VersionInfo] = field(default_factory=dict)
+    tombstone: int = 0
+    highest: int = 0  # the highest version number ever seen or granted
+
+    def committed(self) -> list[VersionInfo]:
+        """Readable versions, newest first."""
+        return sorted(
+            (
+                v
+                for v in self.versions.values()
+                if v.committed and v.record.version > self.tombstone
+            ),
+            key=lambda v: -v.record.version,
+        )
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.committed())
+
+
+@dataclass(frozen=True)
+class Repair:
+    """Copy ``records`` (all committed versions ``source`` holds) to ``targets``."""
+
+    name: str
+    source: str
+    targets: tuple[str, ...]
+    records: tuple[VersionRecord, ...]
+
+
+class Metadata:
+    def __init__(self, replication: int, keep: int) -> None:
+        self.replication = replication
+        self.keep = keep
+        self.files: dict[str, FileInfo] = {}
+        self._grants: dict[str, tuple[str, int, float]] = {}  # put_id -> (name, version, at)
+        self._repairing: dict[str, float] = {}  # name -> when the order went out
+
+    # --- building the view -------------------------------------------------------
+
+    def rebuild(self, inventories: Mapping[str, Iterable[VersionRecord]]) -> None:
+        """Start over from what the live nodes hold."""
+        self.files.clear()
+        self._grants.clear()
+        self._repairing.clear()
+        for node, records in inventories.items():
+            self.add_inventory(node, records)
+
+    def _file(self, name: str) -> FileInfo:
+        f = self.files.get(name)
+        if f is None:
+            f = self.files[name] = FileInfo(name)
+        return f
+
+    def add_inventory(self, node: str, records: Iterable[VersionRecord]) -> list[tuple[str, int]]:
+        """Fold one node's holdings in; returns (name, tombstone) it should apply."""
+        stale: dict[str, int] = {}
+        for r in records:
+            f = self._file(r.name)
+            f.highest = max(f.highest, r.version)
+            if r.state == VersionState.DELETED:
+                if r.version > f.tombstone:
+                    f.tombstone = r.version
+                    f.versions = {v: i for v, i in f.versions.items() if v > r.version}
+                continue
+            if r.version <= f.tombstone:
+                stale[r.name] = f.tombstone
+                continue
+            info = f.versions.get(r.version)
+            if info is None:
+                info = f.versions[r.version] = VersionInfo(r)
+            elif info.record.put_id != r.put_id:
+                if r.state == VersionState.COMMITTED and not info.committed:
+                    # What we saw first was the losing put's pending leftover (two
+                    # grants of one number across a change of leader): the committed
+                    # put is the winner, whatever order the inventories came in.
+                    info = f.versions[r.version] = VersionInfo(r)
+                else:
+                    continue  # a losing put's leftover; the replica will refuse to commit it
+            elif r.state == VersionState.COMMITTED and not info.committed:
+                info.record = r
+            info.holders.add(node)
+        return sorted(stale.items())
+
+    def node_gone(self, node: str) -> None:
+        for f in self.files.values():
+            for info in f.versions.values():
+                info.holders.discard(node)
+
+    # --- puts ------------------------------------------------------------------
+
+    def grant(self, name: str, put_id: str, now: float) -> int:
+        f = self._file(name)
+        f.highest = max(f.highest, f.tombstone) + 1
+        self._grants[put_id] = (name, f.highest, now)
+        return f.highest
+
+    def put_done(self, record: VersionRecord, holders: Iterable[str]) -> None:
+        self._grants.pop(record.put_id, None)
+        f = self._file(record.name)
+        f.highest = max(f.highest, record.version)
+        if record.version <= f.tombstone:
+            return
+        info = f.versions.get(record.version)
+        committed = VersionRecord(
+            record.name, record.version, record.put_id, record.size, record.sha256,
+            int(VersionState.COMMITTED),
+        )  # fmt: skip
+        if info is None or info.record.put_id != record.put_id:
+            info = f.versions[record.version] = VersionInfo(committed)
+        info.record = committed
+        info.holders.update(holders)
+        self._trim(f)
+
+    def abort(self, put_id: str) -> None:
+        self._grants.pop(put_id, None)
+
+    def expire_grants(self, now: float) -> None:
+        for put_id, (_, _, at) in list(self._grants.items()):
+            if now - at > GRANT_TIMEOUT:
+                del self._grants[put_id]
+
+    def _trim(self, f: FileInfo) -> None:
+        for old in f.committed()[self.keep :]:
+            del f.versions[old.record.version]
+
+    # --- deletes ---------------------------------------------------------------
+
+    def delete(self, name: str) -> int:
+        """Tombstone ``name``; returns the tombstone's version.  KeyError if absent."""
+        f = self.files.get(name)
+        if f is None or not f.exists:
+            raise KeyError(name)
+        f.highest += 1
+        f.tombstone = f.highest
+        f.versions.clear()
+        return f.tombstone
+
+    # --- queries ---------------------------------------------------------------
+
+    def locate(self, name: str) -> tuple[list[VersionInfo], bool]:
+        """(committed versions newest first, deleted?)"""
+        f = self.files.get(name)
+        if f is None:
+            return [], False
+        return f.committed(), f.tombstone > 0 and not f.exists
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return sorted(
+            n for n, f in self.files.items() if f.exists and fnmatch.fnmatchcase(n, pattern)
+        )
+
+    # --- repair ----------------------------------------------------------------
+
+    def repairs(self, ring: Sequence[str], now: float, retry_after: float = 30.0) -> list[Repair]:
+        """Orders that bring every file back to ``replication`` live copies.
+
+        ``ring`` is the live members in ring order.  A file with an order out
+        less than ``retry_after`` seconds ago is left alone.
+        """
+        live = set(ring)
+        want = min(self.replication, len(ring))
+        out: list[Repair] = []
+        for name, f in sorted(self.files.items()):
+            versions = f.committed()
+            if not versions:
+                continue
+            newest = versions[0]
+            holders = newest.holders & live
+            if len(holders) >= want or not holders:
+                continue  # complete, or lost beyond repair (logged by the caller)
+            if now - self._repairing.get(name, -retry_after) < retry_after:
+                continue
+            order = placement(name, ring, len(ring))
+            targets = tuple(n for n in order if n not in holders)[: want - len(holders)]
+            source = next(n for n in order if n in holders)
+            records = tuple(v.record for v in versions if source in v.holders)
+            self._repairing[name] = now
+            out.append(Repair(name, source, targets, records))
+        return out
+
+    def lost(self, ring: Sequence[str]) -> list[str]:
+        """Files whose every copy is on members no longer live."""
+        live = set(ring)
+        return sorted(
+            name
+            for name, f in self.files.items()
+            if (c := f.committed()) and not (c[0].holders & live)
+        )
+
+    def repaired(self, name: str, records: Iterable[VersionRecord], targets: Iterable[str]) -> None:
+        self._repairing.pop(name, None)
+        f = self.files.get(name)
+        if f is None:
+            return
+        done = set(targets)
+        for r in records:
+            info = f.versions.get(r.version)
+            if info is not None and info.record.put_id == r.put_id:
+                info.holders |= done
+
+    def repair_failed(self, name: str) -> None:
+        self._repairing.pop(name, None)

@@ -1,0 +1,322 @@
+"""One node's replicas on disk.
+
+Layout under the node's ``<data-dir>/sdfs``::
+
+    incoming/                 transfers land here (scp or tcp), under a temporary name
+    files/<quoted name>/
+        <version>.data        the bytes of one version
+        <version>.meta        JSON: name, version, put_id, size, sha256, state
+
+Theory of operation
+-------------------
+A version arrives in ``incoming/``, is checked (size and SHA-256) and moved into
+``files/`` with ``rename``, after an ``fsync`` of the data; its ``.meta`` is
+written the same way (temporary file, fsync, rename, fsync of the directory).
+The meta file is written *after* the data, so a crash at any point leaves either
+no version or a complete one: a ``.data`` without a ``.meta`` is an orphan and is
+removed when the store opens.
+
+States: a put first lands PENDING (never served), becomes COMMITTED once its
+write quorum is reached, and a delete leaves a DELETED tombstone at a version
+above every version it removes.  A version is identified by (name, version) and
+belongs to exactly one put (``put_id``): a second put that claims the same
+version with another put_id is refused.
+
+Invariants
+----------
+1. No partial or unverified bytes are ever visible under ``files/``.
+2. Only COMMITTED versions are read; at most ``keep`` of them are kept per file.
+3. Nothing at or below a tombstone's version is accepted again.
+
+All methods are blocking file-system work; the trio layer calls them in a
+worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import asdict
+from pathlib import Path
+
+from net.messages import VersionRecord, VersionState
+from sdfs.names import check_name, disk_name, from_disk_name
+
+HASH_CHUNK = 1 << 20
+
+
+class StoreError(Exception):
+    """A replica operation that cannot be done; the message is one line for a person."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+
+
+def relative_data_path(name: str, version: int) -> str:
+    """Where ``name``'s ``version`` lives, relative to a store's root (same on every node)."""
+    return f"files/{disk_name(name)}/{version}.data"
+
+
+class ReplicaStore:
+    def __init__(self, root: Path, keep: int = 5) -> None:
+        self.root = root.resolve()
+        self.keep = keep
+        self.incoming = self.root / "incoming"
+        self.files = self.root / "files"
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.files.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._index: dict[str, dict[int, VersionRecord]] = {}
+        self._load()
+
+    # --- opening -----------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Index every complete version; remove temporaries and orphans of a crash."""
+        for leftover in self.incoming.iterdir():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        for d in self.files.iterdir():
+            if not d.is_dir():
+                continue
+            versions: dict[int, VersionRecord] = {}
+            for meta in d.glob("*.meta"):
+                if not meta.stem.isdigit():
+                    continue  # a .tmp-<v>.meta of an interrupted write: removed below
+                try:
+                    data = json.loads(meta.read_text())
+                    record = VersionRecord(**data)
+                except (OSError, ValueError, TypeError):
+                    continue
+                versions[record.version] = record
+            # A crash in the middle of delete(): the tombstone is written, but some of
+            # the versions it removes may still be here.  Finish the job.
+            tomb = max(
+                (v for v, r in versions.items() if r.state == VersionState.DELETED), default=0
+            )
+            for v in [v for v in versions if v < tomb]:
+                with contextlib.suppress(OSError):
+                    (d / f"{v}.meta").unlink()
+                del versions[v]
+            for f in d.iterdir():
+                stem, _, suffix = f.name.partition(".")
+                orphan = suffix == "data" and (
+                    not stem.isdigit()
+                    or int(stem) not in versions
+                    or versions[int(stem)].state == VersionState.DELETED
+                )
+                if orphan or f.name.startswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        f.unlink()
+            if versions:
+                self._index[from_disk_name(d.name)] = versions
+
+    # --- queries -------------------------------------------------------------------
+
+    def data_path(self, name: str, version: int) -> Path:
+        return self.root / relative_data_path(name, version)
+
+    def records(self, name: str | None = None) -> list[VersionRecord]:
+        """Every version we hold (of ``name``, or of everything), oldest first."""
+        with self._lock:
+            names = [name] if name is not None else list(self._index)
+            out: list[VersionRecord] = []
+            for n in names:
+                out.extend(sorted(self._index.get(n, {}).values(), key=lambda r: r.version))
+            return out
+
+    def committed(self, name: str) -> list[VersionRecord]:
+        """Readable versions of ``name``, newest first (none after a tombstone)."""
+        with self._lock:
+            versions = self._index.get(name, {})
+            return sorted(
+                (r for r in versions.values() if r.state == VersionState.COMMITTED),
+                key=lambda r: -r.version,
+            )
+
+    def names(self) -> list[str]:
+        """Files we hold a readable version of."""
+        with self._lock:
+            return sorted(
+                n
+                for n, vs in self._index.items()
+                if any(r.state == VersionState.COMMITTED for r in vs.values())
+            )
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    # --- changes -------------------------------------------------------------------
+
+    def _dir(self, name: str) -> Path:
+        return self.files / disk_name(name)
+
+    def _write_meta(self, record: VersionRecord) -> None:
+        d = self._dir(record.name)
+        tmp = d / f".tmp-{record.version}.meta"
+        with tmp.open("w") as f:
+            json.dump(asdict(record), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / f"{record.version}.meta")
+        fsync_dir(d)
+
+    def _tombstone(self, name: str) -> int:
+        versions = self._index.get(name, {})
+        return max((v for v, r in versions.items() if r.state == VersionState.DELETED), default=0)
+
+    def ingest(self, record: VersionRecord, incoming_name: str) -> VersionRecord:
+        """Move a transferred file into the store as ``record`` (checked, atomic)."""
+        if "/" in incoming_name or incoming_name in ("", ".", ".."):
+            raise StoreError(f"bad incoming file name {incoming_name!r}")
+        src = self.incoming / incoming_name
+        try:
+            check_name(record.name)  # inside the try: a refused name still drops the file
+            if not src.is_file():
+                raise StoreError(f"nothing arrived for {record.name} v{record.version}")
+            size = src.stat().st_size
+            if size != record.size:
+                raise StoreError(
+                    f"{record.name} v{record.version}: {size} bytes arrived, "
+                    f"{record.size} were sent"
+                )
+            digest = sha256_file(src)
+            if digest != record.sha256:
+                raise StoreError(f"{record.name} v{record.version}: checksum mismatch on arrival")
+            with self._lock:
+                # The tombstone first: the record at its version is the tombstone itself.
+                if record.version <= self._tombstone(record.name):
+                    raise StoreError(f"{record.name} was deleted after v{record.version}")
+                existing = self._index.get(record.name, {}).get(record.version)
+                if existing is not None:
+                    if existing.put_id != record.put_id:
+                        raise StoreError(
+                            f"{record.name} v{record.version} already belongs to another put"
+                        )
+                    return existing  # a retry of the same put: nothing to do
+                d = self._dir(record.name)
+                d.mkdir(exist_ok=True)
+                fsync_file(src)
+                os.replace(src, self.data_path(record.name, record.version))
+                fsync_dir(d)
+                self._write_meta(record)
+                self._index.setdefault(record.name, {})[record.version] = record
+                self._prune(record.name)
+                return record
+        finally:
+            with contextlib.suppress(OSError):
+                src.unlink()
+
+    def commit(self, name: str, version: int, put_id: str) -> VersionRecord:
+        with self._lock:
+            existing = self._index.get(name, {}).get(version)
+            if existing is None or existing.put_id != put_id:
+                raise StoreError(f"{name} v{version} is not here to commit")
+            if existing.state == VersionState.COMMITTED:
+                return existing
+            if existing.state != VersionState.PENDING:
+                raise StoreError(f"{name} v{version} was deleted")
+            record = VersionRecord(**{**asdict(existing), "state": int(VersionState.COMMITTED)})
+            self._write_meta(record)
+            self._index[name][version] = record
+            self._prune(name)
+            return record
+
+    def abort(self, name: str, version: int, put_id: str) -> None:
+        with self._lock:
+            existing = self._index.get(name, {}).get(version)
+            if existing is None or existing.put_id != put_id:
+                return
+            if existing.state == VersionState.PENDING:
+                self._remove(name, version)
+
+    def delete(self, name: str, version: int) -> None:
+        """Tombstone ``name`` at ``version``: every version up to it goes."""
+        with self._lock:
+            versions = self._index.get(name, {})
+            if any(r.state == VersionState.DELETED and v >= version for v, r in versions.items()):
+                return
+            d = self._dir(name)
+            d.mkdir(exist_ok=True)
+            tomb = VersionRecord(name, version, "", 0, "", int(VersionState.DELETED))
+            self._write_meta(tomb)
+            versions = self._index.setdefault(name, {})
+            versions[version] = tomb
+            with contextlib.suppress(FileNotFoundError):  # a version at the tombstone itself
+                self.data_path(name, version).unlink()
+            for v in [v for v in versions if v < version]:
+                self._remove(name, v)
+
+    def gc_pending(self, older_than_s: float) -> int:
+        """Drop PENDING versions whose put never finished (the writer died)."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        with self._lock:
+            for name, versions in list(self._index.items()):
+                for v, r in list(versions.items()):
+                    if r.state != VersionState.PENDING:
+                        continue
+                    try:
+                        mtime = (self._dir(name) / f"{v}.meta").stat().st_mtime
+                    except OSError:
+                        mtime = 0
+                    if mtime < cutoff:
+                        self._remove(name, v)
+                        removed += 1
+        return removed
+
+    def _prune(self, name: str) -> None:
+        """Keep the newest ``keep`` committed versions; older ones go."""
+        versions = self._index.get(name, {})
+        committed = sorted(
+            (v for v, r in versions.items() if r.state == VersionState.COMMITTED), reverse=True
+        )
+        for v in committed[self.keep :]:
+            self._remove(name, v)
+        # A pending version below the oldest kept one can never be read.
+        if len(committed) >= self.keep:
+            floor = committed[self.keep - 1]
+            for v in [v for v, r in versions.items() if r.state == VersionState.PENDING]:
+                if v < floor:
+                    self._remove(name, v)
+
+    def _remove(self, name: str, version: int) -> None:
+        d = self._dir(name)
+        for suffix in ("meta", "data"):  # meta first: a crash leaves an orphan, not a lie
+            with contextlib.suppress(FileNotFoundError):
+                (d / f"{version}.{suffix}").unlink()
+        self._index.get(name, {}).pop(version, None)
+        if not self._index.get(name):
+            self._index.pop(name, None)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    def clear(self, names: Iterable[str]) -> None:
+        with self._lock:
+            for name in names:
+                for v in list(self._index.get(name, {})):
+                    self._remove(name, v)
