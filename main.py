@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(
         args.log_level, data_dir / "node.log", "WARNING" if interactive else args.log_level
     )
-    app = NodeApp(config, me, test_mode=args.test_mode, drop_rate=args.drop_rate)
+    app = NodeApp(config, me, data_dir, test_mode=args.test_mode, drop_rate=args.drop_rate)
     try:
         trio.run(serve, app, interactive, data_dir / "console_history")
     except (OSError, BaseExceptionGroup) as e:

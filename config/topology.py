@@ -114,6 +114,8 @@ class ClusterConfig:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     # Copies of every SDFS file: survives three simultaneous failures.
     replication: int = 4
+    # Versions of each SDFS file kept (get-versions reads back this far).
+    versions_kept: int = 5
     # "scp" (paramiko over SSH) or "tcp" (the nodes' own authenticated stream).
     transfer: str = "scp"
     ssh: SSHConfig = field(default_factory=SSHConfig)
@@ -182,6 +184,7 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "ping_timeout": (int, float),
     "cleanup_time": (int, float),
     "replication": int,
+    "versions_kept": int,
     "transfer": str,
     # Beyond INTERFACE.md: the rest of MembershipConfig, for tuning.
     "indirect_probes": int,
@@ -337,6 +340,9 @@ def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
     replication = cluster.get("replication", 4)
     if replication < 1:
         raise ConfigError(f"cluster.replication: must be at least 1, got {replication}")
+    versions_kept = cluster.get("versions_kept", 5)
+    if versions_kept < 1:
+        raise ConfigError(f"cluster.versions_kept: must be at least 1, got {versions_kept}")
     transfer = cluster.get("transfer", "scp")
     if transfer not in ("scp", "tcp"):
         raise ConfigError(f"cluster.transfer: expected 'scp' or 'tcp', got {transfer!r}")
@@ -349,6 +355,7 @@ def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
         secret=secret,
         membership=membership,
         replication=replication,
+        versions_kept=versions_kept,
         transfer=transfer,
         ssh=SSHConfig(**ssh),
     )

@@ -30,7 +30,7 @@ EXIT_UNREACHABLE = 3
 
 # Long enough for a join (the node waits up to 5 s for the introducer) or a
 # forwarded request; an unreachable node is still reported at once (refused).
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 60.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_TIMEOUT,
         metavar="S",
-        help=f"seconds to wait for the reply (default {DEFAULT_TIMEOUT:g})",
+        help="seconds to wait for the node to answer or report progress "
+        f"(default {DEFAULT_TIMEOUT:g})",
     )
     p.add_argument("command", metavar="COMMAND", nargs="?", help="a console command, e.g. list_mem")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG", help="its arguments")
@@ -70,13 +71,61 @@ def _emit(command: str, data: dict[str, Any], as_json: bool) -> None:
         print(render(command, data))
 
 
+def _show_progress(done: int, total: int, label: str) -> None:
+    """Progress of a long command on stderr: one updating line on a terminal."""
+    pct = f"{100 * done / total:5.1f}%" if total else ""
+    line = f"{label}: {_size(done)} of {_size(total)} {pct}"
+    if sys.stderr.isatty():
+        end = "\n" if done >= total else ""
+        print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
+    elif done >= total:
+        print(line, file=sys.stderr)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1000  # type: ignore[assignment]
+    return str(n)  # pragma: no cover
+
+
 async def _ask(
     addr: tuple[str, int], secret: bytes, command: str, args: list[str], timeout: float
 ) -> Any:
-    from net.messages import ConsoleRequest
-    from net.rpc import call, frame_codec
+    """Send the command; show progress frames until the reply comes.
 
-    return await call(addr, frame_codec(secret), ConsoleRequest(command, tuple(args)), timeout)
+    ``timeout`` bounds the silence, not the whole command: a 1 GB put reports
+    progress as it goes and may take minutes.
+    """
+    import trio
+
+    from net.codec import Rejected
+    from net.messages import ConsoleProgress, ConsoleRequest
+    from net.rpc import RpcError, frame_codec, open_connection
+
+    async with open_connection(addr, frame_codec(secret), timeout) as conn:
+        try:
+            await conn.send(ConsoleRequest(command, tuple(args)))
+            while True:
+                msg = await conn.receive(timeout)
+                if not isinstance(msg, ConsoleProgress):
+                    return msg
+                _show_progress(msg.done, msg.total, msg.label)
+        except trio.TooSlowError:
+            raise RpcError(f"{addr[0]}:{addr[1]} sent nothing for {timeout:g} s") from None
+        except EOFError:
+            raise RpcError(
+                f"{addr[0]}:{addr[1]} closed the connection without answering "
+                "(is the cluster secret the same on both sides?)"
+            ) from None
+        except Rejected as r:
+            raise RpcError(
+                f"{addr[0]}:{addr[1]} sent a reply that was rejected ({r.reason}); "
+                "is the cluster secret the same?"
+            ) from None
+        except (OSError, trio.BrokenResourceError) as e:
+            raise RpcError(f"{addr[0]}:{addr[1]}: connection lost: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     from net.messages import ConsoleReply, ErrorReply
     from net.rpc import RpcError
 
+    # LOCAL paths name files where this console runs: send them absolute.
+    args = [
+        os.path.abspath(os.path.expanduser(a)) if spec.local_path else a
+        for a, spec in zip(args, cmd.args, strict=False)
+    ]
     try:
         reply = trio.run(_ask, addr, config.secret_bytes, command, args, opts.timeout)
     except RpcError as e:

@@ -22,6 +22,15 @@ class Arg:
     help: str
     optional: bool = False
 
+    @property
+    def local_path(self) -> bool:
+        """A path on the console's machine (LOCAL, LOCALDIR): completed as a path,
+        and made absolute by the one-shot console before it is sent."""
+        return self.name.startswith("LOCAL")
+
+
+_SDFSNAME = Arg("SDFSNAME", "a file name in SDFS, like images/cat.jpg")
+
 
 @dataclass(frozen=True)
 class Command:
@@ -57,6 +66,41 @@ COMMANDS: dict[str, Command] = {
             "fpr",
             "false-positive rate of this node's failure detection (test mode)",
             test_mode_only=True,
+        ),
+        Command(
+            "put",
+            "store a local file in SDFS as a new version",
+            (Arg("LOCAL", "the local file"), _SDFSNAME),
+            group="sdfs",
+        ),
+        Command(
+            "put-dir",
+            "store every regular file under a local directory, named PREFIX/relative/path",
+            (Arg("LOCALDIR", "the local directory"), Arg("PREFIX", "SDFS name prefix")),
+            group="sdfs",
+        ),
+        Command(
+            "get",
+            "fetch the newest version of an SDFS file",
+            (_SDFSNAME, Arg("LOCAL", "where to write it")),
+            group="sdfs",
+        ),
+        Command("delete", "delete every version of an SDFS file", (_SDFSNAME,), group="sdfs"),
+        Command(
+            "ls", "show which nodes hold an SDFS file, and its versions", (_SDFSNAME,), group="sdfs"
+        ),
+        Command(
+            "ls-all",
+            "list the SDFS files (matching a glob such as 'images/*')",
+            (Arg("GLOB", "a shell-style pattern (default *)", optional=True),),
+            group="sdfs",
+        ),
+        Command("store", "list the SDFS files this node holds", group="sdfs"),
+        Command(
+            "get-versions",
+            "fetch the last N versions, newest first, each behind a delimiter line",
+            (_SDFSNAME, Arg("N", "how many versions"), Arg("LOCAL", "where to write them")),
+            group="sdfs",
         ),
         Command(
             "help",

@@ -180,7 +180,45 @@ def render_keys(data: Mapping[str, Any]) -> str:
     return "\n".join(f"{k + ':':<{width}} {fmt_value(v)}" for k, v in data.items())
 
 
+def _nodes(names: Any) -> str:
+    return ", ".join(str(n) for n in names) if names else "-"
+
+
+def render_put(data: Mapping[str, Any]) -> str:
+    return f"{data['name']} version {data['version']} stored on {_nodes(data.get('replicas'))}"
+
+
+def render_get(data: Mapping[str, Any]) -> str:
+    return f"{data['name']} version {data['version']}: {fmt_value(data.get('bytes'))} bytes"
+
+
+def render_ls(data: Mapping[str, Any]) -> str:
+    versions = ", ".join(str(v) for v in data.get("versions", []))
+    return f"{data['name']}\n  replicas: {_nodes(data.get('replicas'))}\n  versions: {versions}"
+
+
+def render_files(data: Mapping[str, Any]) -> str:
+    files = list(data.get("files", []))
+    head = f"{data['node']} holds " if "node" in data else ""
+    lines = [f"{head}{len(files)} file{'' if len(files) == 1 else 's'}"]
+    lines += [f"  {f}" for f in files]
+    return "\n".join(lines)
+
+
+def render_versions(data: Mapping[str, Any]) -> str:
+    versions = ", ".join(str(v) for v in data.get("versions", []))
+    return f"{data['name']}: versions {versions or '-'} (newest first)"
+
+
 RENDERERS: dict[str, Renderer] = {
+    "put": render_put,
+    "get": render_get,
+    "delete": render_ok,
+    "ls": render_ls,
+    "ls-all": render_files,
+    "store": render_files,
+    "put-dir": render_files,
+    "get-versions": render_versions,
     "join": render_ok,
     "leave": render_ok,
     "list_mem": render_list_mem,

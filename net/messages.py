@@ -11,7 +11,7 @@ Tags 1-19: membership datagrams (UDP).  20-29: admission (TCP, introducer).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from net.wire import message
@@ -207,3 +207,216 @@ class TransferDone:
 
     size: int
     sha256: str
+
+
+# --- SDFS: placement, versions and replicas --------------------------------------------
+
+
+class VersionState(enum.IntEnum):
+    PENDING = 0  # written, not yet part of an acknowledged put: never read
+    COMMITTED = 1  # part of an acknowledged put: readable
+    DELETED = 2  # a tombstone: this version and all before it are gone
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One version of one file as a node stores it (or as the leader knows it)."""
+
+    name: str
+    version: int
+    put_id: str
+    size: int
+    sha256: str
+    state: int
+
+
+@dataclass(frozen=True)
+class LocatedVersion:
+    """A committed version and the live nodes that hold it."""
+
+    record: VersionRecord
+    holders: tuple[str, ...]
+
+
+@message(tag=53)
+@dataclass(frozen=True)
+class PutBegin:
+    """Client to leader: I want to write a new version of ``name``."""
+
+    name: str
+    size: int
+    sha256: str
+    client: str
+
+
+@message(tag=54)
+@dataclass(frozen=True)
+class PutGrant:
+    """Leader to client: write it as ``version`` (unique ``put_id``) to ``replicas``."""
+
+    name: str
+    version: int
+    put_id: str
+    replicas: tuple[str, ...]
+
+
+@message(tag=55)
+@dataclass(frozen=True)
+class Ingest:
+    """Take the file ``incoming`` (in your incoming directory) as ``record``.
+
+    The receiver checks size and checksum, then moves it into its store, atomically,
+    in ``record.state`` (PENDING for a put in progress, COMMITTED for re-replication).
+    """
+
+    record: VersionRecord
+    incoming: str
+
+
+@message(tag=56)
+@dataclass(frozen=True)
+class CommitVersion:
+    """The put of ``version`` reached its write quorum: make it readable."""
+
+    name: str
+    version: int
+    put_id: str
+
+
+@message(tag=57)
+@dataclass(frozen=True)
+class AbortPut:
+    """The put of ``version`` failed: drop the pending copy (and the leader's grant)."""
+
+    name: str
+    version: int
+    put_id: str
+
+
+@message(tag=58)
+@dataclass(frozen=True)
+class PutDone:
+    """Client to leader: ``record`` is committed on ``holders``."""
+
+    record: VersionRecord
+    holders: tuple[str, ...]
+
+
+@message(tag=59)
+@dataclass(frozen=True)
+class Locate:
+    """Where are the committed versions of ``name``?"""
+
+    name: str
+
+
+@message(tag=60)
+@dataclass(frozen=True)
+class Location:
+    """Committed versions, newest first; ``deleted`` if the newest event is a delete."""
+
+    name: str
+    versions: tuple[LocatedVersion, ...]
+    deleted: bool
+
+
+@message(tag=61)
+@dataclass(frozen=True)
+class StatRequest:
+    """Which versions of ``name`` do you hold?"""
+
+    name: str
+
+
+@message(tag=62)
+@dataclass(frozen=True)
+class StatReply:
+    node: str
+    records: tuple[VersionRecord, ...]
+
+
+@message(tag=63)
+@dataclass(frozen=True)
+class InventoryRequest:
+    """Leader to node: everything you store (the leader rebuilds its metadata from it)."""
+
+
+@message(tag=64)
+@dataclass(frozen=True)
+class Inventory:
+    node: str
+    records: tuple[VersionRecord, ...]
+
+
+@message(tag=65)
+@dataclass(frozen=True)
+class DeleteFile:
+    """Client to leader: delete every version of ``name``."""
+
+    name: str
+
+
+@message(tag=66)
+@dataclass(frozen=True)
+class DeleteReplica:
+    """Leader to holder: ``name`` is deleted as of ``version`` (a tombstone)."""
+
+    name: str
+    version: int
+
+
+@message(tag=67)
+@dataclass(frozen=True)
+class ReplicateOrder:
+    """Leader to a holder: copy these committed versions to ``targets``."""
+
+    records: tuple[VersionRecord, ...]
+    targets: tuple[str, ...]
+
+
+@message(tag=68)
+@dataclass(frozen=True)
+class ListFiles:
+    """Names of the files that exist (not deleted), matching a glob."""
+
+    pattern: str
+
+
+@message(tag=69)
+@dataclass(frozen=True)
+class FileList:
+    names: tuple[str, ...]
+
+
+@message(tag=70)
+@dataclass(frozen=True)
+class PeerInfoRequest:
+    """Where do you keep files?  (for scp, which writes to paths on the peer)"""
+
+
+@message(tag=71)
+@dataclass(frozen=True)
+class PeerInfo:
+    node: str
+    incoming_dir: str
+    store_dir: str
+
+
+@message(tag=72)
+@dataclass(frozen=True)
+class StoreAck:
+    """The answer to SDFS requests that return no data; ``error`` is one line."""
+
+    ok: bool
+    error: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@message(tag=32)
+@dataclass(frozen=True)
+class ConsoleProgress:
+    """Sent before a ConsoleReply while a long command runs (bytes or items done)."""
+
+    done: int
+    total: int
+    label: str

@@ -1,9 +1,10 @@
-"""One cluster node: membership, its control port, and the console commands.
+"""One cluster node: membership, the file store, its control port, and the console commands.
 
 A node listens on one port number twice: UDP for the failure detector's
-datagrams and TCP for requests (the introducer's snapshot requests and console
-commands).  It joins through the introducer as soon as it starts, retrying in the
-background while the introducer is unreachable, so it answers ``list_self`` at
+datagrams and TCP for requests (the introducer's snapshot requests, SDFS
+requests and file streams between nodes, and console commands).  It joins
+through the introducer as soon as it starts, retrying in the background while
+the introducer is unreachable, so it answers ``list_self`` at
 once either way.
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -21,15 +24,25 @@ from membership.core import MembershipCore
 from membership.service import MembershipService
 from net.codec import Codec
 from net.messages import (
+    ConsoleProgress,
     ConsoleReply,
     ConsoleRequest,
+    Download,
     ErrorReply,
     JoinRequest,
     MembershipSnapshot,
     SnapshotRequest,
+    Upload,
 )
-from net.rpc import RpcError, RpcServer, call, frame_codec
+from net.rpc import Connection, RpcError, RpcServer, call, frame_codec
 from net.transport import Address, MeteredTransport, UdpTransport
+from sdfs.service import SDFS_REQUESTS, SdfsService
+from sdfs.transfer import make_transfer
+from sdfs.transfer_server import TransferServer
+
+Progress = Callable[[int, int, str], None]
+# Console progress frames go out at most this often.
+PROGRESS_INTERVAL = 0.25
 
 # Backoff between attempts to reach the introducer at start-up: quick at first
 # (it may be starting too), then every few seconds, logged each time.
@@ -43,6 +56,7 @@ class NodeApp:
         self,
         config: ClusterConfig,
         me: Node,
+        data_dir: Path,
         *,
         test_mode: bool = False,
         drop_rate: float = 0.0,
@@ -56,6 +70,17 @@ class NodeApp:
         self.log = logging.getLogger(f"node.{me.name}")
         self.core = MembershipCore(me, config.membership, config.ring_index(), self.rng)
         self.frames = frame_codec(config.secret_bytes)
+        self.data_dir = data_dir
+        self.sdfs = SdfsService(
+            config,
+            me,
+            data_dir / "sdfs",
+            self.core,
+            self.frames,
+            make_transfer(config, self.frames),
+            logging.getLogger(f"sdfs.{me.name}"),
+        )
+        self.transfers = TransferServer(self.sdfs.store.incoming, self.sdfs.store.root)
         self.transport: MeteredTransport | None = None
         self.membership: MembershipService | None = None
         self._join_scope: trio.CancelScope | None = None
@@ -70,12 +95,19 @@ class NodeApp:
         self.transport = MeteredTransport(udp, self.drop_rate, random.Random(self.rng.random()))
         codec = Codec(self.config.secret_bytes, self.config.membership.max_datagram)
         self.membership = MembershipService(self.core, self.transport, codec, self.log)
-        server = RpcServer(self.frames, self.handle_request)
+        self.membership.listeners.append(self.sdfs.on_membership_event)
+        server = RpcServer(
+            self.frames,
+            self.handle_request,
+            stream_handler=self.handle_stream,
+            streams=(Upload, Download, ConsoleRequest),
+        )
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(server.serve, self.me.host, self.me.port)
                 await nursery.start(self.membership.run)
+                await nursery.start(self.sdfs.run)
                 self.log.info(
                     "%s listening on %s:%d (udp+tcp)%s",
                     self.me.name,
@@ -88,6 +120,8 @@ class NodeApp:
                 nursery.start_soon(self._join_until_admitted)
         finally:
             udp.close()
+            with trio.CancelScope(shield=True):
+                await self.sdfs.transfer.aclose()
 
     async def shutdown(self) -> None:
         """Leave the cluster politely (so peers need not wait for detection), then stop."""
@@ -151,15 +185,50 @@ class NodeApp:
     async def handle_request(self, request: Any, addr: Address) -> Any:
         if isinstance(request, SnapshotRequest):
             return MembershipSnapshot(self.core.snapshot() if self.core.active else ())
-        if isinstance(request, ConsoleRequest):
-            try:
-                data = await self.execute(request.command, list(request.args))
-            except CommandError as e:
-                return ConsoleReply(False, {}, str(e))
-            return ConsoleReply(True, data)
+        if isinstance(request, SDFS_REQUESTS):
+            return await self.sdfs.handle(request, addr)
         return ErrorReply(f"unexpected request {type(request).__name__}")
 
-    async def execute(self, command: str, args: list[str]) -> dict[str, Any]:
+    async def handle_stream(self, request: Any, conn: Connection) -> Any:
+        if isinstance(request, ConsoleRequest):
+            return await self._console_request(request, conn)
+        return await self.transfers.handle(request, conn)
+
+    async def _console_request(self, request: ConsoleRequest, conn: Connection) -> ConsoleReply:
+        """Run a console command, streaming progress frames to the client meanwhile."""
+        last = [0.0]
+        pending: list[ConsoleProgress] = []
+        wake = trio.Event()
+
+        def progress(done: int, total: int, label: str) -> None:
+            now = trio.current_time()
+            if done < total and now - last[0] < PROGRESS_INTERVAL:
+                return
+            last[0] = now
+            pending[:] = [ConsoleProgress(done, total, label)]
+            wake.set()
+
+        async def sender() -> None:
+            nonlocal wake
+            while True:
+                await wake.wait()
+                wake = trio.Event()
+                while pending:
+                    await conn.send(pending.pop())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender)
+            try:
+                data = await self.execute(request.command, list(request.args), progress)
+                reply = ConsoleReply(True, data)
+            except CommandError as e:
+                reply = ConsoleReply(False, {}, str(e))
+            nursery.cancel_scope.cancel()
+        return reply
+
+    async def execute(
+        self, command: str, args: list[str], progress: Progress | None = None
+    ) -> dict[str, Any]:
         """Run one console command; CommandError carries a one-line reason."""
         cmd = check(command, args)
         if cmd.local and command != "help":
@@ -202,9 +271,35 @@ class NodeApp:
                 "suspected_self": s.suspected_self,
                 "declared_failed_self": s.declared_failed_self,
             }
+        if cmd.group == "sdfs":
+            return await self._sdfs_command(command, args, progress)
         if command == "help":
             return {"help": help_text(args[0] if args else None)}
         raise CommandError(f"{command} is not handled by nodes")  # pragma: no cover
+
+    async def _sdfs_command(
+        self, command: str, args: list[str], progress: Progress | None
+    ) -> dict[str, Any]:
+        s = self.sdfs
+        if command == "put":
+            return await s.put(_local(args[0]), args[1], progress)
+        if command == "put-dir":
+            return await s.put_dir(_local(args[0]), args[1], progress)
+        if command == "get":
+            return await s.get(args[0], _local(args[1]), progress)
+        if command == "delete":
+            return await s.delete(args[0])
+        if command == "ls":
+            return await s.ls(args[0])
+        if command == "ls-all":
+            return await s.ls_all(args[0] if args else "*")
+        if command == "store":
+            return s.stored()
+        if command == "get-versions":
+            if not args[1].isdigit():
+                raise CommandError(f"N must be a whole number, got {args[1]!r}")
+            return await s.get_versions(args[0], int(args[1]), _local(args[2]))
+        raise CommandError(f"{command} is not an SDFS command")  # pragma: no cover
 
     def list_mem(self) -> dict[str, Any]:
         members = self.core.live_members() if self.core.active else []
@@ -222,3 +317,10 @@ class NodeApp:
                 for m in members
             ],
         }
+
+
+def _local(path: str) -> Path:
+    """A LOCAL argument: relative to this process's directory, ~ expanded."""
+    if "\0" in path:
+        raise CommandError("local path contains a NUL character")
+    return Path(path).expanduser()

@@ -78,7 +78,7 @@ async def start_node(
     )
     config_file = tmp_path / "cluster.toml"
     config_file.write_text(cluster_toml(port, introducer))
-    app = NodeApp(config, config.nodes[0], test_mode=test_mode, drop_rate=0.0)
+    app = NodeApp(config, config.nodes[0], tmp_path / "H1", test_mode=test_mode, drop_rate=0.0)
     await nursery.start(app.run)
     return NodeFixture(app, config_file)
 
