@@ -580,6 +580,9 @@ class SdfsService:
                 stored.append(node)
             except (TransferError, RpcError, StoreError, OSError, CommandError) as e:
                 errors.append(f"{node}: {e}")
+                self.log.warning(
+                    "put %s v%d: copy to %s failed: %s", record.name, record.version, node, e
+                )
             remaining -= 1
             if len(stored) >= w:
                 enough.set()
@@ -588,6 +591,7 @@ class SdfsService:
                 enough.set()
 
         assert self._nursery is not None
+        started = trio.current_time()
         # The copies run in the service's nursery: a straggler may finish after we
         # have answered the user, and is committed then.
         for node in replicas:
@@ -600,6 +604,15 @@ class SdfsService:
         if len(committed) < w:
             await self._abort(record, stored)
             return [], [*errors, "commit did not reach the write quorum"]
+        # A healthy replica is usually a moment behind the quorum: wait for it a
+        # little (bounded, so a dead one never blocks the write), then leave any
+        # later copies to be committed as they finish.
+        grace = 0.1 + 0.5 * (trio.current_time() - started)
+        with trio.move_on_after(grace):
+            await finished.wait()
+        late = [n for n in stored if n not in committed]
+        if late:
+            committed += await self._commit(record, late)
         if not finished.is_set():
             self._nursery.start_soon(self._commit_stragglers, record, finished, stored, committed)
         return sorted(committed), errors
