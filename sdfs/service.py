@@ -534,9 +534,12 @@ class SdfsService:
             what = "is a directory" if local.is_dir() else "does not exist"
             raise CommandError(f"local file {local} {what}")
         size = local.stat().st_size
+        t0 = trio.current_time()
         digest = await trio.to_thread.run_sync(sha256_file, local)
+        t_hash = trio.current_time()
         for attempt in range(3):
             grant = await self._leader_request(PutBegin(name, size, digest, self.me.name))
+            t_grant = trio.current_time()
             if isinstance(grant, StoreAck):
                 raise CommandError(f"put {name}: {grant.error}")
             if not isinstance(grant, PutGrant):
@@ -555,7 +558,22 @@ class SdfsService:
                 raise CommandError(
                     f"put {name} failed: fewer than {w} replicas stored it ({detail})"
                 )
+        t_copies = trio.current_time()
         await self._report_put(_committed(record), holders)
+        t_end = trio.current_time()
+        self.log.info(
+            "put %s v%d (%.1f MB) on %s in %.2f s (hash %.2f, grant %.2f, copies+commit %.2f, "
+            "report %.2f)",
+            name,
+            record.version,
+            size / 1e6,
+            ", ".join(holders),
+            t_end - t0,
+            t_hash - t0,
+            t_grant - t_hash,
+            t_copies - t_grant,
+            t_end - t_copies,
+        )
         return {"name": name, "version": record.version, "replicas": holders, "bytes": size}
 
     async def _write_quorum(

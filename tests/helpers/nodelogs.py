@@ -27,7 +27,7 @@ class LogEvent:
     kind: str
 
 
-def _to_epoch(clock: str, near: float) -> float:
+def to_epoch(clock: str, near: float) -> float:
     """A wall-clock time of day, as epoch seconds, taken on the day closest to ``near``."""
     t = dt.datetime.strptime(clock, "%H:%M:%S.%f").time()
     base = dt.datetime.fromtimestamp(near)
@@ -46,7 +46,7 @@ def events(log_path: Path, near: float) -> list[LogEvent]:
     for line in log_path.read_text(errors="replace").splitlines():
         m = _LINE.match(line)
         if m:
-            found.append(LogEvent(_to_epoch(m["clock"], near), m["node"], m["member"], m["kind"]))
+            found.append(LogEvent(to_epoch(m["clock"], near), m["node"], m["member"], m["kind"]))
     return found
 
 
