@@ -33,9 +33,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.localcluster import LocalCluster, wait_for  # noqa: E402
-from tests.helpers import nodelogs  # noqa: E402
-from tests.helpers.sshd import PrivateSshd, private_sshd  # noqa: E402
+from scripts.localcluster import LocalCluster, wait_for
+from tests.helpers import nodelogs
+from tests.helpers.sshd import PrivateSshd, private_sshd
 
 MB = 1_000_000
 
