@@ -71,25 +71,6 @@ def _emit(command: str, data: dict[str, Any], as_json: bool) -> None:
         print(render(command, data))
 
 
-def _show_progress(done: int, total: int, label: str) -> None:
-    """Progress of a long command on stderr: one updating line on a terminal."""
-    pct = f"{100 * done / total:5.1f}%" if total else ""
-    line = f"{label}: {_size(done)} of {_size(total)} {pct}"
-    if sys.stderr.isatty():
-        end = "\n" if done >= total else ""
-        print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
-    elif done >= total:
-        print(line, file=sys.stderr)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n = n / 1000  # type: ignore[assignment]
-    return str(n)  # pragma: no cover
-
-
 async def _ask(
     addr: tuple[str, int], secret: bytes, command: str, args: list[str], timeout: float
 ) -> Any:
@@ -100,6 +81,7 @@ async def _ask(
     """
     import trio
 
+    from console.render import show_progress
     from net.codec import Rejected
     from net.messages import ConsoleProgress, ConsoleRequest
     from net.rpc import RpcError, frame_codec, open_connection
@@ -111,9 +93,9 @@ async def _ask(
                 msg = await conn.receive(timeout)
                 if not isinstance(msg, ConsoleProgress):
                     return msg
-                _show_progress(msg.done, msg.total, msg.label)
+                show_progress(sys.stderr, msg.done, msg.total, msg.label)
         except trio.TooSlowError:
-            raise RpcError(f"{addr[0]}:{addr[1]} sent nothing for {timeout:g} s") from None
+            raise RpcError(f"{addr[0]}:{addr[1]} did not answer within {timeout:g} s") from None
         except EOFError:
             raise RpcError(
                 f"{addr[0]}:{addr[1]} closed the connection without answering "

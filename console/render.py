@@ -14,7 +14,7 @@ client starts it on every call.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 Renderer = Callable[[Mapping[str, Any]], str]
 
@@ -238,3 +238,33 @@ def render(command: str, data: Mapping[str, Any]) -> str:
         # A reply shaped unlike what the renderer expects (an older or newer node):
         # show it plainly rather than fail.
         return render_generic(data)
+
+
+def size_text(n: float) -> str:
+    """Bytes for a person: 512 B, 40.0 MB, 1.2 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+def progress_line(done: int, total: int, label: str) -> str:
+    """One line of progress for a long command (a copy, or files of a put-dir)."""
+    pct = f" {100 * done / total:5.1f}%" if total else ""
+    if label == "files":
+        return f"{done} of {total} files{pct}"
+    return f"{label}: {size_text(done)} of {size_text(total)}{pct}"
+
+
+def show_progress(stream: TextIO, done: int, total: int, label: str) -> None:
+    """Progress on ``stream``: one updating line on a terminal, else only the end."""
+    line = progress_line(done, total, label)
+    try:
+        if stream.isatty():
+            stream.write(f"\r\033[K{line}" + ("\n" if done >= total else ""))
+        elif done >= total:
+            stream.write(line + "\n")
+        stream.flush()
+    except (OSError, ValueError):  # the terminal went away
+        pass

@@ -47,11 +47,13 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from console.commands import COMMANDS, CommandError, check, help_text, parse_line
-from console.render import render
+from console.render import render, show_progress
 
 log = logging.getLogger("console")
 
-Execute = Callable[[str, list[str]], Awaitable[dict[str, Any]]]
+# execute(command, args, progress=callback): the callback gets (done, total, label)
+# while a long command (a copy) runs.
+Execute = Callable[..., Awaitable[dict[str, Any]]]
 
 EXIT_COMMANDS = ("exit", "quit")
 # SIGINT cancels a running command; the others (a kill, a closed terminal window)
@@ -167,6 +169,9 @@ class InteractiveConsole:
     def error(self, message: str) -> None:
         self.say(f"error: {message}")
 
+    def _progress(self, done: int, total: int, label: str) -> None:
+        show_progress(self._out, done, total, label)
+
     # --- the prompt thread -------------------------------------------------------------
 
     def _history(self) -> History:
@@ -233,7 +238,7 @@ class InteractiveConsole:
         with trio.CancelScope() as scope:
             self._command_scope = scope
             try:
-                data = await self.execute(command, args)
+                data = await self.execute(command, args, progress=self._progress)
             except CommandError as e:
                 self.error(str(e))
                 return

@@ -21,7 +21,7 @@ from console.commands import CommandError
 from console.repl import run_interactive
 
 
-async def execute(command: str, args: list[str]) -> dict[str, Any]:
+async def execute(command: str, args: list[str], progress: Any = None) -> dict[str, Any]:
     if command == "join":
         await trio.sleep(30)
         return {"ok": True}

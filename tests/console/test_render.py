@@ -91,11 +91,11 @@ def test_help_prints_the_text() -> None:
 
 def test_generic_fallback_for_commands_without_a_renderer() -> None:
     # Shapes like the file store's and the scheduler's replies.
-    assert render("delete", {"ok": True}) == "ok"
-    assert render("put", {"name": "a.jpg", "version": 2, "replicas": ["H1", "H4"]}) == (
+    assert render("frob", {"ok": True}) == "ok"
+    assert render("frob", {"name": "a.jpg", "version": 2, "replicas": ["H1", "H4"]}) == (
         "name: a.jpg\nversion: 2\nreplicas: H1, H4"
     )
-    assert render("ls-all", {"files": []}) == "files: (none)"
+    assert render("frob", {"files": []}) == "files: (none)"
     text = render(
         "C1",
         {"models": {"resnet50": {"query_rate": 2.5, "query_count": 40}, "inception_v3": {}}},
@@ -129,3 +129,30 @@ def test_value_formatting() -> None:
     assert fmt_value(0.1 + 0.2) == "0.3"
     assert fmt_value([1, "a"]) == "1, a"
     assert fmt_value([]) == "(none)"
+
+
+def test_file_store_commands() -> None:
+    assert render("put", {"name": "a.jpg", "version": 2, "replicas": ["H1", "H4"]}) == (
+        "a.jpg version 2 stored on H1, H4"
+    )
+    assert render("get", {"name": "a.jpg", "version": 2, "bytes": 1234}) == (
+        "a.jpg version 2: 1234 bytes"
+    )
+    assert render("delete", {"ok": True}) == "ok"
+    assert render("ls", {"name": "a.jpg", "replicas": ["H1", "H2"], "versions": [3, 2]}) == (
+        "a.jpg\n  replicas: H1, H2\n  versions: 3, 2"
+    )
+    assert render("ls-all", {"files": []}) == "0 files"
+    assert render("store", {"node": "H3", "files": ["a", "b"]}) == "H3 holds 2 files\n  a\n  b"
+    assert render("get-versions", {"name": "a", "versions": [5, 4]}) == (
+        "a: versions 5, 4 (newest first)"
+    )
+
+
+def test_progress_lines() -> None:
+    from console.render import progress_line
+
+    assert progress_line(20_000_000, 40_000_000, "a.bin -> H2") == (
+        "a.bin -> H2: 20.0 MB of 40.0 MB  50.0%"
+    )
+    assert progress_line(3, 4, "files") == "3 of 4 files  75.0%"

@@ -22,7 +22,7 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str]]] = []
 
-    async def __call__(self, command: str, args: list[str]) -> dict[str, Any]:
+    async def __call__(self, command: str, args: list[str], progress: Any = None) -> dict[str, Any]:
         self.calls.append((command, args))
         if command == "leave":
             raise CommandError("H1 is not a member; use 'join'")
