@@ -229,9 +229,11 @@ def test_three_of_four_holders_killed_at_once(
         killed = time.monotonic()
         for v in victims:
             c.kill(v)
-        reader = next(s for s in survivors if s not in holders) if any(
-            s not in holders for s in survivors
-        ) else survivors[0]
+        reader = (
+            next(s for s in survivors if s not in holders)
+            if any(s not in holders for s in survivors)
+            else survivors[0]
+        )
         out = tmp_path / "after.bin"
         got = c.console(reader, "get", "big.bin", str(out), timeout=120)
         assert got["version"] == newest["version"]
@@ -287,3 +289,63 @@ def test_leader_killed_during_a_stream_of_puts(tmp_path: Path) -> None:
             assert out.read_text() == content, name
         listed = set(c.console("H2", "ls-all", "stream/*")["files"])
         assert set(acknowledged) <= listed
+
+
+def test_a_rejoined_node_never_serves_its_old_copies(tmp_path: Path) -> None:
+    with LocalCluster(6, cluster={"transfer": "tcp"}) as c:
+        everyone = {n.name for n in c.nodes}
+        c.wait_converged(timeout=30)
+        (tmp_path / "old.txt").write_text("old\n")
+        c.console("H2", "put", str(tmp_path / "old.txt"), "doc.txt")
+        c.console("H2", "put", str(tmp_path / "old.txt"), "gone.txt")
+        both = wait_for(
+            lambda: (
+                len(a := set(_holders(c, "H2", "doc.txt"))) == 4
+                and len(b := set(_holders(c, "H2", "gone.txt"))) == 4
+                and (a & b) - {"H1"}
+            ),
+            30,
+            "4 holders of each file",
+        )
+        victim = sorted(both)[0]  # holds both, and is not the leader
+        c.kill(victim)
+        c.wait_converged(everyone - {victim}, timeout=15)
+        (tmp_path / "new.txt").write_text("new\n")
+        newest = c.console("H3", "put", str(tmp_path / "new.txt"), "doc.txt")
+        c.console("H3", "delete", "gone.txt")
+
+        c.start_node(victim)
+        c.wait_converged(everyone, timeout=15)
+        out = tmp_path / "read.txt"
+        got = c.console(victim, "get", "doc.txt", str(out))
+        assert got["version"] == newest["version"] and out.read_text() == "new\n"
+        err = console_fails(c, victim, "get", "gone.txt", str(tmp_path / "x"))
+        assert "no such SDFS file" in str(err)
+        # The leader tells the returning node what was deleted while it was away.
+        wait_for(
+            lambda: "gone.txt" not in c.console(victim, "store")["files"],
+            10,
+            f"{victim} to drop its copy of a deleted file",
+        )
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_large_files_stream_through_in_bounded_memory(tmp_path: Path) -> None:
+    size = 512 * 1024 * 1024
+    with LocalCluster(4, cluster={"transfer": "tcp"}) as c:
+        c.wait_converged(timeout=30)
+        src = random_file(tmp_path / "large.bin", size)
+        put = c.console("H1", "put", str(src), "large.bin", timeout=300)
+        assert len(put["replicas"]) >= 3
+        out = tmp_path / "large.out"
+        c.console("H4", "get", "large.bin", str(out), timeout=300)
+        assert digest(out) == digest(src)
+        peaks = {name: _peak_rss_mb(p.pid) for name, p in c.procs.items()}
+        print(f"peak RSS per node after a 512 MiB put and get: {peaks}")
+        assert all(mb < 200 for mb in peaks.values()), peaks
