@@ -103,6 +103,23 @@ class SSHConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """How IDunno schedules and runs inference jobs."""
+
+    # Which job a free worker serves next: "fair" equalises the jobs' query rates;
+    # "round-robin", "random" and "least-loaded" are the seed systems' policies.
+    policy: str = "fair"
+    # Queries per batch until C3 changes it (a batch is also capped at about 0.5 s of
+    # work, so a newly submitted job never waits long for a worker).
+    batch_size: int = 8
+    # torch threads per worker process; 0 = this host's cores divided among the
+    # nodes it runs, so the workers of one host do not oversubscribe it.
+    threads: int = 0
+    # Without weights in SDFS, let torchvision download its ImageNet weights.
+    allow_download: bool = True
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Everything every process of one cluster must agree on."""
 
@@ -119,6 +136,7 @@ class ClusterConfig:
     # "scp" (paramiko over SSH) or "tcp" (the nodes' own authenticated stream).
     transfer: str = "scp"
     ssh: SSHConfig = field(default_factory=SSHConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     @property
     def secret_bytes(self) -> bytes:
@@ -200,6 +218,13 @@ _SSH_KEYS: dict[str, type | tuple[type, ...]] = {
     "known_hosts": str,
     "accept_new_host_keys": bool,
 }
+_INFERENCE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "policy": str,
+    "batch_size": int,
+    "threads": int,
+    "allow_download": bool,
+}
+POLICIES = ("fair", "round-robin", "random", "least-loaded")
 _NODE_KEYS: dict[str, type | tuple[type, ...]] = {
     "name": str,
     "host": str,
@@ -264,12 +289,26 @@ def _check_host(key: str, host: str) -> None:
 def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
     """Validate a parsed cluster file; every error names the key at fault."""
     for key in data:
-        if key not in ("cluster", "ssh", "nodes"):
+        if key not in ("cluster", "ssh", "inference", "nodes"):
             raise ConfigError(f"{key}: unknown key")
     cluster = data.get("cluster", {})
     ssh = data.get("ssh", {})
+    inference = data.get("inference", {})
     _check_table("cluster", cluster, _CLUSTER_KEYS)
     _check_table("ssh", ssh, _SSH_KEYS)
+    _check_table("inference", inference, _INFERENCE_KEYS)
+    if inference.get("policy", "fair") not in POLICIES:
+        raise ConfigError(
+            f"inference.policy: expected one of {', '.join(POLICIES)}, got {inference['policy']!r}"
+        )
+    if inference.get("batch_size", 8) < 1:
+        raise ConfigError(
+            f"inference.batch_size: must be at least 1, got {inference['batch_size']}"
+        )
+    if inference.get("threads", 0) < 0:
+        raise ConfigError(
+            f"inference.threads: must be 0 (auto) or more, got {inference['threads']}"
+        )
     if "nodes" not in data:
         raise ConfigError("nodes: missing (at least one [[nodes]] entry is needed)")
     raw_nodes = data["nodes"]
@@ -358,6 +397,7 @@ def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
         versions_kept=versions_kept,
         transfer=transfer,
         ssh=SSHConfig(**ssh),
+        inference=InferenceConfig(**inference),
     )
 
 

@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     from net.rpc import RpcError
 
     # LOCAL paths name files where this console runs: send them absolute.
+    local = cmd.local_path_args(args)
     args = [
-        os.path.abspath(os.path.expanduser(a)) if spec.local_path else a
-        for a, spec in zip(args, cmd.args, strict=False)
+        os.path.abspath(os.path.expanduser(a)) if i in local else a for i, a in enumerate(args)
     ]
     try:
         reply = trio.run(_ask, addr, config.secret_bytes, command, args, opts.timeout)

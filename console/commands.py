@@ -41,6 +41,16 @@ class Command:
     test_mode_only: bool = False
     # Run by the console itself, not sent to a node.
     local: bool = False
+    # For commands with sub-actions (C4): the argument that is a LOCAL path, by action.
+    local_arg_by_action: tuple[tuple[str, int], ...] = ()
+
+    def local_path_args(self, args: list[str]) -> set[int]:
+        """Positions of ``args`` that name files where the console runs."""
+        found = {i for i, a in enumerate(self.args[: len(args)]) if a.local_path}
+        for action, index in self.local_arg_by_action:
+            if args and args[0] == action and index < len(args):
+                found.add(index)
+        return found
 
     @property
     def usage(self) -> str:
@@ -102,6 +112,35 @@ COMMANDS: dict[str, Command] = {
             (_SDFSNAME, Arg("N", "how many versions"), Arg("LOCAL", "where to write them")),
             group="sdfs",
         ),
+        Command("C1", "query rate (last 10 s) and queries done, per model", group="inference"),
+        Command(
+            "C2",
+            "query processing time per model: mean, std, median, p90, p95, p99",
+            group="inference",
+        ),
+        Command(
+            "C3",
+            "set a model's batch size",
+            (Arg("MODEL", "resnet50 or inception_v3"), Arg("BATCH", "queries per batch")),
+            group="inference",
+        ),
+        Command(
+            "C4",
+            "jobs: submit-job MODEL [GLOB|COUNT] | status JOB_ID | get-output JOB_ID LOCAL",
+            (
+                Arg("ACTION", "submit-job, status or get-output"),
+                Arg("ARG", "the MODEL (submit-job) or the JOB_ID"),
+                Arg(
+                    "ARG2",
+                    "submit-job: a glob of SDFS inputs (default images/*) or a COUNT of "
+                    "random ones; get-output: the LOCAL file for the results",
+                    optional=True,
+                ),
+            ),
+            group="inference",
+            local_arg_by_action=(("get-output", 2),),
+        ),
+        Command("C5", "the workers each running job is using", group="inference"),
         Command(
             "help",
             "list the commands, or explain one",

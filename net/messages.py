@@ -420,3 +420,71 @@ class ConsoleProgress:
     done: int
     total: int
     label: str
+
+
+# --- IDunno: inference jobs (TCP) --------------------------------------------------------
+
+
+@message(tag=80)
+@dataclass(frozen=True)
+class AssignBatch:
+    """Leader to worker: run these queries (index, SDFS input) of ``job_id`` as one batch."""
+
+    batch_id: int
+    job_id: str
+    model: str
+    queries: tuple[tuple[int, str], ...]
+
+
+@message(tag=81)
+@dataclass(frozen=True)
+class BatchResult:
+    """Worker to leader: one row and one processing time (s) per query, or an error."""
+
+    worker: str
+    batch_id: int
+    results: tuple[tuple[int, dict[str, Any]], ...]
+    timings: tuple[float, ...]
+    error: str = ""
+
+
+@message(tag=82)
+@dataclass(frozen=True)
+class StandbyEvent:
+    """Leader to hot standby: the scheduler event number ``seq`` (plain data)."""
+
+    leader: str
+    seq: int
+    event: dict[str, Any]
+
+
+@message(tag=83)
+@dataclass(frozen=True)
+class StandbySnapshot:
+    """Leader to hot standby: the whole scheduler state as of event ``seq``."""
+
+    leader: str
+    seq: int
+    snapshot: dict[str, Any]
+
+
+@message(tag=84)
+@dataclass(frozen=True)
+class CapacityRequest:
+    """Leader to node: what can you run (threads, GPU, batch slots)?"""
+
+
+@message(tag=85)
+@dataclass(frozen=True)
+class Capacity:
+    node: str
+    capacity: dict[str, Any]
+
+
+@message(tag=86)
+@dataclass(frozen=True)
+class LeaderCommand:
+    """A node forwards a console command that only the leader can answer."""
+
+    command: str
+    args: tuple[str, ...] = ()

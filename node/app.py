@@ -20,6 +20,7 @@ import trio
 
 from config.topology import ClusterConfig, Node
 from console.commands import CommandError, check, help_text
+from inference.service import INFERENCE_REQUESTS, InferenceService
 from membership.core import MembershipCore
 from membership.service import MembershipService
 from net.codec import Codec
@@ -81,6 +82,15 @@ class NodeApp:
             logging.getLogger(f"sdfs.{me.name}"),
         )
         self.transfers = TransferServer(self.sdfs.store.incoming, self.sdfs.store.root)
+        self.inference = InferenceService(
+            config,
+            me,
+            self.core,
+            self.frames,
+            self.sdfs,
+            data_dir,
+            logging.getLogger(f"inference.{me.name}"),
+        )
         self.transport: MeteredTransport | None = None
         self.membership: MembershipService | None = None
         self._join_scope: trio.CancelScope | None = None
@@ -96,6 +106,7 @@ class NodeApp:
         codec = Codec(self.config.secret_bytes, self.config.membership.max_datagram)
         self.membership = MembershipService(self.core, self.transport, codec, self.log)
         self.membership.listeners.append(self.sdfs.on_membership_event)
+        self.membership.listeners.append(self.inference.on_membership_event)
         server = RpcServer(
             self.frames,
             self.handle_request,
@@ -108,6 +119,7 @@ class NodeApp:
                 await nursery.start(server.serve, self.me.host, self.me.port)
                 await nursery.start(self.membership.run)
                 await nursery.start(self.sdfs.run)
+                await nursery.start(self.inference.run)
                 self.log.info(
                     "%s listening on %s:%d (udp+tcp)%s",
                     self.me.name,
@@ -187,6 +199,8 @@ class NodeApp:
             return MembershipSnapshot(self.core.snapshot() if self.core.active else ())
         if isinstance(request, SDFS_REQUESTS):
             return await self.sdfs.handle(request, addr)
+        if isinstance(request, INFERENCE_REQUESTS):
+            return await self.inference.handle(request, addr)
         return ErrorReply(f"unexpected request {type(request).__name__}")
 
     async def handle_stream(self, request: Any, conn: Connection) -> Any:
@@ -273,6 +287,8 @@ class NodeApp:
             }
         if cmd.group == "sdfs":
             return await self._sdfs_command(command, args, progress)
+        if cmd.group == "inference":
+            return await self.inference.command(command, args)
         if command == "help":
             return {"help": help_text(args[0] if args else None)}
         raise CommandError(f"{command} is not handled by nodes")  # pragma: no cover
