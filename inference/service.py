@@ -104,6 +104,8 @@ OUTPUT_WAIT = 30.0
 RPC_TIMEOUT = 5.0
 # Inputs a worker fetches at once from other nodes.
 FETCH_PARALLELISM = 8
+# Scheduler events sent to the standby per request, at most.
+STANDBY_BATCH = 512
 
 
 def _model_name(name: str) -> str:
@@ -447,10 +449,15 @@ class InferenceService:
                         continue
                     if not self._standby_events:
                         break
-                    seq, plain = self._standby_events[0]
-                    reply = await self._call(standby, StandbyEvent(self.me.name, seq, plain))
+                    # Everything queued goes in one request: under load that is many
+                    # events per round trip, so replication never limits dispatch.
+                    batch = self._standby_events[:STANDBY_BATCH]
+                    events = tuple(plain for _, plain in batch)
+                    reply = await self._call(
+                        standby, StandbyEvent(self.me.name, batch[0][0], events)
+                    )
                     if isinstance(reply, StoreAck) and reply.ok:
-                        self._standby_events.pop(0)
+                        del self._standby_events[: len(batch)]
                     else:
                         self._standby_needs_snapshot = True
                 except RpcError as e:
@@ -468,8 +475,9 @@ class InferenceService:
     def _standby_event(self, msg: StandbyEvent) -> StoreAck:
         if self.copy is None or msg.leader != self.copy_leader or msg.seq != self.copy_seq + 1:
             return StoreAck(False, "standby copy is behind; send a snapshot")
-        self.copy.handle(event_from_plain(msg.event))
-        self.copy_seq = msg.seq
+        for plain in msg.events:
+            self.copy.handle(event_from_plain(plain))
+            self.copy_seq += 1
         return StoreAck(True)
 
     # --- requests ----------------------------------------------------------------

@@ -451,11 +451,11 @@ class BatchResult:
 @message(tag=82)
 @dataclass(frozen=True)
 class StandbyEvent:
-    """Leader to hot standby: the scheduler event number ``seq`` (plain data)."""
+    """Leader to hot standby: scheduler events ``seq``, ``seq + 1``, ... (plain data)."""
 
     leader: str
     seq: int
-    event: dict[str, Any]
+    events: tuple[dict[str, Any], ...]
 
 
 @message(tag=83)
