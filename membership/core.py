@@ -9,8 +9,9 @@ acked within ``ping_timeout / 2`` is retried through ``indirect_probes`` random
 relays (PingReq); if no ack of either kind arrives within ``ping_timeout``, the
 target becomes *suspect*.  Every member that learns of a suspicion starts its own
 ``cleanup_time`` timer; a suspect that hears of it refutes by raising its
-incarnation and announcing itself alive.  A suspicion not refuted in time becomes
-*failed* and the member is removed everywhere.
+incarnation and announcing itself alive, directly to every live member and by
+gossip.  A suspicion not refuted in time becomes *failed* and the member is
+removed everywhere.
 
 News (joins, suspicions, refutations, failures, departures) travels as
 :class:`Update` records, pushed at once to ``gossip_fanout`` random members when it
@@ -434,7 +435,16 @@ class MembershipCore:
         self.incarnation = u.incarnation + 1
         me = self.members[self.me.name]
         me.incarnation = self.incarnation
-        self.broadcasts.push(_update_for(me))
+        alive = _update_for(me)
+        self.broadcasts.push(alive)
+        # Tell every live member at once, as a join does: any of them may be running
+        # a cleanup timer on us, and gossip alone reaches only most of them in time
+        # (below 10 members each update goes to just 4 random members per holder).
+        actions: list[Action] = [
+            Send(m.address, Gossip(self.me.name, (alive,)))
+            for m in self.live_members()
+            if m.name != self.me.name
+        ]
         what = {
             UpdateKind.ALIVE: "an older life",
             UpdateKind.SUSPECT: "a suspicion",
@@ -442,7 +452,8 @@ class MembershipCore:
             UpdateKind.LEFT: "a stale departure",
         }[kind]
         by = f" by {u.by}" if u.by else ""
-        return [Event("self_refuted", self.me.name, self.incarnation, f"refuted {what}{by}")]
+        detail = f"refuted {what}{by}"
+        return [Event("self_refuted", self.me.name, self.incarnation, detail), *actions]
 
     # --- timers ----------------------------------------------------------------
 
@@ -567,21 +578,24 @@ class MembershipCore:
     def _budget(self) -> int:
         return self.config.max_datagram - _HEADER_ALLOWANCE
 
-    def _piggyback(self, dest: str | None, count: bool = False) -> tuple[Update, ...]:
+    def _piggyback(
+        self, dest: str | None, count: bool = False, only: frozenset[str] | None = None
+    ) -> tuple[Update, ...]:
         """Queued news for a message to ``dest``; only random pushes ``count``."""
         limit = self.retransmit_limit()
-        return self.broadcasts.take(self._budget(), limit, prefer=dest, count=count)
+        return self.broadcasts.take(self._budget(), limit, prefer=dest, count=count, only=only)
 
     def _gossip_targets(self, k: int) -> list[Member]:
         others = [m for m in self.members.values() if m.live and m.name != self.me.name]
         return self.rng.sample(others, min(k, len(others)))
 
-    def _push(self, now: float) -> list[Action]:
-        """Send queued news to a few random members."""
-        self._next_gossip = now + self.config.gossip_interval
+    def _push(self, now: float, only: frozenset[str] | None = None) -> list[Action]:
+        """Send queued news (or only the updates about ``only``) to a few random members."""
+        if only is None:
+            self._next_gossip = now + self.config.gossip_interval
         actions: list[Action] = []
         for m in self._gossip_targets(self.config.gossip_fanout):
-            updates = self._piggyback(m.name, count=True)
+            updates = self._piggyback(m.name, count=True, only=only)
             if not updates:
                 break
             actions.append(Send(m.address, Gossip(self.me.name, updates)))
@@ -589,9 +603,13 @@ class MembershipCore:
 
     def _push_if_fresh(self, now: float) -> list[Action]:
         # Fresh news goes out at once instead of waiting for the next interval:
-        # detection latency then hardly depends on the gossip interval.
-        if self.broadcasts.has_fresh():
-            return self._push(now)
+        # detection latency then hardly depends on the gossip interval.  Only the
+        # fresh news: the rest keeps its schedule, or a burst of news (many joins at
+        # once) would spend every queued update's random sends within one instant,
+        # while the senders' views still lack the members joining in that burst.
+        fresh = self.broadcasts.fresh()
+        if fresh:
+            return self._push(now, only=fresh)
         return []
 
     def _sync_interval(self) -> float:

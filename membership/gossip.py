@@ -52,13 +52,23 @@ class BroadcastQueue:
         """True if some update has not been sent at all yet."""
         return any(item.transmits == 0 for item in self._items.values())
 
+    def fresh(self) -> frozenset[str]:
+        """Members whose queued update has not been sent at all yet."""
+        return frozenset(name for name, item in self._items.items() if item.transmits == 0)
+
     def take(
-        self, budget: int, limit: int, prefer: str | None = None, count: bool = True
+        self,
+        budget: int,
+        limit: int,
+        prefer: str | None = None,
+        count: bool = True,
+        only: frozenset[str] | None = None,
     ) -> tuple[Update, ...]:
         """Updates that fit in ``budget`` bytes; with ``count``, each counts as sent once more.
 
         News about ``prefer`` (the destination) goes first, so a suspect hears of
-        its suspicion on the next ping it receives.
+        its suspicion on the next ping it receives.  ``only`` restricts the choice
+        to the updates about those members.
         """
         if not self._items:
             return ()
@@ -70,6 +80,8 @@ class BroadcastQueue:
         chosen: list[Update] = []
         used = 0
         for item in ordered:
+            if only is not None and item.update.name not in only:
+                continue
             if used + item.size > budget:
                 continue
             used += item.size

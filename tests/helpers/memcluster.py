@@ -92,12 +92,15 @@ class SimCluster:
         delay: float = 0.0,
         seed: int = 1,
         drop_rate: float = 0.0,
+        trace: bool = False,
     ) -> None:
         self.nursery = nursery
         self.config = config or MembershipConfig()
         self.network = MemoryNetwork(loss=loss, delay=delay, seed=seed)
         # Test mode (-t): each member's own transport drops in and out at random.
         self.drop_rate = drop_rate
+        # Keep every datagram sent, for sent(); off by default (benchmarks run long).
+        self.trace = trace
         self.nodes = [Node(f"H{i}", "10.0.0.1", 8000 + i) for i in range(1, n + 1)]
         self.ring = {node.name: i for i, node in enumerate(self.nodes)}
         self.rng = random.Random(seed)
@@ -118,8 +121,11 @@ class SimCluster:
     ) -> SimMember:
         core = MembershipCore(node, self.config, self.ring, random.Random(self.rng.random()))
         log: list[tuple[float, Address, bytes]] = []
-        inner = TracingTransport(self.network.endpoint(node.address), log)
-        transport = MeteredTransport(inner, self.drop_rate, random.Random(self.rng.random()))
+        inner: DatagramTransport = self.network.endpoint(node.address)
+        if self.trace:
+            inner = TracingTransport(inner, log)
+        drops = random.Random(self.rng.random()) if self.drop_rate else None
+        transport = MeteredTransport(inner, self.drop_rate, drops)
         codec = Codec(SECRET, self.config.max_datagram)
         service = MembershipService(core, transport, codec)
         scope = trio.CancelScope()
@@ -154,7 +160,9 @@ class SimCluster:
 
     def introducer_snapshot(self, source: str | None) -> list[MemberRecord]:
         """``source``'s view plus a record for every running member it lacks."""
-        records = {} if source is None else {r.name: r for r in self.members[source].core.snapshot()}
+        records = (
+            {} if source is None else {r.name: r for r in self.members[source].core.snapshot()}
+        )
         for name, m in self.members.items():
             if name not in records:
                 records[name] = MemberRecord(name, m.node.host, m.node.port, m.core.incarnation, 0)
@@ -182,9 +190,7 @@ class SimCluster:
         expected = expected if expected is not None else set(self.members)
         return all(m.view() == expected for m in self.members.values())
 
-    def events(
-        self, kind: str, name: str | None = None
-    ) -> list[tuple[float, str, Event]]:
+    def events(self, kind: str, name: str | None = None) -> list[tuple[float, str, Event]]:
         """Every event of ``kind`` (about ``name``) seen by any member, in time order."""
         found = [
             (t, m.node.name, e)
@@ -202,6 +208,8 @@ class SimCluster:
         since: float = -math.inf,
     ) -> list[Sent]:
         """Datagrams members handed to their transports (before any loss), decoded."""
+        if not self.trace:
+            raise RuntimeError("SimCluster(trace=True) keeps the datagrams sent()")
         found = []
         for m in self.history:
             if src is not None and m.node.name != src:
@@ -218,9 +226,13 @@ class SimCluster:
     async def wait_until(
         self, predicate: Callable[[], bool], timeout: float, step: float = 0.05
     ) -> float:
-        """Poll ``predicate`` every ``step`` virtual seconds; the time it became true."""
+        """Poll ``predicate`` every ``step`` virtual seconds; the time it became true.
+
+        Polling is deliberate: the predicate reads many members' state, no single
+        event announces it, and on the MockClock a poll costs no real time.
+        """
         with trio.move_on_after(timeout):
-            while not predicate():
+            while not predicate():  # noqa: ASYNC110
                 await trio.sleep(step)
             return trio.current_time()
         raise AssertionError(f"condition not met within {timeout} virtual seconds")

@@ -1,0 +1,200 @@
+"""Request/response over real loopback TCP (real time; each test takes milliseconds)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from net import rpc
+from net.codec import Codec
+from net.messages import ConsoleReply, ConsoleRequest, ErrorReply, Ping
+from net.rpc import HEADER, MAX_FRAME, RpcError, RpcServer, call, frame_codec, read_frame
+from net.transport import Address
+
+SECRET = b"rpc-secret"
+
+
+async def echo(request: Any, addr: Address) -> Any:
+    if isinstance(request, ConsoleRequest):
+        if request.command == "boom":
+            raise RuntimeError("the handler broke")
+        return ConsoleReply(True, {"command": request.command, "args": list(request.args)})
+    return ErrorReply(f"unexpected {type(request).__name__}")
+
+
+@asynccontextmanager
+async def serving(handler=echo, secret: bytes = SECRET) -> AsyncIterator[tuple[RpcServer, Address]]:
+    server = RpcServer(frame_codec(secret), handler)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        host, port = listeners[0].socket.getsockname()[:2]
+        yield server, (host, port)
+        nursery.cancel_scope.cancel()
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def raw_exchange(addr: Address, payload: bytes) -> bytes:
+    """Send raw bytes; what comes back before the server closes (or resets) the connection."""
+    stream = await trio.open_tcp_stream(*addr)
+    got = b""
+    async with stream:
+        try:
+            await stream.send_all(payload)
+            await stream.send_eof()  # a peer that stops mid-frame, at worst
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some():
+                    got += chunk
+        except trio.BrokenResourceError:
+            pass  # a reset: the server closed with our bytes unread
+    return got
+
+
+async def test_call_gets_the_reply_over_loopback():
+    async with serving() as (server, addr):
+        reply = await call(addr, frame_codec(SECRET), ConsoleRequest("ls", ("a", "b")))
+        assert reply == ConsoleReply(True, {"command": "ls", "args": ["a", "b"]})
+        assert server.connections == 1
+
+
+async def test_one_connection_carries_several_requests_in_order():
+    codec = frame_codec(SECRET)
+    async with serving() as (_, addr):
+        stream = await trio.open_tcp_stream(*addr)
+        async with stream:
+            for i in range(5):
+                await rpc.write_frame(stream, codec, ConsoleRequest(f"c{i}"))
+            for i in range(5):
+                reply = await read_frame(stream, codec)
+                assert reply.data["command"] == f"c{i}"
+
+
+async def test_handler_exception_becomes_an_error_reply(caplog):
+    async with serving() as (_, addr):
+        reply = await call(addr, frame_codec(SECRET), ConsoleRequest("boom"))
+        assert isinstance(reply, ErrorReply)
+        assert reply.error == "internal error: RuntimeError: the handler broke"
+        # ... and the server still serves.
+        ok = await call(addr, frame_codec(SECRET), ConsoleRequest("after"))
+        assert ok.ok
+    assert "handler failed on ConsoleRequest" in caplog.text
+
+
+async def test_oversize_frame_closes_the_connection_and_the_server_keeps_serving():
+    async with serving() as (server, addr):
+        got = await raw_exchange(addr, HEADER.pack(MAX_FRAME + 1) + b"x" * 100)
+        assert got == b""
+        assert server.codec.rejected["oversize"] == 1
+        assert (await call(addr, frame_codec(SECRET), ConsoleRequest("ok"))).ok
+
+
+async def test_bad_mac_closes_the_connection_and_the_server_keeps_serving():
+    async with serving() as (server, addr):
+        forged = Codec(b"wrong-secret", MAX_FRAME).seal(ConsoleRequest("ls"))
+        got = await raw_exchange(addr, HEADER.pack(len(forged)) + forged)
+        assert got == b""
+        assert server.codec.rejected["bad_mac"] == 1
+        assert (await call(addr, frame_codec(SECRET), ConsoleRequest("ok"))).ok
+
+
+async def test_garbage_and_truncated_frames_close_only_that_connection():
+    async with serving() as (server, addr):
+        assert await raw_exchange(addr, b"GET / HTTP/1.0\r\n\r\n") == b""
+        assert await raw_exchange(addr, HEADER.pack(50) + b"short") == b""
+        assert await raw_exchange(addr, b"\x00\x00") == b""
+        authentic_garbage = frame_codec(SECRET).seal_bytes(b"\xc1")
+        payload = HEADER.pack(len(authentic_garbage)) + authentic_garbage
+        assert await raw_exchange(addr, payload) == b""
+        assert server.codec.rejected["malformed"] == 1
+        assert (await call(addr, frame_codec(SECRET), ConsoleRequest("ok"))).ok
+
+
+async def test_a_client_with_another_secret_gets_a_one_line_rpc_error():
+    async with serving() as (_, addr):
+        with pytest.raises(RpcError) as info:
+            await call(addr, frame_codec(b"other"), ConsoleRequest("ls"))
+    assert "\n" not in str(info.value)
+    assert f"{addr[0]}:{addr[1]}" in str(info.value)
+
+
+async def test_a_reply_that_fails_authentication_is_an_rpc_error():
+    async def impostor(stream: trio.SocketStream) -> None:
+        (length,) = HEADER.unpack(await rpc._receive_exactly(stream, HEADER.size))
+        await rpc._receive_exactly(stream, length)  # whatever it is, answer it
+        await rpc.write_frame(stream, frame_codec(b"impostor"), ErrorReply("hi"))
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, impostor, 0)
+        port = listeners[0].socket.getsockname()[1]
+        with pytest.raises(RpcError, match=r"rejected \(bad_mac\); is the cluster secret the same"):
+            await call(("127.0.0.1", port), frame_codec(SECRET), ConsoleRequest("x"))
+        nursery.cancel_scope.cancel()
+
+
+async def test_call_to_a_closed_port_is_a_one_line_rpc_error():
+    port = closed_port()
+    with pytest.raises(RpcError) as info:
+        await call(("127.0.0.1", port), frame_codec(SECRET), ConsoleRequest("ls"))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"cannot reach 127.0.0.1:{port}: ")
+    # The reason is the operating system's, not a generic "all attempts failed".
+    assert "refused" in message.lower()
+
+
+async def test_a_silent_server_times_out_with_an_rpc_error():
+    async def mute(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, mute, 0)
+        port = listeners[0].socket.getsockname()[1]
+        with pytest.raises(RpcError, match=r"did not answer within 0\.2 s"):
+            await call(("127.0.0.1", port), frame_codec(SECRET), ConsoleRequest("x"), timeout=0.2)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_server_that_hangs_up_is_an_rpc_error():
+    async def rude(stream: trio.SocketStream) -> None:
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, rude, 0)
+        port = listeners[0].socket.getsockname()[1]
+        with pytest.raises(RpcError) as info:
+            await call(("127.0.0.1", port), frame_codec(SECRET), ConsoleRequest("x"))
+        assert "\n" not in str(info.value)
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_connection_is_cut_off(monkeypatch):
+    monkeypatch.setattr(rpc, "IDLE_TIMEOUT", 0.1)
+    async with serving() as (_, addr):
+        stream = await trio.open_tcp_stream(*addr)
+        async with stream:
+            await stream.send_all(b"\x00\x00")  # half a header, then silence
+            with trio.fail_after(5):
+                assert await stream.receive_some() == b""
+
+
+async def test_oversize_request_is_refused_by_the_sender():
+    codec = Codec(SECRET, 64)
+    with pytest.raises(ValueError, match="over 64"):
+        codec.seal(ErrorReply("x" * 100))
+
+
+async def test_non_console_request_gets_the_handlers_answer():
+    async with serving() as (_, addr):
+        reply = await call(addr, frame_codec(SECRET), Ping(1, "H1", 0))
+        assert reply == ErrorReply("unexpected Ping")
