@@ -81,7 +81,9 @@ class NodeApp:
             make_transfer(config, self.frames),
             logging.getLogger(f"sdfs.{me.name}"),
         )
-        self.transfers = TransferServer(self.sdfs.store.incoming, self.sdfs.store.root)
+        self.transfers = TransferServer(
+            self.sdfs.store.incoming, self.sdfs.store.root, node_name=me.name
+        )
         self.inference = InferenceService(
             config,
             me,

@@ -66,9 +66,10 @@ from net.messages import (
 )
 from net.rpc import RpcError, call
 from net.transport import Address
+from sdfs.durable import sha256_file
 from sdfs.metadata import Metadata, Repair, placement, read_quorum, write_quorum
 from sdfs.names import BadName, check_name
-from sdfs.store import ReplicaStore, StoreError, relative_data_path, sha256_file
+from sdfs.store import ReplicaStore, StoreError, relative_data_path
 from sdfs.transfer import LocalTransfer, Peer, Transfer, TransferError
 
 Progress = Callable[[int, int, str], None]
@@ -739,10 +740,16 @@ class SdfsService:
                     peer.store_dir, relative_data_path(record.name, record.version)
                 )
                 report = _reporter(progress, f"{record.name} <- {node}")
-                result = await self._transfer_for(node).pull(peer, remote, local, report)
-                if result.sha256 != record.sha256:
-                    local.unlink(missing_ok=True)
-                    raise StoreError(f"checksum mismatch from {node}")
+                # The transfer checks size and checksum before the copy replaces
+                # ``local``: a bad copy never appears there.
+                await self._transfer_for(node).pull(
+                    peer,
+                    remote,
+                    local,
+                    report,
+                    expected_size=record.size,
+                    expected_sha256=record.sha256,
+                )
                 return
             except (TransferError, RpcError, StoreError) as e:
                 errors.append(f"{node}: {e}")

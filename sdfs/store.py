@@ -35,7 +35,6 @@ worker thread.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -46,34 +45,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from net.messages import VersionRecord, VersionState
+from sdfs.durable import fsync_dir, fsync_file, sha256_file
 from sdfs.names import check_name, disk_name, from_disk_name
-
-HASH_CHUNK = 1 << 20
 
 
 class StoreError(Exception):
     """A replica operation that cannot be done; the message is one line for a person."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
 
 
 def relative_data_path(name: str, version: int) -> str:

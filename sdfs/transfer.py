@@ -56,6 +56,7 @@ from config.topology import ClusterConfig, Node, SSHConfig
 from net.codec import Codec, Rejected
 from net.messages import Chunk, Download, ErrorReply, TransferDone, Upload
 from net.rpc import IDLE_TIMEOUT, Connection, RpcError, open_connection, read_frame
+from sdfs.durable import fsync_dir
 
 if TYPE_CHECKING:
     import paramiko
@@ -183,18 +184,6 @@ def temp_sibling(target: Path | str) -> str:
     room = NAME_MAX - len(".." + "0" * 12 + ".part")
     stem = tail.encode()[:room].decode(errors="ignore")
     return os.path.join(head, f".{stem}.{secrets.token_hex(6)}.part")
-
-
-def fsync_dir(path: Path | str) -> None:
-    """Make a rename in ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class AtomicWriter:

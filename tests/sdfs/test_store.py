@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from net.messages import VersionRecord, VersionState
+from sdfs.durable import sha256_file
 from sdfs.names import BadName, disk_name
-from sdfs.store import ReplicaStore, StoreError, relative_data_path, sha256_file
+from sdfs.store import ReplicaStore, StoreError, relative_data_path
 
 PENDING = int(VersionState.PENDING)
 COMMITTED = int(VersionState.COMMITTED)
