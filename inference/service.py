@@ -639,8 +639,9 @@ class InferenceService:
                 results, timings = await self._execute_batch(req)
                 reply = BatchResult(self.me.name, req.batch_id, results, timings, "")
             except Exception as e:  # any failure goes back to the scheduler, not up
-                self.log.warning("batch %d of %s failed: %s", req.batch_id, req.job_id, e)
-                reply = BatchResult(self.me.name, req.batch_id, (), (), f"{self.me.name}: {e}")
+                why = str(e) if isinstance(e, CommandError) else f"{type(e).__name__}: {e}"
+                self.log.warning("batch %d of %s failed: %s", req.batch_id, req.job_id, why)
+                reply = BatchResult(self.me.name, req.batch_id, (), (), f"{self.me.name}: {why}")
             self.log.debug(
                 "batch %d of %s: %d queries in %.3f s",
                 req.batch_id,
@@ -679,7 +680,7 @@ class InferenceService:
             if "no such SDFS file" in str(e):
                 return None
             raise
-        path = self.cache / "weights" / f"{model}-v{info['version']}.pth"
+        path = self.cache / "weights" / f"{model}-v{info['versions'][0]}.pth"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             await self.sdfs.get(name, path)
