@@ -83,9 +83,11 @@ def transfer_run(transfer: str, sizes: list[int], sshd: PrivateSshd, work: Path)
             src = random_file(work / f"f{size}.bin", size)
             name = f"bench/f{size}.bin"
             put_s, put = timed(c.console, "H2", "put", str(src), name, timeout=600)
-            wait_for(
-                lambda name=name: len(c.console("H1", "ls", name)["replicas"]) == 4, 60, "4 copies"
-            )
+
+            def four_copies(name: str = name) -> bool:
+                return len(c.console("H1", "ls", name)["replicas"]) == 4
+
+            wait_for(four_copies, 60, "4 copies")
             holders = set(c.console("H1", "ls", name)["replicas"])
             reader = next(n.name for n in c.nodes if n.name not in holders)
             out = work / f"got{size}.bin"

@@ -150,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # LOCAL paths name files where this console runs: send them absolute.
     local = cmd.local_path_args(args)
-    args = [
-        os.path.abspath(os.path.expanduser(a)) if i in local else a for i, a in enumerate(args)
-    ]
+    args = [os.path.abspath(os.path.expanduser(a)) if i in local else a for i, a in enumerate(args)]
     try:
         reply = trio.run(_ask, addr, config.secret_bytes, command, args, opts.timeout)
     except RpcError as e:

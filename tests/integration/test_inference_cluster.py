@@ -9,6 +9,7 @@ same weights and images, written here independently of ``inference.runtime``.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import shutil
 import statistics
@@ -81,9 +82,14 @@ def cluster(dataset: dict[str, Any]) -> Iterator[LocalCluster]:
         yield c
 
 
+def _finished(c: LocalCluster, via: str, job: str) -> dict[str, Any] | None:
+    status: dict[str, Any] = c.console(via, "C4", "status", job)
+    return status if status["state"] in ("done", "failed") else None
+
+
 def _wait_done(c: LocalCluster, job: str, timeout: float) -> dict[str, Any]:
     return wait_for(
-        lambda: (s := c.console("H3", "C4", "status", job))["state"] in ("done", "failed") and s,
+        lambda: _finished(c, "H3", job),
         timeout,
         f"{job} to finish",
         interval=0.5,
@@ -173,9 +179,7 @@ def _run_with_a_kill(c: LocalCluster, victim: str, tmp_path: Path) -> dict[str, 
     survivor = "H4" if victim != "H4" else "H5"
     for job in jobs.values():
         status = wait_for(
-            lambda job=job: (
-                (s := c.console(survivor, "C4", "status", job))["state"] in ("done", "failed") and s
-            ),
+            functools.partial(_finished, c, survivor, job),
             300,
             f"{job} to finish after the kill",
             interval=0.5,

@@ -63,11 +63,11 @@ def test_three_simultaneous_crashes_are_removed_everywhere_in_time(
     worst = 0.0
     for s in survivors:
         for v in victims:
-            at = wait_for(
-                lambda s=s, v=v: nodelogs.first(c.log_path(s), "failed", v, killed_at),
-                5,
-                f"{s} to log {v} failed",
-            )
+
+            def logged(s: str = s, v: str = v) -> float | None:
+                return nodelogs.first(c.log_path(s), "failed", v, killed_at)
+
+            at = wait_for(logged, 5, f"{s} to log {v} failed")
             took = at - killed_at
             worst = max(worst, took)
             assert took <= DETECTION_BOUND, f"{s} removed {v} after {took:.2f} s"

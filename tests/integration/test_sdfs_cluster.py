@@ -220,9 +220,12 @@ def test_three_of_four_holders_killed_at_once(
         c.console("H1", "put", str(src), "big.bin", timeout=120)
         (tmp_path / "v2.bin").write_bytes(src.read_bytes()[::-1])  # a second, newest version
         newest = c.console("H2", "put", str(tmp_path / "v2.bin"), "big.bin", timeout=120)
-        holders = wait_for(
-            lambda: (h := _holders(c, "H1", "big.bin")) and len(h) == 4 and h, 30, "4 holders"
-        )
+
+        def four_holders() -> list[str] | None:
+            h = _holders(c, "H1", "big.bin")
+            return h if len(h) == 4 else None
+
+        holders = wait_for(four_holders, 30, "4 holders")
         # Kill three holders, the leader among them if it holds a copy.
         victims = sorted(holders, key=lambda n: n != "H1")[:3]
         survivors = [n.name for n in c.nodes if n.name not in victims]
@@ -298,15 +301,12 @@ def test_a_rejoined_node_never_serves_its_old_copies(tmp_path: Path) -> None:
         (tmp_path / "old.txt").write_text("old\n")
         c.console("H2", "put", str(tmp_path / "old.txt"), "doc.txt")
         c.console("H2", "put", str(tmp_path / "old.txt"), "gone.txt")
-        both = wait_for(
-            lambda: (
-                len(a := set(_holders(c, "H2", "doc.txt"))) == 4
-                and len(b := set(_holders(c, "H2", "gone.txt"))) == 4
-                and (a & b) - {"H1"}
-            ),
-            30,
-            "4 holders of each file",
-        )
+
+        def shared_holders() -> set[str] | None:
+            a, b = set(_holders(c, "H2", "doc.txt")), set(_holders(c, "H2", "gone.txt"))
+            return ((a & b) - {"H1"}) if len(a) == len(b) == 4 else None
+
+        both = wait_for(shared_holders, 30, "4 holders of each file")
         victim = sorted(both)[0]  # holds both, and is not the leader
         c.kill(victim)
         c.wait_converged(everyone - {victim}, timeout=15)
