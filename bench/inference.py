@@ -1,0 +1,240 @@
+"""IDunno benchmark, all in one run, as JSON.
+
+(a) single-process torch throughput per model on this machine (the baseline): the
+    worker runtime in-process, all cores, decode + preprocess + forward;
+(b) the local cluster's throughput on the same cores (target >= 0.9x the baseline):
+    real node processes on 127.0.0.1, jobs submitted with ``python -m console``,
+    measured from the job's start to its end after a warm-up job;
+(c) dispatch overhead: queries/s through the leader with the ``noop`` model, which
+    does no inference (target >= 2,000/s; Ray's synchronous tasks: ~1,000/s);
+(d) the query-rate difference between a ResNet50 and an InceptionV3 job running at
+    once (target <= 5%), from C1's counts sampled while both run;
+(e) failover: kill -9 a worker, then the leader, mid-job: detection time and the time
+    until queries complete again.
+
+Weights are freshly initialised torchvision models (pretrained ones cannot be
+downloaded here); speed does not depend on the weights' values.
+
+    python bench/inference.py [--images 96] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts.localcluster import LocalCluster, wait_for
+from tests.helpers import nodelogs
+from tests.helpers.imagegen import CORRUPT, make_images, make_weights
+
+MODELS = ("resnet50", "inception_v3")
+
+
+def dataset(work: Path, count: int) -> tuple[Path, dict[str, Path]]:
+    originals = [p for p in make_images(work / "orig") if p.name != CORRUPT]
+    images = work / "images"
+    images.mkdir()
+    for i in range(count):
+        src = originals[i % len(originals)]
+        shutil.copyfile(src, images / f"img-{i:04d}{src.suffix}")
+    weights = {m: make_weights(work / f"{m}.pth", m, seed=3) for m in MODELS}
+    return images, weights
+
+
+def baseline(images: Path, weights: dict[str, Path], batch: int) -> dict[str, Any]:
+    """(a) The worker runtime in this process, every core, no cluster around it."""
+    from inference.runtime import ModelRunner
+    from inference.worker_client import host_cores
+
+    runner = ModelRunner(threads=host_cores())
+    paths = sorted(str(p) for p in images.iterdir())
+    out: dict[str, Any] = {"threads": host_cores(), "batch": batch}
+    for model in MODELS:
+        runner.run(model, str(weights[model]), paths[:batch])  # load and warm up
+        t = time.perf_counter()
+        for i in range(0, len(paths), batch):
+            runner.run(model, str(weights[model]), paths[i : i + batch])
+        out[model] = round(len(paths) / (time.perf_counter() - t), 2)
+    return out
+
+
+def _status(c: LocalCluster, job: str, via: str = "H1") -> dict[str, Any]:
+    status: dict[str, Any] = c.console(via, "C4", "status", job)
+    return status
+
+
+def _finished(c: LocalCluster, job: str, via: str = "H1") -> dict[str, Any] | None:
+    s = _status(c, job, via)
+    return s if s["state"] in ("done", "failed") else None
+
+
+def _wait(c: LocalCluster, job: str, timeout: float = 900, via: str = "H1") -> dict[str, Any]:
+    return wait_for(lambda: _finished(c, job, via), timeout, f"{job} to finish", interval=0.5)
+
+
+def prepare(c: LocalCluster, images: Path, weights: dict[str, Path]) -> None:
+    c.wait_converged(timeout=30)
+    c.console("H1", "put-dir", str(images), "images", timeout=600)
+    for model, path in weights.items():
+        c.console("H1", "put", str(path), f"models/{model}.pth", timeout=300)
+    for model in MODELS:  # warm-up: start every worker process and load the models
+        _wait(c, c.console("H1", "C4", "submit-job", model, "images/img-000*")["job_id"])
+
+
+def cluster_throughput(c: LocalCluster) -> dict[str, Any]:
+    """(b) One job per model, alone, from its start to its end."""
+    out: dict[str, Any] = {}
+    for model in MODELS:
+        job = c.console("H1", "C4", "submit-job", model)["job_id"]
+        s = _wait(c, job)
+        out[model] = round(s["total"] / (s["finished_at"] - s["started_at"]), 2)
+    return out
+
+
+def concurrent_rates(c: LocalCluster) -> dict[str, Any]:
+    """(d) Both models at once; their rates over the time both ran, from C1's counts."""
+    jobs = {m: c.console("H1", "C4", "submit-job", m)["job_id"] for m in MODELS}
+    samples: list[tuple[float, dict[str, int]]] = []
+    while True:
+        t = time.time()
+        c1 = c.console("H1", "C1")["models"]
+        samples.append((t, {m: c1[m]["query_count"] for m in MODELS}))
+        states = [_status(c, j) for j in jobs.values()]
+        if any(s["state"] in ("done", "failed") for s in states):
+            break
+        time.sleep(1.0)
+    for j in jobs.values():
+        _wait(c, j)
+    # Rates between the first sample after both started and the last before one ended.
+    steady = samples[2:]
+    if len(steady) < 2:
+        return {"error": "jobs too short to measure; use more --images"}
+    (t0, n0), (t1, n1) = steady[0], steady[-1]
+    rates = {m: (n1[m] - n0[m]) / (t1 - t0) for m in MODELS}
+    mean = statistics.fmean(rates.values())
+    return {
+        "window_s": round(t1 - t0, 1),
+        "rates": {m: round(r, 3) for m, r in rates.items()},
+        "difference_pct": round(100 * abs(rates[MODELS[0]] - rates[MODELS[1]]) / mean, 2),
+    }
+
+
+def dispatch(work: Path, jobs: int, files: int) -> dict[str, Any]:
+    """(c) The noop model: what the scheduler, its RPCs and the workers cost per query."""
+    tiny = work / "tiny"
+    tiny.mkdir()
+    for i in range(files):
+        (tiny / f"q{i:05d}").write_bytes(b"x")
+    out: dict[str, Any] = {"queries": jobs * files}
+    with LocalCluster(4, cluster={"transfer": "tcp"}) as c:
+        c.wait_converged(timeout=30)
+        c.console("H1", "put-dir", str(tiny), "noop", timeout=900)
+        for batch in (8, 64):
+            c.console("H1", "C3", "noop", str(batch))
+            t = time.time()
+            ids = [
+                c.console("H1", "C4", "submit-job", "noop", "noop/*")["job_id"] for _ in range(jobs)
+            ]
+            statuses = [_wait(c, j) for j in ids]
+            first = min(s["submitted_at"] for s in statuses)
+            last = max(s["finished_at"] for s in statuses)
+            out[f"batch_{batch}"] = {
+                "queries_per_s": round(jobs * files / (last - first), 1),
+                "wall_s_incl_console": round(time.time() - t, 2),
+            }
+    return out
+
+
+def _first_completion_after(timings: Path, after: float) -> float | None:
+    if not timings.exists():
+        return None
+    with timings.open() as f:
+        times = [float(r["finished_at"]) for r in csv.DictReader(f)]
+    later = [t for t in times if t > after]
+    return min(later) if later else None
+
+
+def failover(c: LocalCluster, victim: str) -> dict[str, Any]:
+    """(e) kill -9 ``victim`` mid-job; detection and resumption times from the logs."""
+    survivor = "H3"  # neither the worker nor the leader we kill
+    leader_after = "H2" if victim == "H1" else "H1"
+    job = c.console(survivor, "C4", "submit-job", "resnet50")["job_id"]
+    wait_for(lambda: _status(c, job, survivor)["done"] >= 4, 120, "the job under way")
+    killed = time.time()
+    c.kill(victim)
+
+    def detected_at() -> float | None:
+        return nodelogs.first(c.log_path(leader_after), "failed", victim, killed)
+
+    detected = wait_for(detected_at, 30, f"{victim}'s failure to be detected")
+    status = _wait(c, job, via=survivor)
+    timings = c.workdir / "data" / leader_after / "query_timings.csv"
+    resumed = _first_completion_after(timings, detected)
+    out: dict[str, Any] = {
+        "victim": victim,
+        "detection_s": round(detected - killed, 2),
+        "work_resumed_after_detection_s": round(resumed - detected, 2) if resumed else None,
+        "state": status["state"],
+        "done": status["done"],
+        "total": status["total"],
+    }
+    for line in c.log_path(leader_after).read_text().splitlines():
+        if "takes over scheduling" in line:
+            took = nodelogs.to_epoch(line.split()[0], killed) - killed
+            out["takeover_after_kill_s"] = round(took, 2)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=96)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--noop-jobs", type=int, default=10)
+    p.add_argument("--noop-files", type=int, default=500)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        args.images, args.noop_jobs, args.noop_files = 24, 4, 100
+    wall = time.monotonic()
+    out: dict[str, Any] = {"benchmark": "inference", "weights": "freshly initialised"}
+    with tempfile.TemporaryDirectory(prefix="infer-bench-") as tmp:
+        work = Path(tmp)
+        images, weights = dataset(work, args.images)
+        out["a_baseline_images_per_s"] = baseline(images, weights, args.batch)
+        # Two nodes, one torch thread each: the machine's two cores, no oversubscription.
+        with LocalCluster(2, cluster={"transfer": "tcp", "replication": 2}) as c:
+            prepare(c, images, weights)
+            tput = cluster_throughput(c)
+            out["b_cluster_images_per_s"] = {"nodes": 2, **tput}
+            out["b_ratio_to_baseline"] = {
+                m: round(tput[m] / out["a_baseline_images_per_s"][m], 3) for m in MODELS
+            }
+            out["d_concurrent_jobs"] = concurrent_rates(c)
+        out["c_dispatch_noop"] = dispatch(work, args.noop_jobs, args.noop_files)
+        with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
+            prepare(c, images, weights)
+            out["e_failover_worker"] = failover(c, "H4")
+            out["e_failover_leader"] = failover(c, "H1")
+    out["gpu"] = "no GPU was lent to this session; run this benchmark on one to compare"
+    out["targets"] = {
+        "b_cluster_ge_0.9x_baseline": all(r >= 0.9 for r in out["b_ratio_to_baseline"].values()),
+        "c_dispatch_ge_2000_per_s": out["c_dispatch_noop"]["batch_8"]["queries_per_s"] >= 2000,
+        "d_rate_difference_le_5pct": out["d_concurrent_jobs"].get("difference_pct", 100) <= 5,
+    }
+    out["wall_s"] = round(time.monotonic() - wall, 1)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
