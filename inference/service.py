@@ -65,6 +65,7 @@ from inference.scheduler import (
 from inference.worker_client import WorkerProcess, default_threads
 from membership.core import Event as MemberEvent
 from membership.core import MembershipCore
+from membership.peers import Peers
 from net.codec import Codec
 from net.messages import (
     AssignBatch,
@@ -79,7 +80,7 @@ from net.messages import (
     StoreAck,
     VersionState,
 )
-from net.rpc import RpcError, call
+from net.rpc import RpcError
 from net.transport import Address
 from sdfs.names import disk_name
 from sdfs.service import SdfsService
@@ -154,6 +155,7 @@ class InferenceService:
         self.data_dir = data_dir
         self.log = logger or logging.getLogger(f"inference.{me.name}")
         self.cache = data_dir / "cache"
+        self.peers = Peers(membership, config, frames, self.handle)
         nodes_here = sum(1 for n in config.nodes if n.host == me.host) or 1
         self.threads = config.inference.threads or default_threads(nodes_here)
         self.worker = WorkerProcess(self.threads, log_path=data_dir / "worker.log")
@@ -203,24 +205,6 @@ class InferenceService:
 
     # --- helpers ---------------------------------------------------------------
 
-    def _ring(self) -> list[str]:
-        return [m.name for m in self.membership.live_members()] if self.membership.active else []
-
-    def leader(self) -> str | None:
-        return self.membership.leader() if self.membership.active else None
-
-    async def _call(self, node: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any:
-        if node == self.me.name:
-            return await self.handle(request, (self.me.host, self.me.port))
-        m = self.membership.members.get(node)
-        addr = m.address if m is not None and m.port else None
-        if addr is None:
-            configured = self.config.node_named(node)
-            if configured is None:
-                raise RpcError(f"unknown node {node}")
-            addr = configured.address
-        return await call(addr, self.frames, request, timeout)
-
     def capacity(self) -> dict[str, Any]:
         if self._gpu is False:
             self._gpu = _gpu_name()
@@ -230,7 +214,7 @@ class InferenceService:
 
     async def _leadership_loop(self) -> None:
         while True:
-            leader = self.leader()
+            leader = self.peers.leader()
             if leader == self.me.name and self.sched is None:
                 await self._become_leader()
             elif leader != self.me.name and self.sched is not None:
@@ -244,7 +228,7 @@ class InferenceService:
 
     async def _become_leader(self) -> None:
         now = time.time()
-        live = self._ring()
+        live = self.peers.ring()
         if self.copy is not None and self.copy_leader not in (None, self.me.name):
             sched, self.seq = self.copy, self.copy_seq
             self.copy = None
@@ -279,11 +263,11 @@ class InferenceService:
 
     async def _add_worker(self, name: str) -> None:
         try:
-            reply = await self._call(name, CapacityRequest(), timeout=2.0)
+            reply = await self.peers.call(name, CapacityRequest(), timeout=2.0)
             capacity = reply.capacity if isinstance(reply, Capacity) else {}
         except RpcError:
             return  # not reachable: membership will tell us if it is gone
-        if self.sched is not None and name in self._ring():
+        if self.sched is not None and name in self.peers.ring():
             self._apply(WorkerUp(name, capacity or {"threads": 1, "slots": 1}, time.time()))
 
     # --- applying events (leader) ----------------------------------------------
@@ -334,7 +318,7 @@ class InferenceService:
     async def _send_batch(self, a: Assign) -> None:
         request = AssignBatch(a.batch_id, a.job_id, a.model, tuple(a.queries))
         try:
-            reply = await self._call(a.worker, request)
+            reply = await self.peers.call(a.worker, request)
         except RpcError as e:
             self._apply(
                 BatchFailed(a.worker, a.batch_id, f"cannot reach {a.worker}: {e}", time.time())
@@ -429,7 +413,7 @@ class InferenceService:
             await self._standby_wake.wait()
             self._standby_wake = trio.Event()
             while self.sched is not None:
-                ring = self._ring()
+                ring = self.peers.ring()
                 standby = ring[1] if len(ring) > 1 and ring[0] == self.me.name else None
                 if standby != self._standby_name:
                     self._standby_name = standby
@@ -441,7 +425,9 @@ class InferenceService:
                     if self._standby_needs_snapshot:
                         seq, snap = self.seq, self.sched.snapshot()
                         self._standby_events = [e for e in self._standby_events if e[0] > seq]
-                        reply = await self._call(standby, StandbySnapshot(self.me.name, seq, snap))
+                        reply = await self.peers.call(
+                            standby, StandbySnapshot(self.me.name, seq, snap)
+                        )
                         if isinstance(reply, StoreAck) and reply.ok:
                             self._standby_needs_snapshot = False
                         else:
@@ -453,7 +439,7 @@ class InferenceService:
                     # events per round trip, so replication never limits dispatch.
                     batch = self._standby_events[:STANDBY_BATCH]
                     events = tuple(plain for _, plain in batch)
-                    reply = await self._call(
+                    reply = await self.peers.call(
                         standby, StandbyEvent(self.me.name, batch[0][0], events)
                     )
                     if isinstance(reply, StoreAck) and reply.ok:
@@ -534,12 +520,12 @@ class InferenceService:
         deadline = trio.current_time() + REPORT_RETRY_WINDOW / 2
         last = "no leader known"
         while True:
-            leader = self.leader()
+            leader = self.peers.leader()
             if leader == self.me.name and self.sched is not None:
                 return await self.leader_command(command, args)
             if leader is not None and leader != self.me.name:
                 try:
-                    reply = await self._call(
+                    reply = await self.peers.call(
                         leader, LeaderCommand(command, tuple(args)), timeout=30
                     )
                 except RpcError as e:
@@ -712,10 +698,10 @@ class InferenceService:
         """Hand a batch's result to the leader, whoever that is by now."""
         deadline = trio.current_time() + REPORT_RETRY_WINDOW
         while True:
-            leader = self.leader()
+            leader = self.peers.leader()
             if leader is not None:
                 try:
-                    reply = await self._call(leader, result, timeout=RPC_TIMEOUT)
+                    reply = await self.peers.call(leader, result, timeout=RPC_TIMEOUT)
                     if isinstance(reply, StoreAck) and reply.ok:
                         return
                 except RpcError:

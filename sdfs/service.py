@@ -37,6 +37,7 @@ import trio
 from config.topology import ClusterConfig, Node
 from console.commands import CommandError
 from membership.core import Event, MembershipCore
+from membership.peers import Peers
 from net.codec import Codec
 from net.messages import (
     AbortPut,
@@ -64,7 +65,7 @@ from net.messages import (
     VersionRecord,
     VersionState,
 )
-from net.rpc import RpcError, call
+from net.rpc import RpcError
 from net.transport import Address
 from sdfs.durable import sha256_file
 from sdfs.metadata import Metadata, Repair, placement, read_quorum, write_quorum
@@ -155,6 +156,7 @@ class SdfsService:
         self.local = LocalTransfer()
         self.log = logger or logging.getLogger(f"sdfs.{me.name}")
         self.store = ReplicaStore(root, keep=config.versions_kept)
+        self.peers = Peers(membership, config, frames, self.handle)
         self.replication = config.replication
         self.metadata: Metadata | None = None
         self.leader_state = "follower"  # follower | rebuilding | ready
@@ -189,34 +191,13 @@ class SdfsService:
 
     # --- membership helpers ----------------------------------------------------
 
-    def _ring(self) -> list[str]:
-        return [m.name for m in self.membership.live_members()] if self.membership.active else []
-
-    def _addr(self, name: str) -> Address:
-        m = self.membership.members.get(name)
-        if m is not None and m.port:
-            return m.address
-        node = self.config.node_named(name)
-        if node is None:
-            raise CommandError(f"unknown node {name}")
-        return node.address
-
-    def leader(self) -> str | None:
-        return self.membership.leader() if self.membership.active else None
-
-    async def _call(self, node: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any:
-        """One request to ``node`` (answered in-process when it is this node)."""
-        if node == self.me.name:
-            return await self.handle(request, (self.me.host, self.me.port))
-        return await call(self._addr(node), self.frames, request, timeout)
-
     async def _peer(self, name: str) -> Peer:
         peer = self._peers.get(name)
         if peer is None:
-            reply = await self._call(name, PeerInfoRequest())
+            reply = await self.peers.call(name, PeerInfoRequest())
             if not isinstance(reply, PeerInfo):
                 raise TransferError(f"{name} did not say where it keeps files")
-            host, port = self._addr(name)
+            host, port = self.peers.address(name)
             node = self.config.node_named(name)
             peer = Peer(
                 name=name,
@@ -236,7 +217,7 @@ class SdfsService:
 
     async def _leadership_loop(self) -> None:
         while True:
-            leader = self.leader()
+            leader = self.peers.leader()
             if leader == self.me.name and self.leader_state == "follower":
                 await self._become_leader()
             elif leader != self.me.name and self.leader_state != "follower":
@@ -254,7 +235,7 @@ class SdfsService:
 
         async def gather(node: str) -> None:
             try:
-                reply = await self._call(node, InventoryRequest(), timeout=RPC_TIMEOUT)
+                reply = await self.peers.call(node, InventoryRequest(), timeout=RPC_TIMEOUT)
             except RpcError:
                 silent.append(node)
                 return
@@ -262,11 +243,11 @@ class SdfsService:
                 inventories[node] = list(reply.records)
 
         async with trio.open_nursery() as n:
-            for node in self._ring():
+            for node in self.peers.ring():
                 n.start_soon(gather, node)
         metadata = Metadata(self.replication, self.config.versions_kept)
         metadata.rebuild(inventories)
-        if self.leader() != self.me.name:  # leadership moved on while we gathered
+        if self.peers.leader() != self.me.name:  # leadership moved on while we gathered
             self.leader_state = "follower"
             return
         self.metadata = metadata
@@ -284,18 +265,20 @@ class SdfsService:
     async def _absorb_inventory(self, node: str) -> None:
         """A node (re)joined: learn what it holds; tell it what was deleted meanwhile."""
         try:
-            reply = await self._call(node, InventoryRequest())
+            reply = await self.peers.call(node, InventoryRequest())
         except RpcError:
             return
         if not isinstance(reply, Inventory) or self.metadata is None:
             return
         for name, tombstone in self.metadata.add_inventory(node, reply.records):
             with contextlib.suppress(RpcError):
-                await self._call(node, DeleteReplica(name, tombstone))
+                await self.peers.call(node, DeleteReplica(name, tombstone))
 
     def _require_leader(self) -> Metadata:
-        if self.leader() != self.me.name:
-            raise NotReady(f"{self.me.name} is not the leader (the leader is {self.leader()})")
+        if self.peers.leader() != self.me.name:
+            raise NotReady(
+                f"{self.me.name} is not the leader (the leader is {self.peers.leader()})"
+            )
         if self.leader_state != "ready" or self.metadata is None:
             raise NotReady(f"{self.me.name} is rebuilding the file metadata")
         return self.metadata
@@ -309,7 +292,7 @@ class SdfsService:
             self._wake_repair = trio.Event()
             if self.leader_state != "ready" or self.metadata is None:
                 continue
-            ring = self._ring()
+            ring = self.peers.ring()
             now = trio.current_time()
             for name in self.metadata.lost(ring):
                 self.log.error("SDFS file %s lost: every copy was on failed nodes", name)
@@ -322,7 +305,7 @@ class SdfsService:
         started = trio.current_time()
         size = sum(r.size for r in repair.records)
         try:
-            reply = await self._call(
+            reply = await self.peers.call(
                 repair.source,
                 ReplicateOrder(repair.records, repair.targets),
                 timeout=_io_timeout(size * len(repair.targets)),
@@ -410,7 +393,7 @@ class SdfsService:
             return StoreAck(True)
         if isinstance(request, Locate):
             versions, deleted = metadata.locate(check_name(request.name))
-            live = set(self._ring())
+            live = set(self.peers.ring())
             located = tuple(
                 LocatedVersion(v.record, tuple(sorted(v.holders & live))) for v in versions
             )
@@ -423,7 +406,7 @@ class SdfsService:
 
     def _grant(self, metadata: Metadata, request: PutBegin) -> Any:
         name = check_name(request.name)
-        ring = self._ring()
+        ring = self.peers.ring()
         w = write_quorum(self.replication)
         if len(ring) < w:
             return StoreAck(
@@ -444,17 +427,17 @@ class SdfsService:
 
         async def tell(node: str) -> None:
             try:
-                reply = await self._call(node, DeleteReplica(name, version))
+                reply = await self.peers.call(node, DeleteReplica(name, version))
             except RpcError:
                 return
             if isinstance(reply, StoreAck) and reply.ok:
                 acks.append(node)
 
         async with trio.open_nursery() as n:
-            for node in self._ring():
+            for node in self.peers.ring():
                 n.start_soon(tell, node)
         w = write_quorum(self.replication)
-        if len(acks) < min(w, len(self._ring())):
+        if len(acks) < min(w, len(self.peers.ring())):
             return StoreAck(False, f"delete reached only {len(acks)} nodes (need {w})")
         return StoreAck(True, detail={"version": version, "nodes": sorted(acks)})
 
@@ -489,7 +472,9 @@ class SdfsService:
         incoming = f"{record.put_id}-{record.version}-{uuid.uuid4().hex[:8]}"
         report = _reporter(progress, f"{record.name} -> {target}")
         await self._transfer_for(target).push(path, peer, incoming, report)
-        reply = await self._call(target, Ingest(record, incoming), timeout=_io_timeout(record.size))
+        reply = await self.peers.call(
+            target, Ingest(record, incoming), timeout=_io_timeout(record.size)
+        )
         if not isinstance(reply, StoreAck) or not reply.ok:
             raise StoreError(f"{target} refused {record.name} v{record.version}: {_why(reply)}")
 
@@ -501,10 +486,10 @@ class SdfsService:
         delay = 0.1
         last = "no leader known"
         while True:
-            leader = self.leader()
+            leader = self.peers.leader()
             if leader is not None:
                 try:
-                    reply = await self._call(leader, request, timeout)
+                    reply = await self.peers.call(leader, request, timeout)
                 except RpcError as e:
                     last = f"leader {leader}: {e}"
                 else:
@@ -642,7 +627,7 @@ class SdfsService:
         async def one(node: str) -> None:
             request = CommitVersion(record.name, record.version, record.put_id)
             try:
-                reply = await self._call(node, request)
+                reply = await self.peers.call(node, request)
             except RpcError:
                 return
             if isinstance(reply, StoreAck) and reply.ok:
@@ -667,14 +652,14 @@ class SdfsService:
 
     async def _abort(self, record: VersionRecord, nodes: list[str]) -> None:
         request = AbortPut(record.name, record.version, record.put_id)
-        leader = self.leader()
+        leader = self.peers.leader()
         async with trio.open_nursery() as n:
             for node in [*nodes, *([leader] if leader else [])]:
                 n.start_soon(self._quiet_call, node, request)
 
     async def _quiet_call(self, node: str, request: Any) -> None:
         with contextlib.suppress(RpcError):
-            await self._call(node, request)
+            await self.peers.call(node, request)
 
     async def _report_put(
         self, record: VersionRecord, holders: list[str], quiet: bool = False
@@ -711,7 +696,7 @@ class SdfsService:
         async def stat(node: str) -> None:
             nonlocal best
             try:
-                reply = await self._call(node, StatRequest(location.name))
+                reply = await self.peers.call(node, StatRequest(location.name))
             except RpcError:
                 return
             if not isinstance(reply, StatReply):
