@@ -72,13 +72,18 @@ def reference_top5(model: str, weights: Path, image: Path) -> list[list[Any]] | 
     ]
 
 
+def _load(c: LocalCluster, dataset: dict[str, Any]) -> None:
+    """Wait for the cluster, then put the images and the weights into SDFS."""
+    c.wait_converged(timeout=30)
+    c.console("H1", "put-dir", str(dataset["images"]), "images", timeout=120)
+    for model, path in dataset["weights"].items():
+        c.console("H2", "put", str(path), f"models/{model}.pth", timeout=120)
+
+
 @pytest.fixture(scope="module")
 def cluster(dataset: dict[str, Any]) -> Iterator[LocalCluster]:
     with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
-        c.wait_converged(timeout=30)
-        c.console("H1", "put-dir", str(dataset["images"]), "images", timeout=120)
-        for model, path in dataset["weights"].items():
-            c.console("H2", "put", str(path), f"models/{model}.pth", timeout=120)
+        _load(c, dataset)
         yield c
 
 
@@ -195,10 +200,7 @@ def _run_with_a_kill(c: LocalCluster, victim: str, tmp_path: Path) -> dict[str, 
 
 def test_a_worker_killed_mid_job(dataset: dict[str, Any], tmp_path: Path) -> None:
     with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
-        c.wait_converged(timeout=30)
-        c.console("H1", "put-dir", str(dataset["images"]), "images", timeout=120)
-        for model, path in dataset["weights"].items():
-            c.console("H2", "put", str(path), f"models/{model}.pth", timeout=120)
+        _load(c, dataset)
         run = _run_with_a_kill(c, "H4", tmp_path)
         detected = nodelogs.first(c.log_path("H1"), "failed", "H4", run["killed_at"])
         assert detected is not None
@@ -207,10 +209,7 @@ def test_a_worker_killed_mid_job(dataset: dict[str, Any], tmp_path: Path) -> Non
 
 def test_the_leader_killed_mid_job(dataset: dict[str, Any], tmp_path: Path) -> None:
     with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
-        c.wait_converged(timeout=30)
-        c.console("H1", "put-dir", str(dataset["images"]), "images", timeout=120)
-        for model, path in dataset["weights"].items():
-            c.console("H2", "put", str(path), f"models/{model}.pth", timeout=120)
+        _load(c, dataset)
         run = _run_with_a_kill(c, "H1", tmp_path)
         took_over = None
         for line in c.log_path("H2").read_text().splitlines():
