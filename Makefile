@@ -2,7 +2,7 @@
 #
 #   make venv       .venv with the project (editable) and the test tools, pinned by constraints.txt
 #   make test       lint + type check + the whole test suite (what CI runs: .ci/run)
-#   make demo       start a 5-node cluster on 127.0.0.1, kill one node, watch it be detected
+#   make demo       a 5-node cluster on 127.0.0.1 runs a ResNet-50 and an Inception-v3 job at once
 #   make lint       ruff check, ruff format --check, mypy
 #   make unit       tests that start no real processes (not integration, not soak)
 #   make integration  tests that start real processes on 127.0.0.1 (not soak)
@@ -78,10 +78,15 @@ bench: venv
 	[ $$ran = 1 ] || echo "make bench: no benchmarks in bench/ yet" >&2; \
 	if [ -n "$$failed" ]; then echo "make bench: failed:$$failed" >&2; exit 1; fi
 
+# About a minute: generated images and weights go into SDFS, two inference jobs run side
+# by side, the results are summarised; every process started is stopped at the end.
+# make demo DEMO_ARGS="--kill-demo --images 60" passes options (--help lists them).
+DEMO_ARGS ?=
 demo: venv
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 # A fresh environment with the newest allowed versions, frozen into constraints.txt.
+# --all keeps setuptools, which torch requires at run time (>=77; a new venv has older).
 lock:
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	echo "resolving in a fresh virtual environment ($$tmp)"; \
@@ -89,7 +94,8 @@ lock:
 	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off --disable-pip-version-check -e '.[test]'; \
 	{ echo "# Exact versions for repeatable installs (pip install -c constraints.txt ...)."; \
 	  echo "# Regenerate with: make lock"; \
-	  "$$tmp/venv/bin/python" -m pip freeze --exclude-editable --disable-pip-version-check; \
+	  "$$tmp/venv/bin/python" -m pip freeze --exclude-editable --all --disable-pip-version-check \
+	    | grep -v -E '^(pip|wheel)=='; \
 	} > constraints.txt.new; \
 	mv constraints.txt.new constraints.txt; \
 	echo "constraints.txt written; run make venv to install it"
