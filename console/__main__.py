@@ -99,7 +99,7 @@ async def _ask(
         except EOFError:
             raise RpcError(
                 f"{addr[0]}:{addr[1]} closed the connection without answering "
-                "(is the cluster secret the same on both sides?)"
+                "(it may be stopping, or use another cluster secret)"
             ) from None
         except Rejected as r:
             raise RpcError(

@@ -218,7 +218,7 @@ async def call(addr: Address, codec: Codec, request: Any, timeout: float = 5.0) 
         # Servers close without a word on a frame that fails its MAC.
         raise RpcError(
             f"{host}:{port} closed the connection without answering "
-            "(is the cluster secret the same on both sides?)"
+            "(it may be stopping, or use another cluster secret)"
         ) from None
     except Rejected as r:
         raise RpcError(

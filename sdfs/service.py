@@ -165,6 +165,7 @@ class SdfsService:
         self._leadership_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.repair_log: list[dict[str, Any]] = []
+        self._reported_lost: set[str] = set()
 
     # --- life cycle ------------------------------------------------------------
 
@@ -294,8 +295,15 @@ class SdfsService:
                 continue
             ring = self.peers.ring()
             now = trio.current_time()
-            for name in self.metadata.lost(ring):
-                self.log.error("SDFS file %s lost: every copy was on failed nodes", name)
+            lost = set(self.metadata.lost(ring))
+            for name in sorted(lost - self._reported_lost):
+                # Said once per file: when the whole cluster stops, every file is in
+                # this state and its copies are still on the stopped nodes' disks.
+                self.log.warning(
+                    "SDFS file %s has no copy on any live node (its holders failed or left)",
+                    name,
+                )
+            self._reported_lost = lost
             async with trio.open_nursery() as n:
                 for repair in self.metadata.repairs(ring, now):
                     n.start_soon(self._run_repair, repair)
