@@ -37,6 +37,12 @@ setup(
         "prompt_toolkit",
         "paramiko",
         "scp",
+        # IDunno inference.  Only the worker process (python -m inference.worker_main)
+        # imports these; the node itself never loads torch.  torchvision must match the
+        # torch release it was built for, so both are pinned together.
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "pillow",
     ],
     extras_require={
         "test": [

@@ -1,0 +1,1 @@
+"""IDunno: batched inference (models, the worker process, job scheduling, metrics)."""

@@ -1,0 +1,249 @@
+"""The inference worker process: ``python -m inference.worker_main [--threads N] [--device D]``.
+
+Torch runs here, in a child of the node, so that the node's trio loop (failure
+detector, SDFS, console) never waits behind a forward pass and never imports torch.
+
+Protocol: the node writes requests to the worker's stdin and reads replies from its
+stdout.  Each message is a msgpack map behind a 4-byte big-endian length.  Requests are
+handled one at a time, in order; each reply echoes the request's ``id`` (if it had
+one), which lets the client skip a reply whose request it gave up on.
+
+    {"op": "hello"}
+        -> {"ok": true, "device": "cpu" | "cuda:0", "gpu": NAME | null, "threads": N,
+            "torch": VERSION, "torchvision": VERSION, "models": [WARM MODEL...], "pid": PID}
+    {"op": "load", "model": NAME, "weights": PATH | null, "allow_download": false}
+        -> {"ok": true, "model": CANONICAL NAME, "seconds": LOAD TIME (0 if warm)}
+    {"op": "run", "id": ID, "model": NAME, "weights": PATH | null,
+     "inputs": [LOCAL PATH...], "names": [SDFS NAME...], "allow_download": false}
+        -> {"ok": true, "id": ID, "results": [ROW...], "timing": {"load", "decode",
+            "forward", "total", "cpu"}}
+    any failure -> {"ok": false, "error": ONE LINE}
+
+Rows are those of :class:`inference.runtime.BatchResult`.  EOF on stdin ends the process
+with status 0 (after the request in hand): closing the pipe is how the node stops it,
+and how it stops when the node dies.  Logs go to stderr only; stdout carries nothing
+but replies.
+
+This module's top level imports no torch, so the client can share the framing below;
+:func:`main` imports the runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import struct
+import sys
+from typing import IO, TYPE_CHECKING, Any
+
+import msgpack
+
+if TYPE_CHECKING:
+    from inference.runtime import ModelRunner
+
+log = logging.getLogger("inference.worker")
+
+HEADER = struct.Struct(">I")
+# A request is a list of paths and a reply a few hundred bytes per image; 64 MiB is far
+# beyond both and still bounds what a corrupt length can make either side allocate.
+MAX_FRAME = 64 * 1024 * 1024
+
+
+class FrameError(Exception):
+    """The byte stream is not a sequence of valid frames (it cannot be resynchronised)."""
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    body: bytes = msgpack.packb(message, use_bin_type=True)
+    if len(body) > MAX_FRAME:
+        raise FrameError(f"message of {len(body)} bytes is over the {MAX_FRAME}-byte limit")
+    return HEADER.pack(len(body)) + body
+
+
+def frame_length(header: bytes) -> int:
+    (length,) = HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise FrameError(f"frame length {length} is over the {MAX_FRAME}-byte limit")
+    return int(length)
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    try:
+        message = msgpack.unpackb(body, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ValueError(f"undecodable message: {exc}") from None
+    if not isinstance(message, dict):
+        raise ValueError(f"a message must be a map, not {type(message).__name__}")
+    return message
+
+
+def read_frame(stream: IO[bytes]) -> bytes | None:
+    """The next frame's body, or None at a clean EOF (between frames)."""
+    header = stream.read(HEADER.size)
+    if not header:
+        return None
+    if len(header) < HEADER.size:
+        raise FrameError("EOF inside a frame header")
+    length = frame_length(header)
+    body = stream.read(length)
+    if len(body) < length:
+        raise FrameError(f"EOF after {len(body)} of {length} bytes of a frame")
+    return body
+
+
+# --- request handling -------------------------------------------------------------
+
+
+def _str_list(request: dict[str, Any], key: str) -> list[str]:
+    value = request.get(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key!r} must be a list of strings")
+    return value
+
+
+def _optional_str(request: dict[str, Any], key: str) -> str | None:
+    value = request.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key!r} must be a string or null")
+    return value
+
+
+def _model(request: dict[str, Any]) -> str:
+    value = request.get("model")
+    if not isinstance(value, str):
+        raise ValueError("'model' must be a string")
+    return value
+
+
+def handle(runner: ModelRunner, request: dict[str, Any]) -> dict[str, Any]:
+    """The reply to one request (the runtime's failures become ``ok: false``)."""
+    from inference.models import canonical_model
+    from inference.runtime import one_line
+
+    op = request.get("op")
+    try:
+        if op == "hello":
+            reply: dict[str, Any] = {"ok": True, **runner.describe(), "pid": os.getpid()}
+        elif op == "load":
+            model = _model(request)
+            seconds = runner.load(
+                model, _optional_str(request, "weights"), bool(request.get("allow_download"))
+            )
+            reply = {"ok": True, "model": canonical_model(model), "seconds": seconds}
+        elif op == "run":
+            inputs = _str_list(request, "inputs")
+            names = _str_list(request, "names") if "names" in request else None
+            result = runner.run(
+                _model(request),
+                _optional_str(request, "weights"),
+                inputs,
+                names,
+                bool(request.get("allow_download")),
+            )
+            reply = {"ok": True, "results": result.rows, "timing": result.timing}
+        else:
+            raise ValueError(f"unknown op {op!r}: expected hello, load or run")
+    except Exception as exc:
+        # The traceback is for the worker's log; the caller gets one line.
+        log.warning("request %r (op %r) failed", request.get("id"), op, exc_info=True)
+        reply = {"ok": False, "error": one_line(exc)}
+    if "id" in request:
+        reply["id"] = request["id"]
+    return reply
+
+
+def serve(
+    runner: ModelRunner | None, startup_error: str | None, inp: IO[bytes], out: IO[bytes]
+) -> int:
+    """Answer requests until EOF; the process's exit status."""
+    while True:
+        try:
+            body = read_frame(inp)
+        except FrameError as exc:
+            # Without a trustworthy length there is no next frame to find.
+            log.error("giving up on the request stream: %s", exc)
+            return 1
+        if body is None:
+            log.info("stdin closed; exiting")
+            return 0
+        try:
+            request = decode_body(body)
+        except ValueError as exc:
+            reply: dict[str, Any] = {"ok": False, "error": str(exc)}
+        else:
+            if runner is None:
+                # Still answer, so the node learns why instead of seeing a silent exit.
+                reply = {"ok": False, "error": startup_error or "the worker failed to start"}
+                if "id" in request:
+                    reply["id"] = request["id"]
+            else:
+                reply = handle(runner, request)
+        out.write(encode_frame(reply))
+        out.flush()
+
+
+def _threads(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m inference.worker_main",
+        description="IDunno inference worker: length-prefixed msgpack requests on stdin, "
+        "replies on stdout, logs on stderr.",
+    )
+    parser.add_argument("--threads", type=_threads, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if present)"
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+
+    # Keep the real stdout for replies and point fd 1 at stderr: anything else that
+    # prints (torch.hub's "Downloading ..." line, a C library) would otherwise corrupt
+    # the framing.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level,
+        format=f"%(asctime)s %(levelname)s worker[{os.getpid()}]: %(message)s",
+    )
+
+    runner: ModelRunner | None = None
+    startup_error: str | None = None
+    try:
+        from inference.runtime import ModelRunner, one_line
+
+        try:
+            runner = ModelRunner(device=args.device, threads=args.threads)
+        except Exception as exc:
+            startup_error = f"worker start-up failed: {one_line(exc)}"
+    except Exception as exc:  # torch itself failed to import
+        startup_error = f"worker start-up failed: cannot import torch: {exc}"
+    if startup_error is not None:
+        log.error("%s", startup_error)
+    else:
+        assert runner is not None
+        info = runner.describe()
+        log.info(
+            "ready: device %s (%s), %d threads, torch %s",
+            info["device"],
+            info["gpu"] or "no GPU",
+            info["threads"],
+            info["torch"],
+        )
+    try:
+        return serve(runner, startup_error, sys.stdin.buffer, out)
+    except BrokenPipeError:
+        # The node went away while a reply was being written: nothing left to serve.
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
