@@ -23,6 +23,7 @@ LIGHT_MODULES = [
     "inference.service",
     "inference.scheduler",
     "inference.models",
+    "inference.worker_client",
     "console.repl",
     "console.render",
     "net.rpc",
