@@ -105,6 +105,10 @@ OUTPUT_WAIT = 30.0
 RPC_TIMEOUT = 5.0
 # Inputs a worker fetches at once from other nodes.
 FETCH_PARALLELISM = 8
+# Batches a worker holds at once: one runs in the worker process while the next one's
+# inputs and weights are fetched, so the process never waits for the leader's round
+# trip between batches.  The worker process still runs one batch at a time.
+WORKER_SLOTS = 2
 # Scheduler events sent to the standby per request, at most.
 STANDBY_BATCH = 512
 
@@ -208,7 +212,7 @@ class InferenceService:
     def capacity(self) -> dict[str, Any]:
         if self._gpu is False:
             self._gpu = _gpu_name()
-        return {"threads": self.threads, "gpu": self._gpu or None, "slots": 1}
+        return {"threads": self.threads, "gpu": self._gpu or None, "slots": WORKER_SLOTS}
 
     # --- leadership ------------------------------------------------------------
 
@@ -357,7 +361,7 @@ class InferenceService:
                         row.get("input", ""),
                         event.worker,
                         event.batch_id,
-                        f"{seconds:.6f}",
+                        repr(float(seconds)),  # full precision: C2 is computed from these
                     ]
                 )
 
@@ -619,22 +623,21 @@ class InferenceService:
     # --- worker ------------------------------------------------------------------
 
     async def _run_batch(self, req: AssignBatch) -> None:
-        async with self._slot:
-            started = time.perf_counter()
-            try:
-                results, timings = await self._execute_batch(req)
-                reply = BatchResult(self.me.name, req.batch_id, results, timings, "")
-            except Exception as e:  # any failure goes back to the scheduler, not up
-                why = str(e) if isinstance(e, CommandError) else f"{type(e).__name__}: {e}"
-                self.log.warning("batch %d of %s failed: %s", req.batch_id, req.job_id, why)
-                reply = BatchResult(self.me.name, req.batch_id, (), (), f"{self.me.name}: {why}")
-            self.log.debug(
-                "batch %d of %s: %d queries in %.3f s",
-                req.batch_id,
-                req.job_id,
-                len(req.queries),
-                time.perf_counter() - started,
-            )
+        started = time.perf_counter()
+        try:
+            results, timings = await self._execute_batch(req)
+            reply = BatchResult(self.me.name, req.batch_id, results, timings, "")
+        except Exception as e:  # any failure goes back to the scheduler, not up
+            why = str(e) if isinstance(e, CommandError) else f"{type(e).__name__}: {e}"
+            self.log.warning("batch %d of %s failed: %s", req.batch_id, req.job_id, why)
+            reply = BatchResult(self.me.name, req.batch_id, (), (), f"{self.me.name}: {why}")
+        self.log.debug(
+            "batch %d of %s: %d queries in %.3f s",
+            req.batch_id,
+            req.job_id,
+            len(req.queries),
+            time.perf_counter() - started,
+        )
         await self._report(reply)
 
     async def _execute_batch(
@@ -644,15 +647,17 @@ class InferenceService:
         if req.model == NOOP_MODEL:
             rows = tuple((i, {"input": name, "top5": []}) for i, name in req.queries)
             return rows, tuple(0.0 for _ in rows)
+        # Fetching overlaps the batch before this one; running does not.
         weights = await self._weights(req.model)
         paths = await self._inputs(names)
-        reply = await self.worker.run(
-            req.model,
-            weights,
-            [str(p) for p in paths],
-            names,
-            allow_download=self.config.inference.allow_download,
-        )
+        async with self._slot:
+            reply = await self.worker.run(
+                req.model,
+                weights,
+                [str(p) for p in paths],
+                names,
+                allow_download=self.config.inference.allow_download,
+            )
         rows = reply["results"]
         timings = tuple(float(r.pop("seconds", 0.0)) for r in rows)
         return tuple((i, row) for (i, _), row in zip(req.queries, rows, strict=True)), timings
