@@ -34,20 +34,11 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scripts.localcluster import LocalCluster, wait_for
+from scripts.samples import random_file
 from tests.helpers import nodelogs
 from tests.helpers.sshd import PrivateSshd, private_sshd
 
 MB = 1_000_000
-
-
-def random_file(path: Path, size: int) -> Path:
-    with path.open("wb") as f:
-        left = size
-        while left > 0:
-            n = min(left, 1 << 20)
-            f.write(os.urandom(n))
-            left -= n
-    return path
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:

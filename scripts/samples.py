@@ -17,6 +17,7 @@ the images does not pay for it.
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -165,4 +166,15 @@ def make_weights(path: Path, model: str, seed: int = 0, logit_std: float = 6.0) 
         net.fc.bias.mul_(logit_std / spread)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
+    return path
+
+
+def random_file(path: Path, size: int) -> Path:
+    """``size`` random (incompressible) bytes at ``path``, written in 1 MiB pieces."""
+    with path.open("wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 1 << 20)
+            f.write(os.urandom(n))
+            left -= n
     return path

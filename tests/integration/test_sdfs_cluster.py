@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from scripts.localcluster import ConsoleError, LocalCluster, wait_for
+from scripts.samples import random_file
 from tests.helpers.sshd import PrivateSshd, private_sshd
 
 pytestmark = pytest.mark.integration
@@ -44,17 +45,6 @@ def cluster(request: pytest.FixtureRequest, sshd: PrivateSshd) -> Iterator[Local
     with LocalCluster(5, **_cluster_options(request.param, sshd)) as c:
         c.wait_converged(timeout=30)
         yield c
-
-
-def random_file(path: Path, size: int) -> Path:
-    """``size`` random (incompressible) bytes, written in 1 MiB pieces."""
-    with path.open("wb") as f:
-        left = size
-        while left > 0:
-            n = min(left, 1 << 20)
-            f.write(os.urandom(n))
-            left -= n
-    return path
 
 
 def digest(path: Path) -> str:
