@@ -871,17 +871,33 @@ class Scheduler:
         self._vtime = max(self._vtime, job.served)
         return job
 
+    def _probing(self, model: str, worker: Worker) -> bool:
+        """``worker`` runs its first batch of ``model`` (not yet measured there).
+
+        Part of the start-up bound, so only with ``max_batch_seconds`` set.
+        """
+        if self.config.max_batch_seconds is None or (model, worker.name) in self._costs:
+            return False
+        return any(self._batches[b].model == model for b in worker.batches)
+
     def _dispatch(self, now: float) -> list[Action]:
         actions: list[Action] = []
         while True:
-            free = [w for w in self._workers.values() if w.free > 0]
-            if not free:
-                return actions
+            free = sorted((w for w in self._workers.values() if w.free > 0), key=self._worker_order)
             competing = [j for j in self._ordered_jobs() if j.state in ACTIVE and j.pending]
-            if not competing:
+            if not free or not competing:
                 return actions
-            worker = min(free, key=self._worker_order)
-            actions += self._assign(self._pick(competing), worker, now)
+            for worker in free:
+                # While a worker runs its first batch of a model (which may include
+                # starting its worker process and loading the model: seconds), it
+                # takes no second batch of that model: its other slots stay free, so
+                # a job submitted meanwhile still starts at once.
+                eligible = [j for j in competing if not self._probing(j.model, worker)]
+                if eligible:
+                    actions += self._assign(self._pick(eligible), worker, now)
+                    break
+            else:
+                return actions
 
     def _assign(self, job: Job, worker: Worker, now: float) -> list[Action]:
         n = min(self.batch_limit(job.model, worker.name), len(job.pending))

@@ -575,6 +575,26 @@ def test_workers_with_most_free_capacity_are_filled_first() -> None:
     assert s.workers()["H2"]["batches"] == [1, 5]
 
 
+def test_a_cold_worker_keeps_a_slot_for_other_jobs_while_it_probes() -> None:
+    # First batches of a model may start the worker process and load the model
+    # (seconds): a worker takes one such batch per model, so a job submitted
+    # meanwhile still gets a slot at once instead of waiting for the cold start.
+    s = Scheduler()
+    for w in ("H1", "H2"):
+        s.worker_up(w, {"threads": 1, "slots": 2}, 0.0)
+    first = assigns(s.submit(None, FAST, inputs(40, "a"), 0.0))
+    assert sorted(a.worker for a in first) == ["H1", "H2"] and all(
+        len(a.queries) == 1 for a in first
+    )
+    second = s.submit(None, SLOW, inputs(40, "b"), 0.1)
+    started = [a for a in second if isinstance(a, JobStarted)]
+    assert started and started[0].waited == pytest.approx(0.0)
+    assert sorted(a.worker for a in assigns(second)) == ["H1", "H2"]
+    # Once measured, the second slot takes the same model again.
+    follow = assigns(answer(s, first[0], 2.0, seconds=0.05))
+    assert [a.model for a in follow] == [FAST] and follow[0].worker == first[0].worker
+
+
 def test_bad_configuration_and_capacity_are_refused() -> None:
     with pytest.raises(ValueError, match="policy"):
         SchedulerConfig(policy="fastest-first")
