@@ -8,7 +8,9 @@
 (c) dispatch overhead: queries/s through the leader with the ``noop`` model, which
     does no inference (target >= 2,000/s; Ray's synchronous tasks: ~1,000/s);
 (d) the query-rate difference between a ResNet50 and an InceptionV3 job running at
-    once (target <= 5%), from C1's counts sampled while both run;
+    once (target <= 5%), from C1's counts sampled while both run; and (d2) the same
+    with the second job submitted while the first holds every worker: how soon it
+    starts (target: within 1 s) and the rates after;
 (e) failover: kill -9 a worker, then the leader, mid-job: detection time and the time
     until queries complete again.
 
@@ -107,11 +109,13 @@ def cluster_throughput(c: LocalCluster) -> dict[str, Any]:
     return out
 
 
-def concurrent_rates(c: LocalCluster) -> dict[str, Any]:
+def concurrent_rates(c: LocalCluster, stagger: float = 0.0) -> dict[str, Any]:
     """(d) Both models at once; their rates over the time both ran, from C1's counts.
 
-    One C1 call per sample (counts are cumulative per model, so a job's progress is
-    its model's count minus the count when it was submitted).
+    With ``stagger``, the second job is submitted that many seconds after the first,
+    while the first holds every worker.  One C1 call per sample (counts are
+    cumulative per model, so a job's progress is its model's count minus the count
+    when it was submitted).
     """
     before = c.console("H1", "C1")["models"]
     start = {m: before.get(m, {}).get("query_count", 0) for m in MODELS}
@@ -119,9 +123,8 @@ def concurrent_rates(c: LocalCluster) -> dict[str, Any]:
     for m in MODELS:
         reply = c.console("H1", "C4", "submit-job", m)
         jobs[m], totals[m] = reply["job_id"], reply["queries"]
-        if m == MODELS[0]:
-            # The second job arrives while the first holds every (warm) worker.
-            time.sleep(3.0)
+        if m == MODELS[0] and stagger:
+            time.sleep(stagger)
     samples: list[tuple[float, dict[str, int]]] = []
     while True:
         t = time.time()
@@ -240,6 +243,7 @@ def main() -> None:
                 m: round(tput[m] / out["a_baseline_images_per_s"][m], 3) for m in MODELS
             }
             out["d_concurrent_jobs"] = concurrent_rates(c)
+            out["d2_second_job_while_first_holds_every_worker"] = concurrent_rates(c, 3.0)
         out["c_dispatch_noop"] = dispatch(work, args.noop_jobs, args.noop_files)
         with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
             prepare(c, images, weights)
@@ -250,7 +254,7 @@ def main() -> None:
         "b_cluster_ge_0.9x_baseline": all(r >= 0.9 for r in out["b_ratio_to_baseline"].values()),
         "c_dispatch_ge_2000_per_s": out["c_dispatch_noop"]["batch_8"]["queries_per_s"] >= 2000,
         "d_rate_difference_le_5pct": out["d_concurrent_jobs"].get("difference_pct", 100) <= 5,
-        "second_job_starts_within_1s": out["d_concurrent_jobs"].get(
+        "second_job_starts_within_1s": out["d2_second_job_while_first_holds_every_worker"].get(
             "second_job_started_after_s", 99
         )
         <= 1.0,
