@@ -34,7 +34,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import trio
 
@@ -176,6 +176,10 @@ class InferenceService:
         self._timer_wake = trio.Event()
         self._leadership_changed = trio.Event()
         self.timings_path = data_dir / "query_timings.csv"
+        # Opened once, on the first result: the leader appends a row per query on
+        # its event loop, so no open/close per batch.
+        self._timings_file: TextIO | None = None
+        self._timings: Any = None  # csv writer
         # Standby state: the leader's scheduler as of event copy_seq.
         self.copy: Scheduler | None = None
         self.copy_seq = 0
@@ -197,6 +201,8 @@ class InferenceService:
         finally:
             with trio.CancelScope(shield=True):
                 await self.worker.aclose()
+            if self._timings_file is not None:
+                self._timings_file.close()
 
     def on_membership_event(self, event: MemberEvent, now: float) -> None:
         if self.sched is not None and self._nursery is not None:
@@ -334,12 +340,13 @@ class InferenceService:
 
     def _log_timings(self, event: BatchDone) -> None:
         job_id, model = self._batch_jobs.get(event.batch_id, ("?", "?"))
-        new = not self.timings_path.exists()
-        self.timings_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.timings_path.open("a", newline="") as f:
-            out = csv.writer(f)
+        if self._timings_file is None:
+            new = not self.timings_path.exists()
+            self.timings_path.parent.mkdir(parents=True, exist_ok=True)
+            self._timings_file = self.timings_path.open("a", newline="")
+            self._timings = csv.writer(self._timings_file)
             if new:
-                out.writerow(
+                self._timings.writerow(
                     [
                         "finished_at",
                         "job_id",
@@ -351,19 +358,21 @@ class InferenceService:
                         "seconds",
                     ]
                 )
-            for (index, row), seconds in zip(event.results, event.timings, strict=False):
-                out.writerow(
-                    [
-                        f"{event.now:.3f}",
-                        job_id,
-                        model,
-                        index,
-                        row.get("input", ""),
-                        event.worker,
-                        event.batch_id,
-                        repr(float(seconds)),  # full precision: C2 is computed from these
-                    ]
-                )
+        for (index, row), seconds in zip(event.results, event.timings, strict=False):
+            self._timings.writerow(
+                [
+                    f"{event.now:.3f}",
+                    job_id,
+                    model,
+                    index,
+                    row.get("input", ""),
+                    event.worker,
+                    event.batch_id,
+                    repr(float(seconds)),  # full precision: C2 is computed from these
+                ]
+            )
+        # Flushed per batch: the CSV is read while jobs run (tests, people).
+        self._timings_file.flush()
 
     async def _write_output(self, job_id: str, only_if_missing: bool) -> None:
         """Write outputs/JOB_ID.jsonl to SDFS (one line per query, in query order)."""
