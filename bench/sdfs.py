@@ -9,8 +9,9 @@ and the baseline.  For each file size it measures, in the same run:
   scp:  OpenSSH ``scp`` of the same file to one directory on the same host, and back
 
 and reports put/scp and get/scp time ratios (targets: put <= 1.5x one scp;
-get throughput >= 0.9x scp's, i.e. get time <= 1.11x).  Then, for a 40 MB file,
-it kills one holder and measures detection and the time until 4 live copies
+get throughput >= 0.9x scp's, i.e. get time <= 1.11x), from the medians of
+``--repeats`` interleaved runs, each started after a sync and cleaned up after.
+Then, for a 40 MB file, it kills one holder and measures detection and the time until 4 live copies
 exist again (target: within 2 s of detection), read from the leader's log.
 
 Everything runs on this one machine, so "network" transfers are loopback copies
@@ -65,47 +66,76 @@ def options(transfer: str, sshd: PrivateSshd) -> dict[str, Any]:
     return opts
 
 
-def transfer_run(transfer: str, sizes: list[int], sshd: PrivateSshd, work: Path) -> dict[str, Any]:
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def settle() -> None:
+    """Write back what earlier steps left dirty, so it is not billed to the next one."""
+    os.sync()
+    time.sleep(0.5)
+
+
+def transfer_run(
+    transfer: str, sizes: list[int], sshd: PrivateSshd, work: Path, repeats: int
+) -> dict[str, Any]:
     rows = []
     with LocalCluster(5, **options(transfer, sshd)) as c:
         c.wait_converged(timeout=30)
         time.sleep(1.5)  # let the leader finish its first rebuild
         for size in sizes:
             src = random_file(work / f"f{size}.bin", size)
-            name = f"bench/f{size}.bin"
-            put_s, put = timed(c.console, "H2", "put", str(src), name, timeout=600)
-
-            def four_copies(name: str = name) -> bool:
-                return len(c.console("H1", "ls", name)["replicas"]) == 4
-
-            wait_for(four_copies, 60, "4 copies")
-            holders = set(c.console("H1", "ls", name)["replicas"])
-            reader = next(n.name for n in c.nodes if n.name not in holders)
-            out = work / f"got{size}.bin"
-            get_s, _ = timed(c.console, reader, "get", name, str(out), timeout=600)
-            if out.stat().st_size != size:
-                raise RuntimeError("get returned the wrong size")
-            out.unlink()
             remote = work / "scp-target"
             remote.mkdir(exist_ok=True)
             target = f"{sshd.user}@127.0.0.1:{remote}/f.bin"
-            scp_put_s, _ = timed(openssh_scp, sshd, str(src), target)
-            scp_get_s, _ = timed(openssh_scp, sshd, target, str(work / "back.bin"))
-            (remote / "f.bin").unlink()
-            (work / "back.bin").unlink()
+            times: dict[str, list[float]] = {"put": [], "get": [], "scp_put": [], "scp_get": []}
+            replicas = 0
+            # Interleaved repeats, each cleaned up before the next: the page cache and the
+            # disk's write-back then weigh on our copies and on OpenSSH's alike.
+            for rep in range(repeats):
+                name = f"bench/f{size}-{rep}.bin"
+                settle()
+                put_s, put = timed(c.console, "H2", "put", str(src), name, timeout=600)
+                times["put"].append(put_s)
+                replicas = len(put["replicas"])
+
+                def four_copies(name: str = name) -> bool:
+                    return len(c.console("H1", "ls", name)["replicas"]) == 4
+
+                wait_for(four_copies, 60, "4 copies")
+                holders = set(c.console("H1", "ls", name)["replicas"])
+                reader = next(n.name for n in c.nodes if n.name not in holders)
+                out = work / f"got{size}.bin"
+                settle()
+                get_s, _ = timed(c.console, reader, "get", name, str(out), timeout=600)
+                times["get"].append(get_s)
+                if out.stat().st_size != size:
+                    raise RuntimeError("get returned the wrong size")
+                out.unlink()
+                c.console("H1", "delete", name)
+                settle()
+                times["scp_put"].append(timed(openssh_scp, sshd, str(src), target)[0])
+                settle()
+                back = work / "back.bin"
+                times["scp_get"].append(timed(openssh_scp, sshd, target, str(back))[0])
+                (remote / "f.bin").unlink()
+                back.unlink()
             src.unlink()
+            m = {k: median(v) for k, v in times.items()}
             rows.append(
                 {
                     "bytes": size,
-                    "replicas": len(put["replicas"]),
-                    "put_s": round(put_s, 3),
-                    "get_s": round(get_s, 3),
-                    "openssh_scp_put_s": round(scp_put_s, 3),
-                    "openssh_scp_get_s": round(scp_get_s, 3),
-                    "put_over_scp": round(put_s / scp_put_s, 2),
-                    "get_throughput_vs_scp": round(scp_get_s / get_s, 2),
-                    "put_MBps": round(size / MB / put_s, 1),
-                    "get_MBps": round(size / MB / get_s, 1),
+                    "replicas": replicas,
+                    "repeats": repeats,
+                    "put_s": round(m["put"], 3),
+                    "get_s": round(m["get"], 3),
+                    "openssh_scp_put_s": round(m["scp_put"], 3),
+                    "openssh_scp_get_s": round(m["scp_get"], 3),
+                    "put_over_scp": round(m["put"] / m["scp_put"], 2),
+                    "get_throughput_vs_scp": round(m["scp_get"] / m["get"], 2),
+                    "put_MBps": round(size / MB / m["put"], 1),
+                    "get_MBps": round(size / MB / m["get"], 1),
+                    "all_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
                 }
             )
     return {"transfer": transfer, "files": rows}
@@ -158,6 +188,9 @@ def main() -> None:
     p.add_argument("--sizes", default="1,40,500", help="file sizes in MB")
     p.add_argument("--transfers", default="scp,tcp")
     p.add_argument("--quick", action="store_true", help="1 and 40 MB only")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="interleaved runs per size; medians are reported"
+    )
     args = p.parse_args()
     sizes = [int(float(s) * MB) for s in args.sizes.split(",")]
     if args.quick:
@@ -168,7 +201,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sdfs-bench-") as tmp:
         work = Path(tmp)
         with private_sshd(work / "sshd") as sshd:
-            out["put_get"] = [transfer_run(t, sizes, sshd, work) for t in transfers]
+            out["put_get"] = [transfer_run(t, sizes, sshd, work, args.repeats) for t in transfers]
             out["rereplication_40MB"] = [
                 rereplication_run(t, sshd, work, kill) for t in transfers for kill in (1, 3)
             ]

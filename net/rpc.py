@@ -111,7 +111,7 @@ async def open_connection(
     except trio.TooSlowError:
         raise RpcError(f"{host}:{port} did not accept a connection within {timeout:g} s") from None
     except OSError as e:
-        raise RpcError(f"cannot reach {host}:{port}: {_reason(e)}") from None
+        raise RpcError(f"cannot reach {host}:{port}: {connect_reason(e)}") from None
     async with stream:
         yield Connection(stream, codec, addr)
 
@@ -180,7 +180,7 @@ class RpcServer:
             pass
 
 
-def _reason(e: BaseException) -> str:
+def connect_reason(e: BaseException) -> str:
     """The operating system's words for a failed connection, on one line.
 
     trio's ``open_tcp_stream`` raises a bare "all attempts to connect ... failed"
@@ -213,7 +213,7 @@ async def call(addr: Address, codec: Codec, request: Any, timeout: float = 5.0) 
     except trio.TooSlowError:
         raise RpcError(f"{host}:{port} did not answer within {timeout:g} s") from None
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
-        raise RpcError(f"cannot reach {host}:{port}: {_reason(e)}") from None
+        raise RpcError(f"cannot reach {host}:{port}: {connect_reason(e)}") from None
     except EOFError:
         # Servers close without a word on a frame that fails its MAC.
         raise RpcError(

@@ -28,12 +28,12 @@ from net.messages import (
     ConsoleProgress,
     ConsoleReply,
     ConsoleRequest,
-    Download,
     ErrorReply,
+    GetStream,
     JoinRequest,
     MembershipSnapshot,
+    PutStream,
     SnapshotRequest,
-    Upload,
 )
 from net.rpc import Connection, RpcError, RpcServer, call, frame_codec
 from net.transport import Address, MeteredTransport, UdpTransport
@@ -82,7 +82,10 @@ class NodeApp:
             logging.getLogger(f"sdfs.{me.name}"),
         )
         self.transfers = TransferServer(
-            self.sdfs.store.incoming, self.sdfs.store.root, node_name=me.name
+            self.sdfs.store.incoming,
+            self.sdfs.store.root,
+            node_name=me.name,
+            arrivals=self.sdfs.store.arrivals,
         )
         self.inference = InferenceService(
             config,
@@ -113,7 +116,7 @@ class NodeApp:
             self.frames,
             self.handle_request,
             stream_handler=self.handle_stream,
-            streams=(Upload, Download, ConsoleRequest),
+            streams=(PutStream, GetStream, ConsoleRequest),
         )
         try:
             async with trio.open_nursery() as nursery:

@@ -67,11 +67,17 @@ from net.messages import (
 )
 from net.rpc import RpcError
 from net.transport import Address
-from sdfs.durable import sha256_file
 from sdfs.metadata import Metadata, Repair, placement, read_quorum, write_quorum
 from sdfs.names import BadName, check_name
 from sdfs.store import ReplicaStore, StoreError, relative_data_path
-from sdfs.transfer import LocalTransfer, Peer, Transfer, TransferError
+from sdfs.transfer import (
+    LocalTransfer,
+    Peer,
+    TcpTransfer,
+    Transfer,
+    TransferError,
+    TransferResult,
+)
 
 Progress = Callable[[int, int, str], None]
 
@@ -153,7 +159,10 @@ class SdfsService:
         self.membership = membership
         self.frames = frames
         self.transfer = transfer
-        self.local = LocalTransfer()
+        # Copies to and from ourselves.  Over tcp they go through our own port like
+        # any other (one read of the file feeds every replica, and what arrives is
+        # checked once); scp to ourselves would need our own sshd: a local copy then.
+        self.local: Transfer = transfer if isinstance(transfer, TcpTransfer) else LocalTransfer()
         self.log = logger or logging.getLogger(f"sdfs.{me.name}")
         self.store = ReplicaStore(root, keep=config.versions_kept)
         self.peers = Peers(membership, config, frames, self.handle)
@@ -352,6 +361,9 @@ class SdfsService:
             removed = await trio.to_thread.run_sync(self.store.gc_pending, PENDING_TTL)
             if removed:
                 self.log.info("dropped %d pending copies of puts that never finished", removed)
+            removed = await trio.to_thread.run_sync(self.store.gc_incoming, PENDING_TTL)
+            if removed:
+                self.log.info("dropped %d incoming files that were never ingested", removed)
             if self.metadata is not None:
                 self.metadata.expire_grants(trio.current_time())
 
@@ -451,40 +463,110 @@ class SdfsService:
 
     async def _replicate(self, order: ReplicateOrder) -> StoreAck:
         """Copy committed versions we hold to ``order.targets`` (a leader's repair order)."""
-        copied: list[str] = []
         errors: dict[str, str] = {}
+        for record in order.records:
+            targets = [t for t in order.targets if t not in errors]
+            if not targets:
+                break
+            committed = _committed(record)
 
-        async def one(target: str) -> None:
-            try:
-                for record in order.records:
-                    path = self.store.data_path(record.name, record.version)
-                    await self._send_version(path, target, _committed(record))
-                copied.append(target)
-            except (TransferError, RpcError, StoreError, OSError) as e:
-                errors[target] = str(e)
+            def same(digest: str, record: VersionRecord = committed) -> VersionRecord:
+                if digest != record.sha256:
+                    raise StoreError(
+                        f"our copy of {record.name} v{record.version} is damaged "
+                        "(its checksum changed); not spreading it"
+                    )
+                return record
 
-        async with trio.open_nursery() as n:
-            for target in order.targets:
-                n.start_soon(one, target)
+            path = self.store.data_path(record.name, record.version)
+            _, _, failed = await self._send_version(path, targets, same)
+            errors.update(failed)
+        copied = sorted(t for t in order.targets if t not in errors)
         return StoreAck(
             bool(copied),
             "; ".join(f"{t}: {e}" for t, e in errors.items()),
-            {"copied": sorted(copied), "errors": errors},
+            {"copied": copied, "errors": errors},
         )
 
+    async def _push(
+        self,
+        path: Path,
+        targets: Sequence[str],
+        incoming: dict[str, str],
+        progress: Progress | None,
+        label: str,
+    ) -> dict[str, TransferResult | str]:
+        """Copy ``path`` into each target's incoming directory as ``incoming[target]``,
+        reading it once per transport (ourselves: a local copy; the rest: one stream
+        that goes to all of them).  A result or an error line per target."""
+        results: dict[str, TransferResult | str] = {}
+        groups: dict[int, tuple[Transfer, list[tuple[str, Peer]]]] = {}
+        for node in targets:
+            try:
+                peer = await self._peer(node)
+            except (TransferError, RpcError) as e:
+                results[node] = str(e)
+                continue
+            transfer = self._transfer_for(node)
+            groups.setdefault(id(transfer), (transfer, []))[1].append((node, peer))
+        biggest = max(groups.values(), key=lambda g: len(g[1]), default=None)
+
+        async def one(transfer: Transfer, members: list[tuple[str, Peer]]) -> None:
+            report = _reporter(progress, label) if biggest and members is biggest[1] else None
+            pairs = [(peer, incoming[node]) for node, peer in members]
+            done = await transfer.push_many(path, pairs, report)
+            for (node, _), result in zip(members, done, strict=True):
+                results[node] = result if isinstance(result, TransferResult) else str(result)
+
+        async with trio.open_nursery() as nursery:
+            for transfer, members in groups.values():
+                nursery.start_soon(one, transfer, members)
+        return results
+
     async def _send_version(
-        self, path: Path, target: str, record: VersionRecord, progress: Progress | None = None
-    ) -> None:
-        """Transfer ``path`` to ``target`` and have it ingest it as ``record``."""
-        peer = await self._peer(target)
-        incoming = f"{record.put_id}-{record.version}-{uuid.uuid4().hex[:8]}"
-        report = _reporter(progress, f"{record.name} -> {target}")
-        await self._transfer_for(target).push(path, peer, incoming, report)
-        reply = await self.peers.call(
-            target, Ingest(record, incoming), timeout=_io_timeout(record.size)
-        )
-        if not isinstance(reply, StoreAck) or not reply.ok:
-            raise StoreError(f"{target} refused {record.name} v{record.version}: {_why(reply)}")
+        self,
+        path: Path,
+        targets: Sequence[str],
+        record_for: Callable[[str], VersionRecord],
+        progress: Progress | None = None,
+    ) -> tuple[VersionRecord | None, list[str], dict[str, str]]:
+        """Send ``path`` to ``targets`` and have each ingest it as ``record_for(sha256)``,
+        the SHA-256 being that of the bytes sent.  Returns (that record, the targets
+        that stored it, an error line for each that did not)."""
+        incoming = {t: f"{uuid.uuid4().hex}" for t in targets}
+        label = f"{path.name} -> {', '.join(targets)}"
+        results = await self._push(path, targets, incoming, progress, label)
+        errors = {t: r for t, r in results.items() if isinstance(r, str)}
+        digests = {r.sha256 for r in results.values() if isinstance(r, TransferResult)}
+        if len(digests) > 1:
+            changed = f"{path} changed while it was being sent"
+            return None, [], {t: errors.get(t, changed) for t in targets}
+        if not digests:
+            return None, [], errors
+        try:
+            record = record_for(digests.pop())
+        except StoreError as e:
+            return None, [], {t: errors.get(t, str(e)) for t in targets}
+        stored: list[str] = []
+
+        async def ingest(target: str) -> None:
+            try:
+                reply = await self.peers.call(
+                    target, Ingest(record, incoming[target]), timeout=_io_timeout(record.size)
+                )
+            except RpcError as e:
+                errors[target] = str(e)
+                return
+            if isinstance(reply, StoreAck) and reply.ok:
+                stored.append(target)
+            else:
+                errors[target] = f"refused {record.name} v{record.version}: {_why(reply)}"
+
+        async with trio.open_nursery() as nursery:
+            for target in targets:
+                if target not in errors:
+                    nursery.start_soon(ingest, target)
+        return record, sorted(stored), errors
 
     # --- client operations -------------------------------------------------------
 
@@ -529,20 +611,17 @@ class SdfsService:
             raise CommandError(f"local file {local} {what}")
         size = local.stat().st_size
         t0 = trio.current_time()
-        digest = await trio.to_thread.run_sync(sha256_file, local)
-        t_hash = trio.current_time()
+        # The SHA-256 is computed while the bytes go out (one read of the file), so the
+        # leader hears it with PutDone, not here.
         for attempt in range(3):
-            grant = await self._leader_request(PutBegin(name, size, digest, self.me.name))
+            grant = await self._leader_request(PutBegin(name, size, "", self.me.name))
             t_grant = trio.current_time()
             if isinstance(grant, StoreAck):
                 raise CommandError(f"put {name}: {grant.error}")
             if not isinstance(grant, PutGrant):
                 raise CommandError(f"put {name}: the leader answered {type(grant).__name__}")
-            record = VersionRecord(
-                name, grant.version, grant.put_id, size, digest, int(VersionState.PENDING)
-            )
-            holders, errors = await self._write_quorum(local, record, grant.replicas, progress)
-            if holders:
+            record, holders, errors = await self._write_quorum(local, grant, size, progress)
+            if record is not None and holders:
                 break
             # Another put claimed this version number during a change of leader:
             # ask again for a fresh one.  Anything else is a real failure.
@@ -552,82 +631,51 @@ class SdfsService:
                 raise CommandError(
                     f"put {name} failed: fewer than {w} replicas stored it ({detail})"
                 )
+        assert record is not None
         t_copies = trio.current_time()
         await self._report_put(_committed(record), holders)
         t_end = trio.current_time()
         self.log.info(
-            "put %s v%d (%.1f MB) on %s in %.2f s (hash %.2f, grant %.2f, copies+commit %.2f, "
-            "report %.2f)",
+            "put %s v%d (%.1f MB) on %s in %.2f s (grant %.2f, copies+commit %.2f, report %.2f)",
             name,
             record.version,
             size / 1e6,
             ", ".join(holders),
             t_end - t0,
-            t_hash - t0,
-            t_grant - t_hash,
+            t_grant - t0,
             t_copies - t_grant,
             t_end - t_copies,
         )
         return {"name": name, "version": record.version, "replicas": holders, "bytes": size}
 
     async def _write_quorum(
-        self,
-        local: Path,
-        record: VersionRecord,
-        replicas: Sequence[str],
-        progress: Progress | None,
-    ) -> tuple[list[str], list[str]]:
-        """Send to every replica; commit once W hold it.  ([], errors) if W was not reached."""
-        w = min(write_quorum(self.replication), len(replicas))
-        stored: list[str] = []
-        errors: list[str] = []
-        enough = trio.Event()
-        finished = trio.Event()
-        remaining = len(replicas)
+        self, local: Path, grant: PutGrant, size: int, progress: Progress | None
+    ) -> tuple[VersionRecord | None, list[str], list[str]]:
+        """Send to every replica; commit once W hold it.
 
-        async def one(node: str) -> None:
-            nonlocal remaining
-            try:
-                await self._send_version(local, node, record, progress)
-                stored.append(node)
-            except (TransferError, RpcError, StoreError, OSError, CommandError) as e:
-                errors.append(f"{node}: {e}")
-                self.log.warning(
-                    "put %s v%d: copy to %s failed: %s", record.name, record.version, node, e
-                )
-            remaining -= 1
-            if len(stored) >= w:
-                enough.set()
-            if remaining == 0:
-                finished.set()
-                enough.set()
+        Returns (record, committed holders, errors); no holders if W was not reached,
+        and then nothing of this put is left visible anywhere."""
+        w = min(write_quorum(self.replication), len(grant.replicas))
 
-        assert self._nursery is not None
-        started = trio.current_time()
-        # The copies run in the service's nursery: a straggler may finish after we
-        # have answered the user, and is committed then.
-        for node in replicas:
-            self._nursery.start_soon(one, node)
-        await enough.wait()
+        def pending(digest: str) -> VersionRecord:
+            state = int(VersionState.PENDING)
+            return VersionRecord(grant.name, grant.version, grant.put_id, size, digest, state)
+
+        record, stored, failed = await self._send_version(local, grant.replicas, pending, progress)
+        errors = [f"{node}: {e}" for node, e in sorted(failed.items())]
+        for line in errors:
+            self.log.warning("put %s v%d: copy to %s", grant.name, grant.version, line)
+        if record is None:
+            await self._abort_grant(grant)
+            return None, [], errors
         if len(stored) < w:
             await self._abort(record, stored)
-            return [], errors
-        committed = await self._commit(record, list(stored))
+            return record, [], errors
+        committed = await self._commit(record, stored)
         if len(committed) < w:
             await self._abort(record, stored)
-            return [], [*errors, "commit did not reach the write quorum"]
-        # A healthy replica is usually a moment behind the quorum: wait for it a
-        # little (bounded, so a dead one never blocks the write), then leave any
-        # later copies to be committed as they finish.
-        grace = 0.1 + 0.5 * (trio.current_time() - started)
-        with trio.move_on_after(grace):
-            await finished.wait()
-        late = [n for n in stored if n not in committed]
-        if late:
-            committed += await self._commit(record, late)
-        if not finished.is_set():
-            self._nursery.start_soon(self._commit_stragglers, record, finished, stored, committed)
-        return sorted(committed), errors
+            return record, [], [*errors, "commit did not reach the write quorum"]
+        return record, sorted(committed), errors
 
     async def _commit(self, record: VersionRecord, nodes: list[str]) -> list[str]:
         done: list[str] = []
@@ -646,24 +694,18 @@ class SdfsService:
                 n.start_soon(one, node)
         return done
 
-    async def _commit_stragglers(
-        self, record: VersionRecord, finished: trio.Event, stored: list[str], committed: list[str]
-    ) -> None:
-        with trio.move_on_after(_io_timeout(record.size) * 2):
-            await finished.wait()
-        late = [n for n in stored if n not in committed]
-        if not late:
-            return
-        done = await self._commit(record, late)
-        if done:
-            await self._report_put(_committed(record), done, quiet=True)
-
     async def _abort(self, record: VersionRecord, nodes: list[str]) -> None:
         request = AbortPut(record.name, record.version, record.put_id)
         leader = self.peers.leader()
         async with trio.open_nursery() as n:
             for node in [*nodes, *([leader] if leader else [])]:
                 n.start_soon(self._quiet_call, node, request)
+
+    async def _abort_grant(self, grant: PutGrant) -> None:
+        """Give back a version number no replica stored anything under."""
+        leader = self.peers.leader()
+        if leader is not None:
+            await self._quiet_call(leader, AbortPut(grant.name, grant.version, grant.put_id))
 
     async def _quiet_call(self, node: str, request: Any) -> None:
         with contextlib.suppress(RpcError):

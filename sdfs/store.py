@@ -9,7 +9,8 @@ Layout under the node's ``<data-dir>/sdfs``::
 
 Theory of operation
 -------------------
-A version arrives in ``incoming/``, is checked (size and SHA-256) and moved into
+A version arrives in ``incoming/``, is checked (size, and SHA-256 unless this
+process already checked it on arrival: :class:`Arrivals`) and moved into
 ``files/`` with ``rename``, after an ``fsync`` of the data; its ``.meta`` is
 written the same way (temporary file, fsync, rename, fsync of the directory).
 The meta file is written *after* the data, so a crash at any point leaves either
@@ -40,6 +41,7 @@ import os
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -58,6 +60,47 @@ def relative_data_path(name: str, version: int) -> str:
     return f"files/{disk_name(name)}/{version}.data"
 
 
+class Arrivals:
+    """Incoming files this process received and checked whole against their sender's
+    checksum (sdfs.transfer_server notes them; thread-safe, bounded).
+
+    ``ingest`` takes a noted file without reading it again: the sender computed the
+    record's SHA-256 in the same pass as the checksum that was checked here.  A file
+    not noted (one that scp put there) is hashed.  The note holds the file's identity,
+    so a file replaced since it was noted is not trusted.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+
+    @staticmethod
+    def _identity(path: Path) -> tuple[int, int, int]:
+        st = os.stat(path)
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def note(self, path: Path) -> None:
+        identity = self._identity(path)
+        with self._lock:
+            self._seen[path.name] = identity
+            self._seen.move_to_end(path.name)
+            while len(self._seen) > self.LIMIT:
+                self._seen.popitem(last=False)
+
+    def take(self, path: Path) -> bool:
+        """Whether ``path`` was noted and is still that file; forgets the note."""
+        with self._lock:
+            noted = self._seen.pop(path.name, None)
+        if noted is None:
+            return False
+        try:
+            return self._identity(path) == noted
+        except OSError:
+            return False
+
+
 class ReplicaStore:
     def __init__(self, root: Path, keep: int = 5) -> None:
         self.root = root.resolve()
@@ -68,6 +111,7 @@ class ReplicaStore:
         self.files.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._index: dict[str, dict[int, VersionRecord]] = {}
+        self.arrivals = Arrivals()
         self._load()
 
     # --- opening -----------------------------------------------------------------
@@ -167,7 +211,10 @@ class ReplicaStore:
         return max((v for v, r in versions.items() if r.state == VersionState.DELETED), default=0)
 
     def ingest(self, record: VersionRecord, incoming_name: str) -> VersionRecord:
-        """Move a transferred file into the store as ``record`` (checked, atomic)."""
+        """Move a transferred file into the store as ``record`` (checked, atomic).
+
+        The check is the size, and the SHA-256 unless the file is one of our verified
+        :class:`Arrivals`."""
         if "/" in incoming_name or incoming_name in ("", ".", ".."):
             raise StoreError(f"bad incoming file name {incoming_name!r}")
         src = self.incoming / incoming_name
@@ -181,8 +228,7 @@ class ReplicaStore:
                     f"{record.name} v{record.version}: {size} bytes arrived, "
                     f"{record.size} were sent"
                 )
-            digest = sha256_file(src)
-            if digest != record.sha256:
+            if not self.arrivals.take(src) and sha256_file(src) != record.sha256:
                 raise StoreError(f"{record.name} v{record.version}: checksum mismatch on arrival")
             with self._lock:
                 # The tombstone first: the record at its version is the tombstone itself.
@@ -264,6 +310,20 @@ class ReplicaStore:
                     if mtime < cutoff:
                         self._remove(name, v)
                         removed += 1
+        return removed
+
+    def gc_incoming(self, older_than_s: float) -> int:
+        """Drop files that arrived in ``incoming/`` but were never ingested (their put
+        failed, or its writer died) and have not been touched for ``older_than_s``."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self.incoming.iterdir():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                continue
         return removed
 
     def _prune(self, name: str) -> None:

@@ -4,8 +4,10 @@ local copy.
 Every implementation offers the same two moves (:class:`Transfer`):
 
 - ``push(local, peer, name)`` puts a local file into the peer's incoming directory as
-  ``name``; the caller then asks the peer to ingest it (which checks size and SHA-256
-  again, see ``sdfs.store``).
+  ``name``; the caller then asks the peer to ingest it (which checks the size, and
+  the SHA-256 unless the peer's transfer server checked the arrival itself, see
+  ``sdfs.store.Arrivals``).  ``push_many`` does it for several peers at once (over
+  tcp with one read of the file).
 - ``pull(peer, remote_path, local)`` copies a file from inside the peer's store to
   ``local``.
 
@@ -15,9 +17,10 @@ Invariants, whichever transport:
    (:func:`temp_sibling`), are fsynced, and are renamed over the destination; on any
    failure or cancellation the temporary is removed.  A crash can leave only a
    temporary behind, recognisable with :func:`is_temp_name`.
-2. The result's SHA-256 is of the bytes that moved, computed while they moved
-   (``pull`` verifies it against the sender's own count where the protocol has one,
-   and against ``expected_size`` / ``expected_sha256`` when the caller gives them).
+2. The result's SHA-256 is of the bytes that moved, computed while they moved, and
+   the receiver checks what arrived against the sender's own count: the SHA-256
+   (scp, local) or a CRC-32 under the cluster MAC (tcp, sdfs.rawstream).  ``pull``
+   also checks ``expected_size`` / ``expected_sha256`` when the caller gives them.
 3. ``progress(done, total)`` is called on the trio thread with ``done`` never
    decreasing, and last with ``(total, total)`` on success.  ``total`` is -1 while
    unknown (a TCP pull without ``expected_size``).
@@ -45,7 +48,7 @@ import shlex
 import socket
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
@@ -54,8 +57,9 @@ import trio
 
 from config.topology import ClusterConfig, Node, SSHConfig
 from net.codec import Codec, Rejected
-from net.messages import Chunk, Download, ErrorReply, TransferDone, Upload
-from net.rpc import IDLE_TIMEOUT, Connection, RpcError, open_connection, read_frame
+from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
+from net.rpc import IDLE_TIMEOUT, Connection, RpcError, connect_reason, read_frame
+from sdfs import rawstream
 from sdfs.durable import fsync_dir
 
 if TYPE_CHECKING:
@@ -107,6 +111,7 @@ class TransferResult:
     size: int  # bytes transferred
     sha256: str  # hex digest of those bytes
     seconds: float  # wall time of the whole transfer, connection set-up included
+    crc32: int | None = None  # their CRC-32, where the receiver checked one (tcp)
 
     @property
     def bytes_per_second(self) -> float:
@@ -118,6 +123,12 @@ class Transfer(Protocol):
         self, local: Path, peer: Peer, name: str, progress: Progress | None = None
     ) -> TransferResult:
         """Copy ``local`` into ``peer.incoming_dir/name``."""
+        ...
+
+    async def push_many(
+        self, local: Path, targets: Sequence[tuple[Peer, str]], progress: Progress | None = None
+    ) -> list[TransferResult | TransferError]:
+        """``push`` to every (peer, name) at once; one result or error per target."""
         ...
 
     async def pull(
@@ -137,6 +148,28 @@ class Transfer(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def push_each(
+    transfer: Transfer,
+    local: Path,
+    targets: Sequence[tuple[Peer, str]],
+    progress: Progress | None = None,
+) -> list[TransferResult | TransferError]:
+    """``push_many`` as one ``push`` per target, concurrently (progress: the first's)."""
+    results: list[TransferResult | TransferError | None] = [None] * len(targets)
+
+    async def one(i: int) -> None:
+        peer, name = targets[i]
+        try:
+            results[i] = await transfer.push(local, peer, name, progress if i == 0 else None)
+        except TransferError as e:
+            results[i] = e
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(targets)):
+            nursery.start_soon(one, i)
+    return [r if r is not None else TransferError("push did not run") for r in results]
 
 
 # --- names and temporaries ------------------------------------------------------------
@@ -193,23 +226,26 @@ class AtomicWriter:
     ``discard`` removes the temporary.  Exactly one of them must end its life.
     """
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, *, sha256: bool = True) -> None:
         self.target = target
         self.temp = Path(temp_sibling(target))
         # O_EXCL: a temporary we did not create is never ours to overwrite or remove.
         self._file: IO[bytes] | None = open(self.temp, "xb")  # noqa: SIM115
-        self._hash = hashlib.sha256()
+        # Off for a receiver that checks a cheaper checksum (sdfs.rawstream).
+        self._hash = hashlib.sha256() if sha256 else None
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         assert self._file is not None, "write after commit or discard"
         self._file.write(data)
-        self._hash.update(data)
+        if self._hash is not None:
+            self._hash.update(data)
         self.size += len(data)
 
     @property
     def sha256(self) -> str:
-        return self._hash.hexdigest()
+        """Hex SHA-256 of what was written; "" for a writer made with sha256=False."""
+        return self._hash.hexdigest() if self._hash is not None else ""
 
     def commit(self) -> None:
         assert self._file is not None, "commit after commit or discard"
@@ -313,43 +349,6 @@ class _ThreadReporter:
         trio.from_thread.run_sync(self.reporter, done)
 
 
-async def pipeline(
-    produce: Callable[[], Awaitable[T | None]],
-    consume: Callable[[T], Awaitable[None]],
-    depth: int = 2,
-) -> None:
-    """``consume(item)`` for each ``produce()`` until it returns None, the two running
-    concurrently with up to ``depth`` items between them.
-
-    A stream alternates network and disk work (with a hash on the way); overlapping
-    them keeps both busy.  The first failure of either side is raised as is, not
-    wrapped in an ExceptionGroup, and stops the other side.
-    """
-    send, receive = trio.open_memory_channel[T](depth)
-    errors: list[Exception] = []
-
-    async def producer() -> None:
-        async with send:
-            try:
-                while (item := await produce()) is not None:
-                    await send.send(item)
-            except Exception as e:
-                errors.append(e)
-                nursery.cancel_scope.cancel()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(producer)
-        async with receive:
-            try:
-                async for item in receive:
-                    await consume(item)
-            except Exception as e:
-                errors.append(e)
-                nursery.cancel_scope.cancel()
-    if errors:
-        raise errors[0]
-
-
 async def _in_thread(fn: Callable[[], T]) -> T:
     """Run blocking ``fn`` in a worker thread that the caller waits for, even when
     cancelled: ``fn`` polls trio.from_thread.check_cancelled (through _ThreadReporter)
@@ -429,6 +428,11 @@ class LocalTransfer:
         reporter.finish(size)
         return TransferResult(size, digest, time.perf_counter() - start)
 
+    async def push_many(
+        self, local: Path, targets: Sequence[tuple[Peer, str]], progress: Progress | None = None
+    ) -> list[TransferResult | TransferError]:
+        return await push_each(self, local, targets, progress)
+
     async def pull(
         self,
         peer: Peer,
@@ -479,12 +483,13 @@ class LocalTransfer:
 
 
 class TcpTransfer:
-    """Streams over the node's RPC port as Upload/Download conversations (net.rpc).
+    """Streams over the node's RPC port (net.rpc): PutStream / GetStream conversations.
 
-    Every frame carries the cluster secret's MAC, so this needs no SSH server, only
-    the peer's TransferServer (sdfs.transfer_server).  The receiver hashes as it
-    writes and answers TransferDone(size, sha256), which the sender compares with
-    its own count.
+    A sealed header, the file's bytes raw, a sealed StreamEnd(size, crc32): this needs
+    no SSH server, only the peer's TransferServer (sdfs.transfer_server), and moves
+    bytes at the speed of the kernel's loopback or network (sdfs.rawstream has the
+    protocol and its integrity argument).  ``push_many`` reads the file once and sends
+    it to several peers at the same time.
     """
 
     def __init__(
@@ -496,147 +501,178 @@ class TcpTransfer:
         # Longest silence tolerated mid-stream, either way: a peer that stops reading
         # or sending for this long is taken for dead.
         idle_timeout: float = IDLE_TIMEOUT,
-        # After the last chunk the receiver fsyncs and renames; a slow disk may take
+        # After the last byte the receiver fsyncs and renames; a slow disk may take
         # seconds for a big file.
         finish_timeout: float = 120.0,
     ) -> None:
-        # Room for the frame's MAC and msgpack framing of the Chunk.
-        if not 0 < chunk_size <= codec.max_size - 1024:
-            raise ValueError(f"chunk_size must be 1..{codec.max_size - 1024}, got {chunk_size}")
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.codec = codec
         self.chunk_size = chunk_size
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.finish_timeout = finish_timeout
 
+    async def _connect(self, peer: Peer) -> Connection:
+        host, port = peer.address
+        try:
+            with trio.fail_after(self.connect_timeout):
+                stream = await trio.open_tcp_stream(host, port)
+        except trio.TooSlowError:
+            raise RpcError(
+                f"{host}:{port} did not accept a connection within {self.connect_timeout:g} s"
+            ) from None
+        except OSError as e:
+            raise RpcError(f"cannot reach {host}:{port}: {connect_reason(e)}") from None
+        return Connection(stream, self.codec, peer.address)
+
     async def push(
         self, local: Path, peer: Peer, name: str, progress: Progress | None = None
     ) -> TransferResult:
-        what = f"upload to {peer.name} ({peer.host}:{peer.port})"
-        problem = name_problem(name)
-        if problem:
-            raise TransferError(f"{what} refused: {problem}")
+        [result] = await self.push_many(local, [(peer, name)], progress)
+        if isinstance(result, TransferError):
+            raise result
+        return result
+
+    async def push_many(
+        self,
+        local: Path,
+        targets: Sequence[tuple[Peer, str]],
+        progress: Progress | None = None,
+    ) -> list[TransferResult | TransferError]:
+        """``push`` to every (peer, name) in ``targets``, reading ``local`` once.
+
+        One result per target, in order: each peer succeeds or fails on its own."""
+        whats = [f"upload to {peer.name} ({peer.host}:{peer.port})" for peer, _ in targets]
+        results: list[TransferResult | TransferError | None] = [None] * len(targets)
+        for i, (_, name) in enumerate(targets):
+            problem = name_problem(name)
+            if problem:
+                results[i] = TransferError(f"{whats[i]} refused: {problem}")
         start = time.perf_counter()
         try:
             f = await trio.to_thread.run_sync(lambda: open(local, "rb"))  # noqa: SIM115
         except OSError as e:
-            raise TransferError(f"{what} failed: cannot read {local}: {_reason(e)}") from None
+            error = f"failed: cannot read {local}: {_reason(e)}"
+            return [r or TransferError(f"{w} {error}") for r, w in zip(results, whats, strict=True)]
+        conns: dict[int, Connection] = {}
         try:
             size = os.fstat(f.fileno()).st_size
             reporter = _Reporter(progress, size)
             reporter(0)
+
+            async def connect(i: int) -> None:
+                peer, name = targets[i]
+                try:
+                    conn = await self._connect(peer)
+                except RpcError as e:
+                    results[i] = TransferError(f"{whats[i]} failed: {e}")
+                    return
+                conns[i] = conn
+                try:
+                    with trio.fail_after(self.idle_timeout):
+                        await conn.send(PutStream(name, size))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    results[i] = TransferError(f"{whats[i]} failed: connection lost")
+                except trio.TooSlowError:
+                    results[i] = TransferError(f"{whats[i]} failed: {peer.name} stopped reading")
+
+            async with trio.open_nursery() as nursery:
+                for i in range(len(targets)):
+                    if results[i] is None:
+                        nursery.start_soon(connect, i)
+            live = [i for i in range(len(targets)) if results[i] is None]
             hasher = hashlib.sha256()
+            crc = 0
+            errors: list[str | None] = []
+            socks = [rawstream.dup_socket(conns[i].stream.socket) for i in live]  # type: ignore[attr-defined]
             try:
-                async with open_connection(peer.address, self.codec, self.connect_timeout) as conn:
-                    await self._send(conn, Upload(name, size))
-                    reply, sent = await self._upload(conn, f, size, hasher, reporter, what)
-            except RpcError as e:
-                raise TransferError(f"{what} failed: {e}") from None
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                raise TransferError(f"{what} failed: connection lost") from None
-            except trio.TooSlowError:
-                raise TransferError(f"{what} failed: {peer.name} stopped reading") from None
+                if live:
+                    report = _ThreadReporter(reporter)
+                    crc, errors = await _in_thread(
+                        lambda: rawstream.send(
+                            f,
+                            size,
+                            socks,
+                            idle_timeout=self.idle_timeout,
+                            hashers=[hasher],
+                            check=trio.from_thread.check_cancelled,
+                            progress=report,
+                        )
+                    )
+            except ValueError as e:
+                errors = [f"the local file changed: {e}"] * len(live)
+            except OSError as e:
+                errors = [f"cannot read local file: {_reason(e)}"] * len(live)
+            finally:
+                for s in socks:
+                    s.close()
+            digest = hasher.hexdigest()
+
+            async def finish(k: int, i: int) -> None:
+                results[i] = await self._finish(
+                    conns[i], targets[i][0], whats[i], errors[k], size, crc, digest, start
+                )
+
+            async with trio.open_nursery() as nursery:
+                for k, i in enumerate(live):
+                    nursery.start_soon(finish, k, i)
         finally:
             f.close()
-        digest = hasher.hexdigest()
-        if isinstance(reply, ErrorReply):
-            raise TransferError(f"{what} failed: {reply.error}")
-        if not isinstance(reply, TransferDone):
-            raise TransferError(f"{what} failed: unexpected answer {type(reply).__name__}")
-        if not sent:
-            raise TransferError(f"{what} failed: {peer.name} answered before the upload ended")
-        if reply.size != size or reply.sha256 != digest:
-            raise TransferError(
-                f"{what} failed: checksum mismatch: sent {size} bytes sha256 {_short(digest)}..., "
-                f"{peer.name} got {reply.size} bytes sha256 {_short(reply.sha256)}..."
-            )
-        reporter.finish(size)
-        return TransferResult(size, digest, time.perf_counter() - start)
+            with trio.CancelScope(shield=True):
+                for conn in conns.values():
+                    await conn.aclose()
+        if any(isinstance(r, TransferResult) for r in results):
+            reporter.finish(size)
+        return [r or TransferError(f"{w} failed") for r, w in zip(results, whats, strict=True)]
 
-    async def _upload(
+    async def _finish(
         self,
         conn: Connection,
-        f: IO[bytes],
-        size: int,
-        hasher: Any,
-        reporter: _Reporter,
+        peer: Peer,
         what: str,
-    ) -> tuple[Any, bool]:
-        """Send the chunks while listening for the answer; returns (answer, all sent).
-
-        The receiver may refuse mid-stream (disk full, a bad name) and hang up; we
-        listen all along so its reason reaches the person instead of "connection reset".
-        """
-        answer_scope = trio.CancelScope()
-        send_error: TransferError | None = None
-        sent = False
-
-        async def send_chunks() -> None:
-            nonlocal send_error, sent
-            read = sent_bytes = 0
-
-            async def read_chunk() -> bytes | None:
-                nonlocal read
-                if read >= size:
-                    return None
-                n = min(self.chunk_size, size - read)
-                data = await trio.to_thread.run_sync(read_and_hash, f, n, hasher)
-                if not data:
-                    raise TransferError(f"{what} failed: the local file shrank while sending")
-                read += len(data)
-                return data
-
-            async def send_chunk(data: bytes) -> None:
-                nonlocal sent_bytes
-                await self._send(conn, Chunk(data))
-                sent_bytes += len(data)
-                reporter(sent_bytes)
-
-            try:
-                await pipeline(read_chunk, send_chunk)
-                await self._send(conn, Chunk(b""))
-                sent = True
-                answer_scope.deadline = trio.current_time() + self.finish_timeout
-            except TransferError as e:
-                send_error = e
-                answer_scope.cancel()
-            except OSError as e:
-                send_error = TransferError(f"{what} failed: cannot read local file: {_reason(e)}")
-                answer_scope.cancel()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as e:
-                # The receiver hung up or stopped reading; its reason may be on the way.
-                lost = "stopped reading" if isinstance(e, trio.TooSlowError) else "hung up"
-                send_error = TransferError(f"{what} failed: the receiver {lost} mid-stream")
-                answer_scope.deadline = min(answer_scope.deadline, trio.current_time() + 5.0)
-
-        answer: Any = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(send_chunks)
-            with answer_scope:
-                try:
+        error: str | None,
+        size: int,
+        crc: int,
+        digest: str,
+        start: float,
+    ) -> TransferResult | TransferError:
+        """Close one receiver's stream: trailer, then its verdict (or its early refusal)."""
+        if error is not None and error != rawstream.ANSWERED_EARLY:
+            # It may still have said why before it went; listen briefly.
+            with trio.move_on_after(2.0):
+                with contextlib.suppress(Exception):
                     answer = await read_frame(conn.stream, conn.codec)
-                except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    pass
-                except Rejected as r:
-                    answer = ErrorReply(
-                        f"answer rejected ({r.reason}); is the cluster secret the same?"
-                    )
-            nursery.cancel_scope.cancel()  # an early answer means there is no point sending
+                    if isinstance(answer, ErrorReply):
+                        return TransferError(f"{what} failed: {answer.error}")
+            return TransferError(f"{what} failed: {error}")
+        try:
+            if error is None:
+                with trio.fail_after(self.idle_timeout):
+                    await conn.send(StreamEnd(size, crc))
+            answer = await conn.receive(self.finish_timeout)
+        except trio.TooSlowError:
+            return TransferError(
+                f"{what} failed: no answer within {self.finish_timeout:g} s of the last byte"
+            )
+        except Rejected as r:
+            return TransferError(
+                f"{what} failed: answer rejected ({r.reason}); is the cluster secret the same?"
+            )
+        except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            return TransferError(f"{what} failed: connection closed without an answer")
         if isinstance(answer, ErrorReply):
-            return answer, sent
-        if send_error is not None:
-            raise send_error
-        if answer is None:
-            if answer_scope.cancelled_caught:
-                raise TransferError(
-                    f"{what} failed: no answer within {self.finish_timeout:g} s of the last chunk"
-                )
-            raise TransferError(f"{what} failed: connection closed without an answer")
-        return answer, sent
-
-    async def _send(self, conn: Connection, msg: Any) -> None:
-        with trio.fail_after(self.idle_timeout):
-            await conn.send(msg)
+            return TransferError(f"{what} failed: {answer.error}")
+        if not isinstance(answer, StreamEnd):
+            return TransferError(f"{what} failed: unexpected answer {type(answer).__name__}")
+        if error is not None:
+            return TransferError(f"{what} failed: {peer.name} answered before the upload ended")
+        if answer.size != size or answer.crc32 != crc:
+            return TransferError(
+                f"{what} failed: checksum mismatch: sent {size} bytes crc32 {crc:08x}, "
+                f"{peer.name} got {answer.size} bytes crc32 {answer.crc32:08x}"
+            )
+        return TransferResult(size, digest, time.perf_counter() - start, crc)
 
     async def pull(
         self,
@@ -659,46 +695,55 @@ class TcpTransfer:
         except OSError as e:
             raise TransferError(f"{what} failed: cannot write {local}: {_reason(e)}") from None
         try:
-            async with open_connection(peer.address, self.codec, self.connect_timeout) as conn:
-                await self._send(conn, Download(remote_path))
+            try:
+                conn = await self._connect(peer)
+            except RpcError as e:
+                raise TransferError(f"{what} failed: {e}") from None
+            async with conn.stream:
+                with trio.fail_after(self.idle_timeout):
+                    await conn.send(GetStream(remote_path))
+                start_msg = await conn.receive(self.idle_timeout)
+                if isinstance(start_msg, ErrorReply):
+                    raise TransferError(f"{what} failed: {start_msg.error}")
+                if not isinstance(start_msg, StreamStart):
+                    raise TransferError(f"{what} failed: unexpected {type(start_msg).__name__}")
+                size = start_msg.size
+                if expected_size is not None and size != expected_size:
+                    raise TransferError(
+                        f"{what} failed: the file there has {size} bytes, expected {expected_size}"
+                    )
+                reporter.total = size
                 reporter(0)
-                received = 0
-
-                async def receive_chunk() -> bytes | None:
-                    nonlocal received
-                    msg = await conn.receive(self.idle_timeout)
-                    if isinstance(msg, ErrorReply):
-                        raise TransferError(f"{what} failed: {msg.error}")
-                    if not isinstance(msg, Chunk):
-                        raise TransferError(f"{what} failed: unexpected {type(msg).__name__}")
-                    received += len(msg.data)
-                    if expected_size is not None and received > expected_size:
-                        raise TransferError(
-                            f"{what} failed: more bytes came than the expected {expected_size}"
+                sock = rawstream.dup_socket(conn.stream.socket)  # type: ignore[attr-defined]
+                report = _ThreadReporter(reporter)
+                try:
+                    crc = await _in_thread(
+                        lambda: rawstream.receive(
+                            sock,
+                            size,
+                            writer.write,
+                            idle_timeout=self.idle_timeout,
+                            check=trio.from_thread.check_cancelled,
+                            progress=report,
                         )
-                    return msg.data or None
-
-                async def write_chunk(data: bytes) -> None:
-                    await trio.to_thread.run_sync(writer.write, data)
-                    reporter(writer.size)
-
-                await pipeline(receive_chunk, write_chunk)
+                    )
+                finally:
+                    sock.close()
                 done = await conn.receive(self.idle_timeout)
             if isinstance(done, ErrorReply):
                 raise TransferError(f"{what} failed: {done.error}")
-            if not isinstance(done, TransferDone):
+            if not isinstance(done, StreamEnd):
                 raise TransferError(f"{what} failed: unexpected {type(done).__name__}")
-            if done.size != writer.size or done.sha256 != writer.sha256:
+            if done.size != writer.size or done.crc32 != crc:
                 raise TransferError(
                     f"{what} failed: checksum mismatch: {peer.name} sent {done.size} bytes "
-                    f"sha256 {_short(done.sha256)}..., got {writer.size} bytes "
-                    f"sha256 {_short(writer.sha256)}..."
+                    f"crc32 {done.crc32:08x}, got {writer.size} bytes crc32 {crc:08x}"
                 )
             _check_expected(what, writer.size, writer.sha256, expected_size, expected_sha256)
             await trio.to_thread.run_sync(writer.commit)
         except BaseException as e:
             writer.discard()
-            if isinstance(e, RpcError):
+            if isinstance(e, rawstream.StreamBroken):
                 raise TransferError(f"{what} failed: {e}") from None
             if isinstance(e, EOFError):
                 raise TransferError(f"{what} failed: {peer.name} hung up mid-stream") from None
@@ -717,19 +762,10 @@ class TcpTransfer:
                 raise TransferError(f"{what} failed: {_reason(e)}") from None
             raise
         reporter.finish(writer.size)
-        return TransferResult(writer.size, writer.sha256, time.perf_counter() - start)
+        return TransferResult(writer.size, writer.sha256, time.perf_counter() - start, crc)
 
     async def aclose(self) -> None:
         pass  # one connection per transfer: nothing is kept open
-
-
-def read_and_hash(f: IO[bytes], n: int, hasher: Any) -> bytes:
-    """Up to ``n`` bytes of ``f``, fed to ``hasher`` on the way; for a worker thread.
-
-    One thread hop for both: hashlib releases the GIL on large buffers."""
-    data = f.read(n)
-    hasher.update(data)
-    return data
 
 
 # --- scp over SSH (paramiko) --------------------------------------------------------------
@@ -1105,6 +1141,11 @@ class ScpTransfer:
         reporter.finish(size)
         return TransferResult(size, digest, time.perf_counter() - start)
 
+    async def push_many(
+        self, local: Path, targets: Sequence[tuple[Peer, str]], progress: Progress | None = None
+    ) -> list[TransferResult | TransferError]:
+        return await push_each(self, local, targets, progress)
+
     def _put_blocking(
         self, client: Any, reader: _HashingReader, temp: str, final: str, size: int
     ) -> None:
@@ -1303,8 +1344,6 @@ __all__ = [
     "make_transfer",
     "name_problem",
     "path_problem",
-    "pipeline",
-    "read_and_hash",
     "resolve_inside",
     "temp_sibling",
 ]

@@ -1,31 +1,33 @@
-"""The receiving end of TcpTransfer: Upload and Download conversations on the RPC port.
+"""The receiving end of TcpTransfer: PutStream and GetStream conversations on the RPC port.
 
 Plug it into the node's server as::
 
-    server = TransferServer(store.incoming, store.root, node_name="H2")
-    RpcServer(codec, handler, stream_handler=server.handle, streams=(Upload, Download))
+    server = TransferServer(store.incoming, store.root, node_name="H2", arrivals=store.arrivals)
+    RpcServer(codec, handler, stream_handler=server.handle, streams=(PutStream, GetStream))
 
-Upload: ``Upload(name, size)``, then Chunks, then an empty Chunk; answered with
-``TransferDone(size, sha256)`` of what was written, or an ErrorReply.  The file is
-written to a hidden temporary in the incoming directory, fsynced and renamed to
-``name`` only once exactly ``size`` bytes have arrived, so ``incoming/name`` is
-always whole.  Space for ``size`` bytes is checked (and held for the upload's
-duration) before a byte is written.
+Upload: ``PutStream(name, size)``, ``size`` raw bytes, the sender's
+``StreamEnd(size, crc32)``; answered with the StreamEnd of what was stored, or an
+ErrorReply.  The file is written to a hidden temporary in the incoming directory,
+checked against the sender's CRC-32, fsynced and renamed to ``name``, so
+``incoming/name`` is always whole; it is then noted in ``arrivals`` so that ingest
+need not read it again.  Space for ``size`` bytes is checked (and held for the
+upload's duration) before a byte is written.
 
-Download: ``Download(path)``, answered with Chunks, an empty Chunk and
-``TransferDone``, or with an ErrorReply instead of the first chunk.  Only regular
-files inside the store, after resolving symlinks and ``..``, are ever sent: this
-port is reachable with nothing but the cluster secret.
+Download: ``GetStream(path)``, answered with ``StreamStart(size)``, the raw bytes and
+``StreamEnd(size, crc32)``, or with an ErrorReply instead of the StreamStart.  Only
+regular files inside the store, after resolving symlinks and ``..``, are ever sent:
+this port is reachable with nothing but the cluster secret.
 
 A refusal in the middle of an upload is sent at once, before the client has
 finished sending; the server then stops reading and hangs up, after giving the
-client a moment to read the reason (the client listens while it sends).
+client a moment to read the reason (the client looks for it while it sends).
+sdfs.rawstream explains why the bytes travel unframed and how they are checked.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import logging
 import os
 import shutil
@@ -36,17 +38,11 @@ from typing import IO, Any
 
 import trio
 
-from net.messages import Chunk, Download, ErrorReply, TransferDone, Upload
+from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
 from net.rpc import IDLE_TIMEOUT, Connection
-from sdfs.transfer import (
-    CHUNK_SIZE,
-    AtomicWriter,
-    name_problem,
-    path_problem,
-    pipeline,
-    read_and_hash,
-    resolve_inside,
-)
+from sdfs import rawstream
+from sdfs.store import Arrivals
+from sdfs.transfer import AtomicWriter, name_problem, path_problem, resolve_inside
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +68,7 @@ class TransferServer:
         store_dir: Path,
         *,
         node_name: str | None = None,
-        chunk_size: int = CHUNK_SIZE,
+        arrivals: Arrivals | None = None,
         # Kept free beyond every upload, so a full incoming directory cannot starve the
         # node's logs and metadata writes of the last few megabytes.
         reserve_bytes: int = 64 * 1024 * 1024,
@@ -84,7 +80,7 @@ class TransferServer:
         self.incoming_dir = Path(incoming_dir).resolve()
         self.store_dir = Path(store_dir).resolve()
         self.node_name = node_name or socket.gethostname()
-        self.chunk_size = chunk_size
+        self.arrivals = arrivals if arrivals is not None else Arrivals()
         self.reserve_bytes = reserve_bytes
         self.idle_timeout = idle_timeout
         self.linger = linger
@@ -96,9 +92,9 @@ class TransferServer:
         self.bytes_out = 0
 
     async def handle(self, request: Any, conn: Connection) -> Any:
-        if isinstance(request, Upload):
+        if isinstance(request, PutStream):
             return await self._upload(request, conn)
-        if isinstance(request, Download):
+        if isinstance(request, GetStream):
             return await self._download(request, conn)
         return ErrorReply(f"{self.node_name}: {type(request).__name__} is not a stream request")
 
@@ -107,7 +103,7 @@ class TransferServer:
     def _free_bytes(self) -> int:
         return shutil.disk_usage(self.incoming_dir).free - self.reserve_bytes - self._held
 
-    async def _upload(self, request: Upload, conn: Connection) -> Any:
+    async def _upload(self, request: PutStream, conn: Connection) -> Any:
         name, size = request.name, request.size
         what = f"{self.node_name}: upload of {name!r}"
         problem = name_problem(name)
@@ -128,31 +124,40 @@ class TransferServer:
         self._held += size
         writer: AtomicWriter | None = None
         try:
-            writer = await trio.to_thread.run_sync(AtomicWriter, self.incoming_dir / name)
-            out = writer  # a name the closures can use without an Optional check
-            received = 0
-
-            async def receive_chunk() -> bytes | None:
-                nonlocal received
-                msg = await conn.receive(self.idle_timeout)
-                if not isinstance(msg, Chunk):
-                    raise _Refused(f"{what} failed: expected a chunk, got {type(msg).__name__}")
-                received += len(msg.data)
-                if received > size:
-                    raise _Refused(f"{what} failed: more than the announced {size} bytes came")
-                return msg.data or None
-
-            async def write_chunk(data: bytes) -> None:
-                await trio.to_thread.run_sync(out.write, data)
-                self.bytes_in += len(data)
-
-            await pipeline(receive_chunk, write_chunk)
-            if writer.size != size:
-                raise _Refused(f"{what} failed: {writer.size} of the announced {size} bytes came")
+            writer = await trio.to_thread.run_sync(
+                functools.partial(AtomicWriter, self.incoming_dir / name, sha256=False)
+            )
+            out = writer  # a name the closure can use without an Optional check
+            sock = rawstream.dup_socket(conn.stream.socket)  # type: ignore[attr-defined]
+            try:
+                crc = await trio.to_thread.run_sync(
+                    lambda: rawstream.receive(
+                        sock,
+                        size,
+                        out.write,
+                        idle_timeout=self.idle_timeout,
+                        check=trio.from_thread.check_cancelled,
+                    )
+                )
+            finally:
+                sock.close()
+            self.bytes_in += size
+            end = await conn.receive(self.idle_timeout)
+            if not isinstance(end, StreamEnd):
+                raise _Refused(f"{what} failed: expected StreamEnd, got {type(end).__name__}")
+            if end.size != size or end.crc32 != crc:
+                raise _Refused(
+                    f"{what} failed: arrived damaged: {size} bytes crc32 {crc:08x}, "
+                    f"the sender sent {end.size} bytes crc32 {end.crc32:08x}"
+                )
             await trio.to_thread.run_sync(writer.commit)
-            committed, writer = writer, None
+            writer = None
+            await trio.to_thread.run_sync(self.arrivals.note, out.target)
             self.uploads += 1
-            return TransferDone(committed.size, committed.sha256)
+            return StreamEnd(size, crc)
+        except rawstream.StreamBroken as e:
+            log.info("%s failed: %s", what, e)
+            return await self._hang_up(conn, f"{what} failed: {e}")
         except _Refused as r:
             return await self._hang_up(conn, str(r))
         except OSError as e:
@@ -211,34 +216,42 @@ class TransferServer:
             raise _Refused(f"{self.node_name}: {path} is not a regular file")
         return f
 
-    async def _download(self, request: Download, conn: Connection) -> Any:
+    async def _download(self, request: GetStream, conn: Connection) -> Any:
         try:
             f = await trio.to_thread.run_sync(self._open, request.path)
         except _Refused as r:
             self.refused += 1
             return ErrorReply(str(r))  # the client sent nothing more: a plain answer
-        hasher = hashlib.sha256()
-        size = 0
-
-        async def read_chunk() -> bytes | None:
-            data = await trio.to_thread.run_sync(read_and_hash, f, self.chunk_size, hasher)
-            return data or None
-
-        async def send_chunk(data: bytes) -> None:
-            nonlocal size
-            with trio.fail_after(self.idle_timeout):
-                await conn.send(Chunk(data))
-            size += len(data)
-            self.bytes_out += len(data)
-
         try:
-            await pipeline(read_chunk, send_chunk)
+            size = os.fstat(f.fileno()).st_size
             with trio.fail_after(self.idle_timeout):
-                await conn.send(Chunk(b""))
-        except OSError as e:
-            error = f"{self.node_name}: cannot read {request.path}: {e.strerror}"
-            return await self._hang_up(conn, error)
+                await conn.send(StreamStart(size))
+            sock = rawstream.dup_socket(conn.stream.socket)  # type: ignore[attr-defined]
+            try:
+                crc, [error] = await trio.to_thread.run_sync(
+                    lambda: rawstream.send(
+                        f,
+                        size,
+                        [sock],
+                        idle_timeout=self.idle_timeout,
+                        check=trio.from_thread.check_cancelled,
+                    )
+                )
+            finally:
+                sock.close()
+        except (OSError, ValueError) as e:
+            # Mid-stream: the client is counting raw bytes, so a reply cannot follow.
+            log.warning("%s: cannot send %s: %s", self.node_name, request.path, e)
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+            return ErrorReply(f"{self.node_name}: cannot read {request.path}")
         finally:
             f.close()
+        if error is not None:
+            log.info("%s: download of %s stopped: %s", self.node_name, request.path, error)
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+            return ErrorReply(error)
+        self.bytes_out += size
         self.downloads += 1
-        return TransferDone(size, hasher.hexdigest())
+        return StreamEnd(size, crc)

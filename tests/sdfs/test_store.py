@@ -528,3 +528,46 @@ def test_records_are_oldest_first_and_clear_removes_files(store: ReplicaStore) -
     store.clear(["b", "missing"])
     assert [r.name for r in store.records()] == ["a"]
     assert not (store.files / disk_name("b")).exists()
+
+
+# --- verified arrivals ------------------------------------------------------------------
+
+
+def test_a_noted_arrival_is_ingested_without_reading_it_again(
+    store: ReplicaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transfer server checked it whole; ingest trusts that note, once."""
+    path = store.incoming / arrive(store, b"payload")
+    store.arrivals.note(path)
+
+    def no_hash(p: Path) -> str:
+        raise AssertionError(f"{p} was hashed again")
+
+    monkeypatch.setattr("sdfs.store.sha256_file", no_hash)
+    assert store.ingest(rec(NAME, 1, b"payload"), path.name).version == 1
+    assert store.data_path(NAME, 1).read_bytes() == b"payload"
+
+
+def test_a_noted_file_that_was_replaced_is_hashed_again(store: ReplicaStore) -> None:
+    path = store.incoming / arrive(store, b"12345")
+    store.arrivals.note(path)
+    path.unlink()
+    arrive(store, b"12346")  # same name and size, another file
+    message = store_error(store.ingest, rec(NAME, 1, b"12345"), path.name)
+    assert "checksum" in message
+    assert store.records() == []
+
+
+def test_an_unnoted_file_is_hashed(store: ReplicaStore) -> None:
+    other = store.incoming / arrive(store, b"abc", "other")
+    store.arrivals.note(other)  # a note for another file says nothing about this one
+    message = store_error(store.ingest, rec(NAME, 1, b"12345"), arrive(store, b"12346"))
+    assert "checksum" in message
+
+
+def test_old_incoming_leftovers_are_collected(store: ReplicaStore) -> None:
+    old = store.incoming / arrive(store, b"x", "old")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    arrive(store, b"y", "new")
+    assert store.gc_incoming(600) == 1
+    assert [p.name for p in store.incoming.iterdir()] == ["new"]

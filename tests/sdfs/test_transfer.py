@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import pytest
 import trio
 
 from config.topology import ClusterConfig, Node
-from net.messages import Download, TransferDone, Upload
+from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
 from net.rpc import Connection, RpcServer, frame_codec, open_connection
 from sdfs.transfer import (
     LocalTransfer,
@@ -97,7 +98,7 @@ async def tcp_server(server: TransferServer, stream_handler: Any = None) -> Asyn
         frame_codec(SECRET),
         no_request,
         stream_handler=stream_handler or server.handle,
-        streams=(Upload, Download),
+        streams=(PutStream, GetStream),
     )
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(rpc.serve, "127.0.0.1", 0)
@@ -344,7 +345,7 @@ async def test_tcp_server_refuses_bad_names_itself(tmp_path: Path) -> None:
         tcp_server(server) as port,
         open_connection(("127.0.0.1", port), frame_codec(SECRET)) as conn,
     ):
-        await conn.send(Upload("../escape", 4))
+        await conn.send(PutStream("../escape", 4))
         reply = await conn.receive()
     assert "refused" in reply.error and "'/'" in reply.error
     assert not (incoming.parent / "escape").exists()
@@ -408,7 +409,7 @@ async def test_tcp_checksum_mismatch_is_detected(tmp_path: Path) -> None:
 
     async def lying(request: Any, conn: Connection) -> Any:
         reply = await server.handle(request, conn)
-        return TransferDone(reply.size, "0" * 64) if isinstance(reply, TransferDone) else reply
+        return StreamEnd(reply.size, reply.crc32 ^ 1) if isinstance(reply, StreamEnd) else reply
 
     async with tcp_server(server, lying) as port:
         peer = Peer("H2", "127.0.0.1", port, None, str(incoming), str(store))
@@ -617,3 +618,90 @@ async def test_scp_to_something_that_is_not_an_ssh_server(
         with pytest.raises(TransferError, match=r"scp to H4 .* failed: not an SSH server"):
             await ScpTransfer(sshd.ssh_config()).push(write(tmp_path / "s", b"x"), peer, "n")
         nursery.cancel_scope.cancel()
+
+
+# --- tcp: one read, several receivers -------------------------------------------------------
+
+
+async def test_tcp_push_many_reaches_every_healthy_receiver(tmp_path: Path, big_file: Path) -> None:
+    """One read of the file feeds every receiver; a refusing one and one that hangs up
+    mid-stream fail alone, with their reasons, and the others get a whole copy."""
+    servers: list[TransferServer] = []
+    for i in range(4):
+        incoming, store = node_dirs(tmp_path / f"n{i}")
+        free = shutil.disk_usage(incoming).free
+        reserve = free - 10_000_000 if i == 1 else 64 * 1024 * 1024  # n1: no room
+        servers.append(TransferServer(incoming, store, node_name=f"H{i}", reserve_bytes=reserve))
+
+    async def hang_up_midway(request: Any, conn: Connection) -> Any:
+        assert isinstance(request, PutStream)
+        await conn.stream.receive_some(1024 * 1024)
+        await conn.aclose()
+        return ErrorReply("gone")
+
+    async with (
+        tcp_server(servers[0]) as p0,
+        tcp_server(servers[1]) as p1,
+        tcp_server(servers[2], hang_up_midway) as p2,
+        tcp_server(servers[3]) as p3,
+    ):
+        peers = [
+            Peer(f"H{i}", "127.0.0.1", port, None, str(s.incoming_dir), str(s.store_dir))
+            for i, (port, s) in enumerate(zip([p0, p1, p2, p3], servers, strict=True))
+        ]
+        progress = Recorder()
+        results = await TcpTransfer(frame_codec(SECRET)).push_many(
+            big_file, [(p, "v1-x") for p in peers], progress
+        )
+    digest = sha256(big_file)
+    for i in (0, 3):
+        result = results[i]
+        assert not isinstance(result, TransferError), result
+        assert result.size == BIG and result.sha256 == digest and result.crc32 is not None
+        arrived = servers[i].incoming_dir / "v1-x"
+        assert sha256(arrived) == digest
+        assert servers[i].arrivals.take(arrived), "a checked arrival is noted for ingest"
+    assert isinstance(results[1], TransferError)
+    assert "not enough disk space on H1" in str(results[1])
+    assert isinstance(results[2], TransferError) and "upload to H2" in str(results[2])
+    assert [list(s.incoming_dir.iterdir()) for s in servers[1:3]] == [[], []]
+    progress.check(BIG)
+
+
+async def test_tcp_receiver_refuses_bytes_that_do_not_match_the_senders_checksum(
+    tmp_path: Path,
+) -> None:
+    incoming, store = node_dirs(tmp_path)
+    server = TransferServer(incoming, store, node_name="H2")
+    async with (
+        tcp_server(server) as port,
+        open_connection(("127.0.0.1", port), frame_codec(SECRET)) as conn,
+    ):
+        await conn.send(PutStream("n", 3))
+        await conn.stream.send_all(b"abc")
+        await conn.send(StreamEnd(3, zlib.crc32(b"abd")))  # what the sender meant to send
+        reply = await conn.receive()
+    assert isinstance(reply, ErrorReply) and "arrived damaged" in reply.error
+    assert list(incoming.iterdir()) == []
+    assert not server.arrivals.take(incoming / "n")
+
+
+async def test_tcp_pull_of_a_file_that_changed_size_midway_fails(tmp_path: Path) -> None:
+    """The server announces a size; a file cut short under it ends the stream early and
+    the client keeps nothing."""
+    incoming, store = node_dirs(tmp_path)
+    server = TransferServer(incoming, store, node_name="H2")
+
+    async def short(request: Any, conn: Connection) -> Any:
+        assert isinstance(request, GetStream)
+        await conn.send(StreamStart(10))
+        await conn.stream.send_all(b"12345")
+        await conn.aclose()
+        return ErrorReply("cut")
+
+    async with tcp_server(server, short) as port:
+        peer = Peer("H2", "127.0.0.1", port, None, str(incoming), str(store))
+        with pytest.raises(TransferError, match=r"hung up after 5 of 10 bytes"):
+            await TcpTransfer(frame_codec(SECRET)).pull(peer, "files/x", tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    assert leftovers(tmp_path) == []
