@@ -76,6 +76,59 @@ def settle() -> None:
     time.sleep(0.5)
 
 
+def one_repeat(
+    c: LocalCluster,
+    sshd: PrivateSshd,
+    src: Path,
+    name: str,
+    target: str,
+    work: Path,
+    times: dict[str, list[float]],
+    scp_first: bool,
+) -> int:
+    """One put, get, scp put and scp get of ``src``; appends to ``times``, cleans up.
+    Returns the number of replicas the put reported."""
+    size = src.stat().st_size
+    out = work / "got.bin"
+    back = work / "back.bin"
+    replicas = 0
+
+    def ours_put() -> None:
+        nonlocal replicas
+        put_s, put = timed(c.console, "H2", "put", str(src), name, timeout=600)
+        times["put"].append(put_s)
+        replicas = len(put["replicas"])
+        wait_for(lambda: len(c.console("H1", "ls", name)["replicas"]) == 4, 60, "4 copies")
+
+    def ours_get() -> None:
+        holders = set(c.console("H1", "ls", name)["replicas"])
+        reader = next(n.name for n in c.nodes if n.name not in holders)
+        get_s, _ = timed(c.console, reader, "get", name, str(out), timeout=600)
+        times["get"].append(get_s)
+        if out.stat().st_size != size:
+            raise RuntimeError("get returned the wrong size")
+
+    def scp_put() -> None:
+        times["scp_put"].append(timed(openssh_scp, sshd, str(src), target)[0])
+
+    def scp_get() -> None:
+        times["scp_get"].append(timed(openssh_scp, sshd, target, str(back))[0])
+
+    steps = (
+        [scp_put, ours_put, scp_get, ours_get]
+        if scp_first
+        else [ours_put, scp_put, ours_get, scp_get]
+    )
+    for step in steps:
+        settle()
+        step()
+    out.unlink()
+    back.unlink()
+    Path(target.split(":", 1)[1]).unlink()
+    c.console("H1", "delete", name)
+    return replicas
+
+
 def transfer_run(
     transfer: str, sizes: list[int], sshd: PrivateSshd, work: Path, repeats: int
 ) -> dict[str, Any]:
@@ -93,33 +146,11 @@ def transfer_run(
             # Interleaved repeats, each cleaned up before the next: the page cache and the
             # disk's write-back then weigh on our copies and on OpenSSH's alike.
             for rep in range(repeats):
-                name = f"bench/f{size}-{rep}.bin"
-                settle()
-                put_s, put = timed(c.console, "H2", "put", str(src), name, timeout=600)
-                times["put"].append(put_s)
-                replicas = len(put["replicas"])
-
-                def four_copies(name: str = name) -> bool:
-                    return len(c.console("H1", "ls", name)["replicas"]) == 4
-
-                wait_for(four_copies, 60, "4 copies")
-                holders = set(c.console("H1", "ls", name)["replicas"])
-                reader = next(n.name for n in c.nodes if n.name not in holders)
-                out = work / f"got{size}.bin"
-                settle()
-                get_s, _ = timed(c.console, reader, "get", name, str(out), timeout=600)
-                times["get"].append(get_s)
-                if out.stat().st_size != size:
-                    raise RuntimeError("get returned the wrong size")
-                out.unlink()
-                c.console("H1", "delete", name)
-                settle()
-                times["scp_put"].append(timed(openssh_scp, sshd, str(src), target)[0])
-                settle()
-                back = work / "back.bin"
-                times["scp_get"].append(timed(openssh_scp, sshd, target, str(back))[0])
-                (remote / "f.bin").unlink()
-                back.unlink()
+                # Each pair in both orders across the repeats: whichever goes second
+                # finds the page cache fuller, and this machine charges for that.
+                replicas = one_repeat(
+                    c, sshd, src, f"bench/f{size}-{rep}.bin", target, work, times, rep % 2 == 1
+                )
             src.unlink()
             m = {k: median(v) for k, v in times.items()}
             rows.append(

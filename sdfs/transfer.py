@@ -691,9 +691,12 @@ class TcpTransfer:
         start = time.perf_counter()
         reporter = _Reporter(progress, -1 if expected_size is None else expected_size)
         try:
-            writer = await trio.to_thread.run_sync(AtomicWriter, Path(local))
+            writer = await trio.to_thread.run_sync(
+                functools.partial(AtomicWriter, Path(local), sha256=False)
+            )
         except OSError as e:
             raise TransferError(f"{what} failed: cannot write {local}: {_reason(e)}") from None
+        hasher = hashlib.sha256()  # fed on a thread of its own (rawstream.receive)
         try:
             try:
                 conn = await self._connect(peer)
@@ -723,6 +726,7 @@ class TcpTransfer:
                             size,
                             writer.write,
                             idle_timeout=self.idle_timeout,
+                            hashers=[hasher],
                             check=trio.from_thread.check_cancelled,
                             progress=report,
                         )
@@ -739,7 +743,8 @@ class TcpTransfer:
                     f"{what} failed: checksum mismatch: {peer.name} sent {done.size} bytes "
                     f"crc32 {done.crc32:08x}, got {writer.size} bytes crc32 {crc:08x}"
                 )
-            _check_expected(what, writer.size, writer.sha256, expected_size, expected_sha256)
+            digest = hasher.hexdigest()
+            _check_expected(what, writer.size, digest, expected_size, expected_sha256)
             await trio.to_thread.run_sync(writer.commit)
         except BaseException as e:
             writer.discard()
@@ -762,7 +767,7 @@ class TcpTransfer:
                 raise TransferError(f"{what} failed: {_reason(e)}") from None
             raise
         reporter.finish(writer.size)
-        return TransferResult(writer.size, writer.sha256, time.perf_counter() - start, crc)
+        return TransferResult(writer.size, digest, time.perf_counter() - start, crc)
 
     async def aclose(self) -> None:
         pass  # one connection per transfer: nothing is kept open
@@ -1062,8 +1067,15 @@ class ScpTransfer:
             except TransferError as e:
                 raise TransferError(f"{self._label(direction, peer)} failed: {e}") from None
             except Exception as e:
-                if not link.alive:
+                # A cached connection can die under us mid-way, before paramiko's
+                # transport thread notices (a socket error is the first sign).  Copies
+                # are atomic, so redo it once on a new connection.
+                dead = not link.alive or isinstance(e, OSError)
+                if dead:
                     await self._drop(peer, link)
+                if dead and not fresh and attempt == 1:
+                    log.info("SSH connection to %s failed: %s; reconnecting", peer.name, e)
+                    continue
                 raise TransferError(
                     f"{self._label(direction, peer)} failed: {self._explain(e)}"
                 ) from None
