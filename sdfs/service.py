@@ -500,15 +500,22 @@ class SdfsService:
         reading it once per transport (ourselves: a local copy; the rest: one stream
         that goes to all of them).  A result or an error line per target."""
         results: dict[str, TransferResult | str] = {}
-        groups: dict[int, tuple[Transfer, list[tuple[str, Peer]]]] = {}
-        for node in targets:
+        peers: dict[str, Peer] = {}
+
+        async def look_up(node: str) -> None:
             try:
-                peer = await self._peer(node)
+                peers[node] = await self._peer(node)
             except (TransferError, RpcError) as e:
                 results[node] = str(e)
-                continue
-            transfer = self._transfer_for(node)
-            groups.setdefault(id(transfer), (transfer, []))[1].append((node, peer))
+
+        async with trio.open_nursery() as nursery:
+            for node in targets:
+                nursery.start_soon(look_up, node)
+        groups: dict[int, tuple[Transfer, list[tuple[str, Peer]]]] = {}
+        for node in targets:
+            if node in peers:
+                transfer = self._transfer_for(node)
+                groups.setdefault(id(transfer), (transfer, []))[1].append((node, peers[node]))
         biggest = max(groups.values(), key=lambda g: len(g[1]), default=None)
 
         async def one(transfer: Transfer, members: list[tuple[str, Peer]]) -> None:
@@ -533,7 +540,7 @@ class SdfsService:
         """Send ``path`` to ``targets`` and have each ingest it as ``record_for(sha256)``,
         the SHA-256 being that of the bytes sent.  Returns (that record, the targets
         that stored it, an error line for each that did not)."""
-        incoming = {t: f"{uuid.uuid4().hex}" for t in targets}
+        incoming = {t: uuid.uuid4().hex for t in targets}
         label = f"{path.name} -> {', '.join(targets)}"
         results = await self._push(path, targets, incoming, progress, label)
         errors = {t: r for t, r in results.items() if isinstance(r, str)}
