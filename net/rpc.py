@@ -99,11 +99,8 @@ class Connection:
         await self.stream.aclose()
 
 
-@asynccontextmanager
-async def open_connection(
-    addr: Address, codec: Codec, timeout: float = 5.0
-) -> AsyncIterator[Connection]:
-    """A connection to ``addr`` for a streaming conversation; RpcError if unreachable."""
+async def connect(addr: Address, codec: Codec, timeout: float = 5.0) -> Connection:
+    """A connection to ``addr`` that the caller closes; RpcError if unreachable."""
     host, port = addr
     try:
         with trio.fail_after(timeout):
@@ -111,9 +108,18 @@ async def open_connection(
     except trio.TooSlowError:
         raise RpcError(f"{host}:{port} did not accept a connection within {timeout:g} s") from None
     except OSError as e:
-        raise RpcError(f"cannot reach {host}:{port}: {connect_reason(e)}") from None
-    async with stream:
-        yield Connection(stream, codec, addr)
+        raise RpcError(f"cannot reach {host}:{port}: {_reason(e)}") from None
+    return Connection(stream, codec, addr)
+
+
+@asynccontextmanager
+async def open_connection(
+    addr: Address, codec: Codec, timeout: float = 5.0
+) -> AsyncIterator[Connection]:
+    """A connection to ``addr`` for a streaming conversation; RpcError if unreachable."""
+    conn = await connect(addr, codec, timeout)
+    async with conn.stream:
+        yield conn
 
 
 class RpcServer:
@@ -180,7 +186,7 @@ class RpcServer:
             pass
 
 
-def connect_reason(e: BaseException) -> str:
+def _reason(e: BaseException) -> str:
     """The operating system's words for a failed connection, on one line.
 
     trio's ``open_tcp_stream`` raises a bare "all attempts to connect ... failed"
@@ -213,7 +219,7 @@ async def call(addr: Address, codec: Codec, request: Any, timeout: float = 5.0) 
     except trio.TooSlowError:
         raise RpcError(f"{host}:{port} did not answer within {timeout:g} s") from None
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
-        raise RpcError(f"cannot reach {host}:{port}: {connect_reason(e)}") from None
+        raise RpcError(f"cannot reach {host}:{port}: {_reason(e)}") from None
     except EOFError:
         # Servers close without a word on a frame that fails its MAC.
         raise RpcError(

@@ -58,7 +58,7 @@ import trio
 from config.topology import ClusterConfig, Node, SSHConfig
 from net.codec import Codec, Rejected
 from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
-from net.rpc import IDLE_TIMEOUT, Connection, RpcError, connect_reason, read_frame
+from net.rpc import IDLE_TIMEOUT, Connection, RpcError, connect, read_frame
 from sdfs import rawstream
 from sdfs.durable import fsync_dir
 
@@ -513,19 +513,6 @@ class TcpTransfer:
         self.idle_timeout = idle_timeout
         self.finish_timeout = finish_timeout
 
-    async def _connect(self, peer: Peer) -> Connection:
-        host, port = peer.address
-        try:
-            with trio.fail_after(self.connect_timeout):
-                stream = await trio.open_tcp_stream(host, port)
-        except trio.TooSlowError:
-            raise RpcError(
-                f"{host}:{port} did not accept a connection within {self.connect_timeout:g} s"
-            ) from None
-        except OSError as e:
-            raise RpcError(f"cannot reach {host}:{port}: {connect_reason(e)}") from None
-        return Connection(stream, self.codec, peer.address)
-
     async def push(
         self, local: Path, peer: Peer, name: str, progress: Progress | None = None
     ) -> TransferResult:
@@ -561,10 +548,10 @@ class TcpTransfer:
             reporter = _Reporter(progress, size)
             reporter(0)
 
-            async def connect(i: int) -> None:
+            async def open_one(i: int) -> None:
                 peer, name = targets[i]
                 try:
-                    conn = await self._connect(peer)
+                    conn = await connect(peer.address, self.codec, self.connect_timeout)
                 except RpcError as e:
                     results[i] = TransferError(f"{whats[i]} failed: {e}")
                     return
@@ -580,7 +567,7 @@ class TcpTransfer:
             async with trio.open_nursery() as nursery:
                 for i in range(len(targets)):
                     if results[i] is None:
-                        nursery.start_soon(connect, i)
+                        nursery.start_soon(open_one, i)
             live = [i for i in range(len(targets)) if results[i] is None]
             hasher = hashlib.sha256()
             crc = 0
@@ -699,7 +686,7 @@ class TcpTransfer:
         hasher = hashlib.sha256()  # fed on a thread of its own (rawstream.receive)
         try:
             try:
-                conn = await self._connect(peer)
+                conn = await connect(peer.address, self.codec, self.connect_timeout)
             except RpcError as e:
                 raise TransferError(f"{what} failed: {e}") from None
             async with conn.stream:
