@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scripts.localcluster import LocalCluster, wait_for
+from scripts.localcluster import LocalCluster, interrupt_on_sigterm, wait_for
 from scripts.samples import random_file
 from tests.helpers import nodelogs
 from tests.helpers.sshd import PrivateSshd, private_sshd
@@ -223,6 +223,7 @@ def main() -> None:
         "--repeats", type=int, default=3, help="interleaved runs per size; medians are reported"
     )
     args = p.parse_args()
+    interrupt_on_sigterm()
     sizes = [int(float(s) * MB) for s in args.sizes.split(",")]
     if args.quick:
         sizes = [1 * MB, 40 * MB]

@@ -38,6 +38,7 @@ from scripts.localcluster import (
     ProcessDied,
     WaitTimeout,
     console_many,
+    interrupt_on_sigterm,
     member_names,
     wait_for,
 )
@@ -509,6 +510,7 @@ def kill_demo(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    interrupt_on_sigterm()
     if args.nodes < 3:
         print("demo: --nodes must be at least 3", file=sys.stderr)
         return 2

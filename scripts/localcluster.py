@@ -531,6 +531,20 @@ def member_names(list_mem: Mapping[str, Any]) -> set[str]:
     return {m["name"] for m in list_mem["members"]}
 
 
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM raise KeyboardInterrupt in the main thread, as Ctrl-C does.
+
+    A script that starts clusters calls this first, so that ``timeout`` or a CI job
+    that stops it still runs its ``with LocalCluster`` exits and leaves no node or
+    worker process behind (Python's default for SIGTERM is to die on the spot).
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 class LocalCluster:
     """An introducer and ``n`` nodes on 127.0.0.1, in a scratch directory.
 
