@@ -160,10 +160,15 @@ def concurrent_rates(c: LocalCluster, stagger: float = 0.0) -> dict[str, Any]:
     t1 = min(s["finished_at"] for s in finished.values()) - 1.0
     if t1 - t0 < 10:
         return {"error": "jobs too short to measure; use more --images"}
-    rates = {m: _rate(_completions(c, "H1", jobs[m]), t0, t1) for m in MODELS}
+    answered = {m: _completions(c, "H1", jobs[m]) for m in MODELS}
+    rates = {m: _rate(answered[m], t0, t1) for m in MODELS}
     mean = statistics.fmean(rates.values())
     return {
+        # Its first batch went out (JobStarted), and its first query was answered.
         "second_job_started_after_s": round(second["started_at"] - second["submitted_at"], 3),
+        "second_job_first_answer_after_s": round(
+            answered[MODELS[1]][0] - second["submitted_at"], 3
+        ),
         "window_s": round(t1 - t0, 1),
         "rates": {m: round(r, 3) for m, r in rates.items()},
         "difference_pct": round(100 * abs(rates[MODELS[0]] - rates[MODELS[1]]) / mean, 2),

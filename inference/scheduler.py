@@ -42,11 +42,15 @@ balance follows at the next batch boundary; nothing is preempted.  The simulated
 each other over 60 s; the inception-like job gets three quarters of the worker time.
 
 Costs.  For every (model, worker) the scheduler keeps an EWMA of seconds per query,
-measured as the slot's occupancy (dispatch to answer, divided by the batch's queries:
-it includes fetching the inputs, which occupies the worker just as much).  The first
-answer of a pair uses the worker's own per-query timings instead, since it also paid
-for loading the model.  A pair not yet measured borrows the model's largest estimate
-on other workers.  The estimates size batches (below) and set batch timeouts.
+measured as the time the batch occupied the worker, divided by its queries.  A worker
+runs its batches one at a time, so a batch occupies it from its dispatch or from the
+worker's previous answer, whichever is later, until its answer: a batch queued in a
+second slot behind another is not charged for the wait (that would double the
+estimates on two-slot workers and halve their batches), while fetching the inputs of
+a batch that found the worker idle is charged.  The first answer of a pair uses the
+worker's own per-query timings instead, since it also paid for loading the model.  A
+pair not yet measured borrows the model's largest estimate on other workers.  The
+estimates size batches (below) and set batch timeouts.
 
 Start-up bound.  A job submitted while other jobs hold every slot starts at the next
 slot that frees, which is at most the longest batch now running.  To make that a
@@ -418,6 +422,7 @@ class Worker:
     since: float
     batches: list[int] = field(default_factory=list)  # live batch ids, in dispatch order
     stalled: bool = False  # a batch timed out: no new work until it answers
+    last_answer: float = 0.0  # when it last answered a live batch (done or failed)
 
     @property
     def free(self) -> int:
@@ -658,6 +663,8 @@ class Scheduler:
             self._release(batch)
             if not batch.adopted:
                 self._learn_cost(batch, timings, now)
+            if w is not None:
+                w.last_answer = now
         job = self._jobs.get(batch.job_id)
         if job is None:
             self.duplicates += len(answers)
@@ -694,6 +701,8 @@ class Scheduler:
         if batch is None:  # we had given up on it already; its queries were put back then
             return self._dispatch(now)
         self._release(batch)
+        if w is not None:
+            w.last_answer = now
         job = self._jobs.get(batch.job_id)
         actions: list[Action] = []
         if job is not None:
@@ -836,7 +845,9 @@ class Scheduler:
 
     def _learn_cost(self, batch: Batch, timings: Sequence[float], now: float) -> None:
         n = len(batch.queries)
-        occupancy = (now - batch.sent_at) / n
+        w = self._workers.get(batch.worker)
+        began = batch.sent_at if w is None else max(batch.sent_at, w.last_answer)
+        occupancy = (now - began) / n
         reported = math.fsum(timings) / len(timings) if timings else 0.0
         key = (batch.model, batch.worker)
         old = self._costs.get(key)
@@ -962,6 +973,7 @@ class Scheduler:
                     "since": w.since,
                     "batches": list(w.batches),
                     "stalled": w.stalled,
+                    "last_answer": w.last_answer,
                 }
                 for w in sorted(self._workers.values(), key=lambda w: w.name)
             ],
@@ -1013,6 +1025,7 @@ class Scheduler:
                 since=float(d["since"]),
                 batches=[int(b) for b in d["batches"]],
                 stalled=bool(d["stalled"]),
+                last_answer=float(d["last_answer"]),
             )
         for d in snapshot["batches"]:
             b = _batch_from_plain(d)

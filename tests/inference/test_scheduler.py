@@ -279,6 +279,28 @@ def test_batches_hold_at_most_max_batch_seconds_of_work() -> None:
     assert set(s.costs()) == {SLOW}
 
 
+def test_a_batch_queued_behind_another_is_charged_only_for_its_own_run() -> None:
+    # A worker with two slots runs one batch at a time: the second waits for the first.
+    s = fixed(batch_size=4)
+    s.worker_up("H1", {"threads": 1, "slots": 2}, 0.0)
+    first, second = assigns(s.submit(None, FAST, inputs(12), 0.0))
+    (third,) = assigns(answer(s, first, 0.4, seconds=0.1))  # measures 0.1 (own timing)
+    assert s.cost_estimate(FAST, "H1") == pytest.approx(0.1)
+    # Answered 0.8 s after dispatch, but it began when the first answered, at 0.4.
+    answer(s, second, 0.8)
+    assert s.cost_estimate(FAST, "H1") == pytest.approx(0.1)
+    # Dispatched at 0.4 behind the second: began at 0.8, done at 1.4: 0.15 s a query.
+    answer(s, third, 1.4)
+    expected = 0.3 * 0.15 + 0.7 * 0.1
+    assert s.cost_estimate(FAST, "H1") == pytest.approx(expected)
+    # Idle from 1.4; a batch dispatched at 2.0 is charged from its dispatch.
+    restored = Scheduler.restore(json.loads(json.dumps(s.snapshot())))
+    assert restored.snapshot() == s.snapshot()  # the last answer travels to the standby
+    late, _ = assigns(restored.submit(None, FAST, inputs(8), 2.0))
+    answer(restored, late, 2.5)
+    assert restored.cost_estimate(FAST, "H1") == pytest.approx(0.3 * 0.125 + 0.7 * expected)
+
+
 # --- failures ---------------------------------------------------------------------------------
 
 
