@@ -60,8 +60,12 @@ default; at least one query): with C3's batch size as the upper limit, a batch h
 measured anywhere is probed with single-query batches until it has been.  A new job
 therefore waits at most ``max_batch_seconds`` plus the estimate's error (well under
 1 s), and it gets that first slot because it enters at ``vtime`` with nothing in
-flight, which wins the tie.  ``max_batch_seconds=None`` turns the limit off (batches
-are then exactly the batch size, and the bound is batch_size x cost).
+flight, which wins the tie.  On a worker with two slots (the node fetches one batch's
+inputs while the other runs) that batch then runs after the one queued ahead of it,
+so its first answer comes within about two batches plus its own: measured on two
+CPU workers, dispatch 0.01-0.4 s and first answer 0.9-1.2 s after submission.
+``max_batch_seconds=None`` turns the limit off (batches are then exactly the batch
+size, and the bound is batch_size x cost).
 
 Failures.  :meth:`Scheduler.worker_down` returns every query outstanding on the
 worker to the front of its job's queue, in query order; that does not count against
