@@ -11,8 +11,9 @@ a batch of them on a worker (:class:`Assign`); the worker answers the whole batc
 ended in an error row), and the scheduler says :class:`JobFinished` so the shell writes
 ``outputs/JOB_ID.jsonl``.
 
-Workers advertise a capacity (``threads``, ``gpu``, ``slots``) and run one batch per
-slot.  Whenever an event leaves a slot free and some job has pending queries, the
+Workers advertise a capacity (``threads``, ``gpu``, ``slots``) and hold one batch per
+slot, running them one at a time (a second slot lets a node fetch the next batch's
+inputs while one runs).  Whenever an event leaves a slot free and some job has pending queries, the
 scheduler fills it: the worker is the one with the most free capacity (free slots,
 then a GPU, then threads, then name), and the job is chosen by the policy.
 
@@ -60,10 +61,9 @@ default; at least one query): with C3's batch size as the upper limit, a batch h
 measured anywhere is probed with single-query batches until it has been.  A new job
 therefore waits at most ``max_batch_seconds`` plus the estimate's error (well under
 1 s), and it gets that first slot because it enters at ``vtime`` with nothing in
-flight, which wins the tie.  On a worker with two slots (the node fetches one batch's
-inputs while the other runs) that batch then runs after the one queued ahead of it,
-so its first answer comes within about two batches plus its own: measured on two
-CPU workers, dispatch 0.01-0.4 s and first answer 0.9-1.2 s after submission.
+flight, which wins the tie.  On a worker with two slots that batch then runs after
+the one queued ahead of it, so the job's first answer comes within about two batches
+plus its own (the inference benchmark reports both times).
 ``max_batch_seconds=None`` turns the limit off (batches are then exactly the batch
 size, and the bound is batch_size x cost).
 
@@ -426,7 +426,7 @@ class Worker:
     since: float
     batches: list[int] = field(default_factory=list)  # live batch ids, in dispatch order
     stalled: bool = False  # a batch timed out: no new work until it answers
-    last_answer: float = 0.0  # when it last answered a live batch (done or failed)
+    last_answer: float = 0.0  # its last results (it was busy with that batch until then)
 
     @property
     def free(self) -> int:
@@ -667,8 +667,9 @@ class Scheduler:
             self._release(batch)
             if not batch.adopted:
                 self._learn_cost(batch, timings, now)
-            if w is not None:
-                w.last_answer = now
+        runner = self._workers.get(batch.worker)
+        if runner is not None:  # it ran this batch (perhaps one we gave up on) until now
+            runner.last_answer = max(runner.last_answer, now)
         job = self._jobs.get(batch.job_id)
         if job is None:
             self.duplicates += len(answers)
@@ -705,8 +706,6 @@ class Scheduler:
         if batch is None:  # we had given up on it already; its queries were put back then
             return self._dispatch(now)
         self._release(batch)
-        if w is not None:
-            w.last_answer = now
         job = self._jobs.get(batch.job_id)
         actions: list[Action] = []
         if job is not None:
@@ -737,6 +736,8 @@ class Scheduler:
         pending.  Live workers we have never heard of wait for :meth:`worker_up`.
         """
         live = set(live_workers)
+        for w in self._workers.values():  # the old leader's clock may run ahead of ours
+            w.last_answer = min(w.last_answer, now)
         for b in self._batches.values():
             # The old leader's dispatch times are not ours to measure costs against.
             b.adopted = True
@@ -859,7 +860,9 @@ class Scheduler:
             # The first batch also loaded the model; the worker's own timings exclude that.
             sample = reported if reported > 0 else occupancy
         else:
-            sample = occupancy if occupancy > 0 else reported
+            # The worker's own timing is a floor: a previous answer handled late here
+            # (a busy leader, a retried report) must not make this batch look free.
+            sample = max(occupancy, reported)
         if sample <= 0:
             return
         a = self.config.cost_alpha
@@ -1029,7 +1032,7 @@ class Scheduler:
                 since=float(d["since"]),
                 batches=[int(b) for b in d["batches"]],
                 stalled=bool(d["stalled"]),
-                last_answer=float(d["last_answer"]),
+                last_answer=float(d.get("last_answer", 0.0)),  # absent from older snapshots
             )
         for d in snapshot["batches"]:
             b = _batch_from_plain(d)

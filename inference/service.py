@@ -28,6 +28,7 @@ import contextlib
 import csv
 import json
 import logging
+import os
 import random
 import shutil
 import subprocess
@@ -123,7 +124,13 @@ def _model_name(name: str) -> str:
 
 
 def _gpu_name() -> str | None:
-    """The first NVIDIA GPU's name, without importing torch (nvidia-smi, if present)."""
+    """The first NVIDIA GPU's name, without importing torch (nvidia-smi, if present).
+
+    None where ``$CUDA_VISIBLE_DEVICES`` hides every GPU from the worker (empty or -1):
+    the worker then runs on the CPU, and its capacity must say so.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+        return None
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None

@@ -540,6 +540,8 @@ def interrupt_on_sigterm() -> None:
     """
 
     def interrupt(signum: int, frame: object) -> None:
+        # A second SIGTERM must not cut short the clean-up this one starts.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, interrupt)

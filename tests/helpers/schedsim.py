@@ -2,8 +2,11 @@
 
 :class:`SchedSim` is a tiny discrete-event loop.  It feeds the scheduler events (each
 with the simulated ``now``), carries out the actions it returns, and plays the workers:
-a batch of ``n`` queries of model ``m`` assigned to worker ``w`` answers ``cost(m, w) x n``
-seconds later, with one result row and one processing time (``cost``) per query.  When
+a batch of ``n`` queries of model ``m`` assigned to worker ``w`` takes ``cost(m, w) x n``
+seconds and answers with one result row and one processing time (``cost``) per query.
+Like a real node's worker process, a worker runs its batches one at a time in the
+order they came: a batch sent to a worker with a free second slot waits for the one
+before it.  When
 the scheduler has a batch deadline due before the next world event, the loop feeds it a
 :class:`~inference.scheduler.Tick` at exactly that time, as the trio shell's timer would.
 
@@ -110,6 +113,7 @@ class SchedSim:
         self._life: dict[str, int] = {}
         self._late_lives: set[tuple[str, int]] = set()
         self._hung_until: dict[str, float] = {}
+        self._busy_until: dict[tuple[str, int], float] = {}  # (worker, life) -> time
         self._tries: dict[tuple[str, int], int] = {}  # (job, first query) -> batches sent
 
     # --- driving the scheduler -------------------------------------------------------------
@@ -210,7 +214,9 @@ class SchedSim:
         key = (a.job_id, a.queries[0][0])
         self._tries[key] = self._tries.get(key, 0) + 1
         error = self.fail(a, self._tries[key]) if self.fail is not None else None
-        done_at = self.now + cost * len(a.queries)
+        began = max(self.now, self._busy_until.get((a.worker, life), 0.0))
+        done_at = began + cost * len(a.queries)
+        self._busy_until[(a.worker, life)] = done_at
 
         def answer() -> None:
             until = self._hung_until.get(a.worker, 0.0)

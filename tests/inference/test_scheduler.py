@@ -301,6 +301,31 @@ def test_a_batch_queued_behind_another_is_charged_only_for_its_own_run() -> None
     assert restored.cost_estimate(FAST, "H1") == pytest.approx(0.3 * 0.125 + 0.7 * expected)
 
 
+def test_a_failed_batch_does_not_mark_its_worker_free() -> None:
+    # A batch can fail without ever reaching the worker's model (its inputs could not be
+    # fetched, the leader could not send it), so the batch running meanwhile is still
+    # charged from when it began.
+    s = fixed(batch_size=4)
+    s.worker_up("H1", {"threads": 1, "slots": 2}, 0.0)
+    a, b = assigns(s.submit(None, FAST, inputs(40), 0.0))
+    (c,) = assigns(answer(s, a, 0.4, seconds=0.1))
+    (d,) = assigns(answer(s, b, 0.8))  # began at 0.4: 0.1 a query
+    assert s.cost_estimate(FAST, "H1") == pytest.approx(0.1)
+    s.batch_failed("H1", c.batch_id, "cannot fetch images/j-009.jpg", 0.9)
+    answer(s, d, 1.4)  # d began when b answered, at 0.8, not at c's failure
+    assert s.cost_estimate(FAST, "H1") == pytest.approx(0.3 * 0.15 + 0.7 * 0.1)
+
+
+def test_the_workers_own_timing_is_a_floor_on_a_cost_sample() -> None:
+    # The leader handled the previous answer late, so this batch seems to take no time.
+    s = fixed(batch_size=2)
+    s.worker_up("H1", {"threads": 1, "slots": 2}, 0.0)
+    first, second = assigns(s.submit(None, FAST, inputs(8), 0.0))
+    answer(s, first, 1.0, seconds=0.2)
+    answer(s, second, 1.0001, seconds=0.2)
+    assert s.cost_estimate(FAST, "H1") == pytest.approx(0.2)
+
+
 # --- failures ---------------------------------------------------------------------------------
 
 
