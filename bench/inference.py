@@ -151,17 +151,24 @@ def cluster_throughput(c: LocalCluster) -> tuple[dict[str, float], dict[str, str
     return rates, jobs
 
 
+def _timings(c: LocalCluster, leader: str, job: str | None = None) -> list[dict[str, str]]:
+    """Rows of the leader's query_timings.csv (one per answered query), of ``job`` if given."""
+    path = c.workdir / "data" / leader / "query_timings.csv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [r for r in csv.DictReader(f) if job is None or r["job_id"] == job]
+
+
 def _mean_batch(c: LocalCluster, leader: str, job: str) -> float:
-    """The queries per batch that ``job`` actually ran in (the leader's timing log)."""
-    with (c.workdir / "data" / leader / "query_timings.csv").open() as f:
-        batches = [r["batch_id"] for r in csv.DictReader(f) if r["job_id"] == job]
+    """The queries per batch that ``job`` actually ran in."""
+    batches = [r["batch_id"] for r in _timings(c, leader, job)]
     return round(len(batches) / len(set(batches)), 1)
 
 
 def _completions(c: LocalCluster, leader: str, job: str) -> list[float]:
-    """When each of ``job``'s queries was answered, from the leader's timing log."""
-    with (c.workdir / "data" / leader / "query_timings.csv").open() as f:
-        return sorted(float(r["finished_at"]) for r in csv.DictReader(f) if r["job_id"] == job)
+    """When each of ``job``'s queries was answered."""
+    return sorted(float(r["finished_at"]) for r in _timings(c, leader, job))
 
 
 def _rate(times: list[float], t0: float, t1: float) -> float:
@@ -235,13 +242,9 @@ def dispatch(work: Path, jobs: int, files: int) -> dict[str, Any]:
     return out
 
 
-def _first_completion_after(timings: Path, after: float) -> float | None:
-    if not timings.exists():
-        return None
-    with timings.open() as f:
-        times = [float(r["finished_at"]) for r in csv.DictReader(f)]
-    later = [t for t in times if t > after]
-    return min(later) if later else None
+def _first_completion_after(c: LocalCluster, leader: str, after: float) -> float | None:
+    later = [float(r["finished_at"]) for r in _timings(c, leader)]
+    return min((t for t in later if t > after), default=None)
 
 
 def failover(c: LocalCluster, victim: str) -> dict[str, Any]:
@@ -258,8 +261,7 @@ def failover(c: LocalCluster, victim: str) -> dict[str, Any]:
 
     detected = wait_for(detected_at, 30, f"{victim}'s failure to be detected")
     status = _wait(c, job, via=survivor)
-    timings = c.workdir / "data" / leader_after / "query_timings.csv"
-    resumed = _first_completion_after(timings, detected)
+    resumed = _first_completion_after(c, leader_after, detected)
     out: dict[str, Any] = {
         "victim": victim,
         "detection_s": round(detected - killed, 2),
@@ -371,10 +373,24 @@ def _device_for(choice: str) -> str | None:
 def cpu_parts(
     out: dict[str, Any], work: Path, images: Path, weights: dict[str, Path], args: Any
 ) -> None:
-    """(a) to (e), with their targets, all on the CPU."""
+    """(a) to (e), with their targets, all on the CPU (the nodes see no GPU)."""
     out["a_baseline_images_per_s"] = baseline(images, weights, args.batch)
     with _gpus_hidden():
-        cpu_clusters(out, work, images, weights, args)
+        # Two nodes, one torch thread each: the machine's two cores, no oversubscription.
+        with LocalCluster(2, cluster={"transfer": "tcp", "replication": 2}) as c:
+            prepare(c, images, weights)
+            tput, _ = cluster_throughput(c)
+            out["b_cluster_images_per_s"] = {"nodes": 2, **tput}
+            out["b_ratio_to_baseline"] = {
+                m: round(tput[m] / out["a_baseline_images_per_s"][m], 3) for m in MODELS
+            }
+            out["d_concurrent_jobs"] = concurrent_rates(c)
+            out["d2_second_job_while_first_holds_every_worker"] = concurrent_rates(c, 3.0)
+        out["c_dispatch_noop"] = dispatch(work, args.noop_jobs, args.noop_files)
+        with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
+            prepare(c, images, weights)
+            out["e_failover_worker"] = failover(c, "H4")
+            out["e_failover_leader"] = failover(c, "H1")
     d2 = out["d2_second_job_while_first_holds_every_worker"]
     out["targets"] = {
         "b_cluster_ge_0.9x_baseline": all(r >= 0.9 for r in out["b_ratio_to_baseline"].values()),
@@ -383,26 +399,6 @@ def cpu_parts(
         "d2_rate_difference_le_5pct": d2.get("difference_pct", 100) <= 5,
         "second_job_starts_within_1s": d2.get("second_job_started_after_s", 99) <= 1.0,
     }
-
-
-def cpu_clusters(
-    out: dict[str, Any], work: Path, images: Path, weights: dict[str, Path], args: Any
-) -> None:
-    # Two nodes, one torch thread each: the machine's two cores, no oversubscription.
-    with LocalCluster(2, cluster={"transfer": "tcp", "replication": 2}) as c:
-        prepare(c, images, weights)
-        tput, _ = cluster_throughput(c)
-        out["b_cluster_images_per_s"] = {"nodes": 2, **tput}
-        out["b_ratio_to_baseline"] = {
-            m: round(tput[m] / out["a_baseline_images_per_s"][m], 3) for m in MODELS
-        }
-        out["d_concurrent_jobs"] = concurrent_rates(c)
-        out["d2_second_job_while_first_holds_every_worker"] = concurrent_rates(c, 3.0)
-    out["c_dispatch_noop"] = dispatch(work, args.noop_jobs, args.noop_files)
-    with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
-        prepare(c, images, weights)
-        out["e_failover_worker"] = failover(c, "H4")
-        out["e_failover_leader"] = failover(c, "H1")
 
 
 def main() -> None:
