@@ -4,7 +4,8 @@
     worker runtime in-process, all cores, decode + preprocess + forward;
 (b) the local cluster's throughput on the same cores (target >= 0.9x the baseline):
     real node processes on 127.0.0.1, jobs submitted with ``python -m console``,
-    measured from the job's start to its end after a warm-up job;
+    measured from the job's start to its end after a warm-up job; (a) and (b) are
+    the means of ``--rounds`` runs each (2), as this machine's speed drifts;
 (c) dispatch overhead: queries/s through the leader with the ``noop`` model, which
     does no inference (target >= 2,000/s; Ray's synchronous tasks: ~1,000/s);
 (d) the query-rate difference between a ResNet50 and an InceptionV3 job running at
@@ -373,19 +374,29 @@ def _device_for(choice: str) -> str | None:
 def cpu_parts(
     out: dict[str, Any], work: Path, images: Path, weights: dict[str, Path], args: Any
 ) -> None:
-    """(a) to (e), with their targets, all on the CPU (the nodes see no GPU)."""
-    out["a_baseline_images_per_s"] = baseline(images, weights, args.batch)
+    """(a) to (e), with their targets, all on the CPU (the nodes see no GPU).
+
+    This machine's speed drifts by 10% and more between minutes, so (a) and (b) run
+    ``args.rounds`` times each and their means are compared: the first baseline before
+    the cluster starts, the others after it has stopped (on the same quiet machine).
+    """
+    for key in ("a_baseline_images_per_s", "b_cluster_images_per_s", "b_ratio_to_baseline"):
+        out[key] = None  # filled in below; here so that the JSON reads in order
+    a_runs = [baseline(images, weights, args.batch)]
     with _gpus_hidden():
         # Two nodes, one torch thread each: the machine's two cores, no oversubscription.
         with LocalCluster(2, cluster={"transfer": "tcp", "replication": 2}) as c:
             prepare(c, images, weights)
-            tput, _ = cluster_throughput(c)
-            out["b_cluster_images_per_s"] = {"nodes": 2, **tput}
-            out["b_ratio_to_baseline"] = {
-                m: round(tput[m] / out["a_baseline_images_per_s"][m], 3) for m in MODELS
-            }
+            b_runs = [cluster_throughput(c)[0] for _ in range(args.rounds)]
             out["d_concurrent_jobs"] = concurrent_rates(c)
             out["d2_second_job_while_first_holds_every_worker"] = concurrent_rates(c, 3.0)
+        a_runs += [baseline(images, weights, args.batch) for _ in range(args.rounds - 1)]
+        a = {m: round(statistics.fmean(r[m] for r in a_runs), 2) for m in MODELS}
+        b = {m: round(statistics.fmean(r[m] for r in b_runs), 2) for m in MODELS}
+        out["a_baseline_images_per_s"] = {"threads": a_runs[0]["threads"], "batch": args.batch}
+        out["a_baseline_images_per_s"] |= {**a, "runs": [{m: r[m] for m in MODELS} for r in a_runs]}
+        out["b_cluster_images_per_s"] = {"nodes": 2, **b, "runs": b_runs}
+        out["b_ratio_to_baseline"] = {m: round(b[m] / a[m], 3) for m in MODELS}
         out["c_dispatch_noop"] = dispatch(work, args.noop_jobs, args.noop_files)
         with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
             prepare(c, images, weights)
@@ -408,6 +419,7 @@ def main() -> None:
     p.add_argument("--noop-jobs", type=int, default=10)
     p.add_argument("--noop-files", type=int, default=500)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--rounds", type=int, default=2, help="runs of (a) and of (b) to average")
     p.add_argument("--gpu-batch", type=int, default=32, help="batch size for (f)")
     p.add_argument(
         "--device-part",
@@ -418,6 +430,8 @@ def main() -> None:
     p.add_argument("--only-device-part", action="store_true", help="run (f) and nothing else")
     args = p.parse_args()
     interrupt_on_sigterm()
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     if args.quick:
         args.images, args.noop_jobs, args.noop_files = 24, 4, 100
     wall = time.monotonic()
