@@ -444,8 +444,9 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
             f"ratio {both.ratio:.2f}"
         )
         info(
-            "    (fair scheduling serves the job with fewer queries done first, so a job "
-            "that started later catches up, then the rates stay level)"
+            "    (fair scheduling gives each free worker to the job served the fewest "
+            "queries; a job that arrives later joins level with the others, so the rates "
+            "stay equal)"
         )
     if not pretrained:
         info("(random weights: the labels and probabilities carry no meaning)")
