@@ -107,6 +107,16 @@ async def tcp_server(server: TransferServer, stream_handler: Any = None) -> Asyn
 
 
 @asynccontextmanager
+async def raw_client(server: TransferServer) -> AsyncIterator[Connection]:
+    """``server`` on a real RpcServer, and one connection to it that speaks frames by hand."""
+    async with (
+        tcp_server(server) as port,
+        open_connection(("127.0.0.1", port), frame_codec(SECRET)) as conn,
+    ):
+        yield conn
+
+
+@asynccontextmanager
 async def make_env(
     kind: str, tmp_path: Path, sshd: PrivateSshd | None = None
 ) -> AsyncIterator[Env]:
@@ -341,10 +351,7 @@ async def test_tcp_server_refuses_bad_names_itself(tmp_path: Path) -> None:
     """The server does not trust the client's check."""
     incoming, store = node_dirs(tmp_path)
     server = TransferServer(incoming, store, node_name="H2")
-    async with (
-        tcp_server(server) as port,
-        open_connection(("127.0.0.1", port), frame_codec(SECRET)) as conn,
-    ):
+    async with raw_client(server) as conn:
         await conn.send(PutStream("../escape", 4))
         reply = await conn.receive()
     assert "refused" in reply.error and "'/'" in reply.error
@@ -673,10 +680,7 @@ async def test_tcp_receiver_refuses_bytes_that_do_not_match_the_senders_checksum
 ) -> None:
     incoming, store = node_dirs(tmp_path)
     server = TransferServer(incoming, store, node_name="H2")
-    async with (
-        tcp_server(server) as port,
-        open_connection(("127.0.0.1", port), frame_codec(SECRET)) as conn,
-    ):
+    async with raw_client(server) as conn:
         await conn.send(PutStream("n", 3))
         await conn.stream.send_all(b"abc")
         await conn.send(StreamEnd(3, zlib.crc32(b"abd")))  # what the sender meant to send
