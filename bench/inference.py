@@ -50,6 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from scripts.localcluster import LocalCluster, interrupt_on_sigterm, wait_for
 from tests.helpers import nodelogs
 from tests.helpers.imagegen import CORRUPT, make_images, make_weights
+from tests.helpers.reference import plain_torchvision
 
 MODELS = ("resnet50", "inception_v3")
 
@@ -281,20 +282,14 @@ def failover(c: LocalCluster, victim: str) -> dict[str, Any]:
 def raw_torch(model: str, weights: Path, paths: list[str], batch: int, device: str) -> float:
     """Images/s of a plain torchvision loop on ``device``, a batch at a time.
 
-    Decode, the weights' own transforms, forward, softmax and top 5: written here,
-    apart from ``inference.runtime``, as a user without the cluster would.
+    Decode, the weights' own transforms, forward, softmax and top 5, on the tests'
+    reference model (:func:`tests.helpers.reference.plain_torchvision`).
     """
     import torch
     from PIL import Image
-    from torchvision.models import Inception_V3_Weights, ResNet50_Weights, inception_v3, resnet50
 
-    if model == "resnet50":
-        net, meta = resnet50(weights=None), ResNet50_Weights.IMAGENET1K_V1
-    else:
-        net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
-        meta = Inception_V3_Weights.IMAGENET1K_V1
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    net.eval().to(device)
+    net, meta = plain_torchvision(model, weights)
+    net.to(device)
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # as the worker runtime does
     transform = meta.transforms()

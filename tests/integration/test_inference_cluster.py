@@ -23,6 +23,7 @@ import pytest
 from scripts.localcluster import ConsoleError, LocalCluster, wait_for
 from tests.helpers import nodelogs
 from tests.helpers.imagegen import CORRUPT, make_images, make_weights
+from tests.helpers.reference import plain_torchvision
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -43,21 +44,17 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"images": images, "weights": weights}
 
 
+@functools.cache
+def _reference_net(model: str, weights: Path) -> tuple[Any, Any]:
+    return plain_torchvision(model, weights)  # built once per model, not once per image
+
+
 def reference_top5(model: str, weights: Path, image: Path) -> list[list[Any]] | None:
     """Plain torchvision: the state_dict, the weights' own transforms, softmax, top 5."""
     import torch
     from PIL import Image
-    from torchvision.models import Inception_V3_Weights, ResNet50_Weights, inception_v3, resnet50
 
-    if model == "resnet50":
-        net, meta = resnet50(weights=None), ResNet50_Weights.IMAGENET1K_V1
-    else:
-        # As torchvision builds it for its ImageNet weights: those were trained on
-        # inputs in [-1, 1], which transform_input derives from normalised input.
-        net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
-        meta = Inception_V3_Weights.IMAGENET1K_V1
-    net.load_state_dict(torch.load(weights, map_location="cpu"))
-    net.eval()
+    net, meta = _reference_net(model, weights)
     try:
         with Image.open(image) as img:
             x = meta.transforms()(img.convert("RGB")).unsqueeze(0)
