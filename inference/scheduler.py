@@ -13,9 +13,9 @@ ended in an error row), and the scheduler says :class:`JobFinished` so the shell
 
 Workers advertise a capacity (``threads``, ``gpu``, ``slots``) and hold one batch per
 slot, running them one at a time (a second slot lets a node fetch the next batch's
-inputs while one runs).  Whenever an event leaves a slot free and some job has pending queries, the
-scheduler fills it: the worker is the one with the most free capacity (free slots,
-then a GPU, then threads, then name), and the job is chosen by the policy.
+inputs while one runs).  Whenever an event leaves a slot free and some job has pending
+queries, the scheduler fills it: the worker is the one with the most free capacity
+(free slots, then a GPU, then threads, then name), and the job is chosen by the policy.
 
 Fair time (policy ``"fair"``, the default).  The goal is equal *query rates* for the
 jobs that run together, which means unequal *worker time*: a model that costs three

@@ -6,9 +6,9 @@ a batch of ``n`` queries of model ``m`` assigned to worker ``w`` takes ``cost(m,
 seconds and answers with one result row and one processing time (``cost``) per query.
 Like a real node's worker process, a worker runs its batches one at a time in the
 order they came: a batch sent to a worker with a free second slot waits for the one
-before it.  When
-the scheduler has a batch deadline due before the next world event, the loop feeds it a
-:class:`~inference.scheduler.Tick` at exactly that time, as the trio shell's timer would.
+before it.  When the scheduler has a batch deadline due before the next world event,
+the loop feeds it a :class:`~inference.scheduler.Tick` at exactly that time, as the
+trio shell's timer would.
 
 Worker failures are part of the world: :meth:`SchedSim.crash` tells the scheduler the
 worker is down and either discards its running batches (it died) or still delivers
