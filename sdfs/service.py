@@ -673,7 +673,7 @@ class SdfsService:
         for line in errors:
             self.log.warning("put %s v%d: copy to %s", grant.name, grant.version, line)
         if record is None:
-            await self._abort_grant(grant)
+            await self._abort(grant, [])  # no replica stored anything under it
             return None, [], errors
         if len(stored) < w:
             await self._abort(record, stored)
@@ -701,18 +701,13 @@ class SdfsService:
                 n.start_soon(one, node)
         return done
 
-    async def _abort(self, record: VersionRecord, nodes: list[str]) -> None:
-        request = AbortPut(record.name, record.version, record.put_id)
+    async def _abort(self, put: VersionRecord | PutGrant, nodes: list[str]) -> None:
+        """Drop ``put``'s pending copies on ``nodes`` and give its version number back."""
+        request = AbortPut(put.name, put.version, put.put_id)
         leader = self.peers.leader()
         async with trio.open_nursery() as n:
             for node in [*nodes, *([leader] if leader else [])]:
                 n.start_soon(self._quiet_call, node, request)
-
-    async def _abort_grant(self, grant: PutGrant) -> None:
-        """Give back a version number no replica stored anything under."""
-        leader = self.peers.leader()
-        if leader is not None:
-            await self._quiet_call(leader, AbortPut(grant.name, grant.version, grant.put_id))
 
     async def _quiet_call(self, node: str, request: Any) -> None:
         with contextlib.suppress(RpcError):
