@@ -1,31 +1,101 @@
-"""Members by name, for the services built on membership (SDFS, IDunno).
+"""Members by name, for the services built on membership (SDFS, IDunno) and their clients.
 
-Both need the same few things: the live members in ring order, the leader (the
-first of them), a member's address, and a request to a member by name, answered
-in-process when that member is this node.
+They all need the same few things: the live members in ring order, the leader (the
+first of them), a member's address, a request to a member by name (answered
+in-process when that member is this node), and a request to *the leader* that
+rides out a change of leader.  :class:`ClusterView` is that interface;
+:class:`Peers` implements it inside a node, from its own membership list.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
+
+import trio
 
 from config.topology import ClusterConfig
 from membership.core import MembershipCore
 from net.codec import Codec
-from net.rpc import RpcError, call
+from net.errors import ErrorKind, NotReady, from_failure
+from net.messages import Failure
+from net.rpc import RPC_TIMEOUT, RpcError, call
 from net.transport import Address
 
 LocalHandler = Callable[[Any, Address], Awaitable[Any]]
+Caller = Callable[[Address, Codec, Any, float], Awaitable[Any]]
+
+# How long a request to the leader keeps being retried while leadership moves: a
+# failure takes up to ping_duration + ping_timeout + cleanup_time (5 s by default) to
+# be detected, then the new leader rebuilds its state from the others.
+LEADER_RETRY_WINDOW = 30.0
+# Back-off between attempts: quick at first (a rebuild takes a fraction of a second),
+# then once a second.
+LEADER_RETRY_FIRST = 0.1
+LEADER_RETRY_MAX = 1.0
+
+
+class ClusterView(Protocol):
+    """What a service or a client needs to know about the members and to reach them."""
+
+    def ring(self) -> list[str]: ...
+
+    def leader(self) -> str | None: ...
+
+    def address(self, name: str) -> Address: ...
+
+    async def call(self, name: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any: ...
+
+
+async def call_leader(
+    view: ClusterView,
+    request: Any,
+    timeout: float = RPC_TIMEOUT,
+    window: float = LEADER_RETRY_WINDOW,
+    refresh: Callable[[], Awaitable[None]] | None = None,
+) -> Any:
+    """Send ``request`` to the leader and return its reply, whoever the leader is by then.
+
+    Retried with back-off while there is no leader, the leader cannot be reached, or it
+    answers NOT_READY (it is rebuilding, or it no longer is the leader).  Any other
+    :class:`~net.messages.Failure` is raised as its typed error at once.  After
+    ``window`` seconds: :class:`~net.errors.NotReady` with the last reason.  ``refresh``
+    is awaited before each retry (a client outside the cluster re-reads membership).
+    """
+    deadline = trio.current_time() + window
+    delay = LEADER_RETRY_FIRST
+    last = "no leader known"
+    while True:
+        leader = view.leader()
+        if leader is not None:
+            try:
+                reply = await view.call(leader, request, timeout)
+            except RpcError as e:
+                last = f"leader {leader}: {e}"
+            else:
+                if not isinstance(reply, Failure):
+                    return reply
+                if reply.kind != ErrorKind.NOT_READY:
+                    raise from_failure(reply)
+                last = f"leader {leader}: {reply.error}"
+        if trio.current_time() + delay > deadline:
+            raise NotReady(f"no leader answered for {window:g} s ({last})")
+        await trio.sleep(delay)
+        delay = min(delay * 2, LEADER_RETRY_MAX)
+        if refresh is not None:
+            await refresh()
 
 
 class Peers:
+    """A :class:`ClusterView` inside a node, from its own membership list."""
+
     def __init__(
         self,
         core: MembershipCore,
         config: ClusterConfig,
         frames: Codec,
         local: LocalHandler,
+        caller: Caller = call,
     ) -> None:
         self.core = core
         self.config = config
@@ -33,6 +103,9 @@ class Peers:
         self.me = core.me
         # Requests to this node go straight to the service's own handler.
         self._local = local
+        # How requests reach other members: TCP (net.rpc.call), or an in-memory
+        # network in tests.
+        self._caller = caller
 
     def ring(self) -> list[str]:
         """Live members (alive or suspect) in ring order; empty when not a member."""
@@ -50,8 +123,13 @@ class Peers:
             raise RpcError(f"unknown node {name}")
         return node.address
 
-    async def call(self, name: str, request: Any, timeout: float = 5.0) -> Any:
+    async def call(self, name: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any:
         """One request to member ``name``; RpcError if it cannot be reached."""
         if name == self.me.name:
             return await self._local(request, self.me.address)
-        return await call(self.address(name), self.frames, request, timeout)
+        return await self._caller(self.address(name), self.frames, request, timeout)
+
+    async def call_leader(
+        self, request: Any, timeout: float = RPC_TIMEOUT, window: float = LEADER_RETRY_WINDOW
+    ) -> Any:
+        return await call_leader(self, request, timeout, window)

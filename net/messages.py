@@ -5,7 +5,8 @@ never renumber or reuse one.  Change a message's fields only by giving it a high
 ``version`` in :func:`net.wire.message` and keeping old readers in mind.
 
 Tags 1-19: membership datagrams (UDP).  20-29: admission (TCP, introducer).
-30-39: console (TCP).  40-49: generic replies and streams.  50-89: SDFS (TCP).
+30-39: console (TCP).  40-49: generic replies and streams.  50-79: SDFS (TCP).
+80-99: inference requests (TCP).  100-139: scheduler events (inference standby).
 """
 
 from __future__ import annotations
@@ -166,6 +167,18 @@ class ConsoleReply:
 class ErrorReply:
     """A request that could not be served; ``error`` is one line for a person."""
 
+    error: str
+
+
+@message(tag=42)
+@dataclass(frozen=True)
+class Failure:
+    """A request that failed, typed: ``kind`` is a :class:`net.errors.ErrorKind`.
+
+    Replaces ErrorReply for services with typed errors (net.errors), so the caller
+    can tell "retry soon" from "no such file" without reading the text."""
+
+    kind: int
     error: str
 
 

@@ -36,6 +36,9 @@ HEADER = struct.Struct(">I")
 # room for a large `ls-all` while refusing absurd lengths before allocating.
 MAX_FRAME = 16 * 1024 * 1024
 IDLE_TIMEOUT = 30.0
+# A request that does no bulk work (a lookup, a grant, an ack) is answered within this
+# long or taken as lost.  Requests that copy or hash a file add time per byte.
+RPC_TIMEOUT = 5.0
 
 Handler = Callable[[Any, Address], Awaitable[Any]]
 StreamHandler = Callable[[Any, "Connection"], Awaitable[Any]]
@@ -202,7 +205,7 @@ def _reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-async def call(addr: Address, codec: Codec, request: Any, timeout: float = 5.0) -> Any:
+async def call(addr: Address, codec: Codec, request: Any, timeout: float = RPC_TIMEOUT) -> Any:
     """Send one request to ``addr`` and return its reply.
 
     Raises :class:`RpcError` when the peer cannot be reached, does not answer within
