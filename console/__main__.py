@@ -18,15 +18,22 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from console.commands import CommandError, check, help_text
 from console.render import render
+from node.commands import CommandError, Parsed, Where, help_text, parse
 
 EXIT_OK = 0
 EXIT_COMMAND = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+
+# How often a copy's progress line is redrawn.
+PROGRESS_INTERVAL = 0.25
+# How long get-output waits for a finished job's output file to appear in SDFS (the
+# leader writes it when the job ends).
+OUTPUT_WAIT = 30.0
 
 # Long enough for a join (the node waits up to 5 s for the introducer) or a
 # forwarded request; an unreachable node is still reported at once (refused).
@@ -110,6 +117,82 @@ async def _ask(
             raise RpcError(f"{addr[0]}:{addr[1]}: connection lost: {e}") from None
 
 
+async def _run_here(
+    addr: tuple[str, int], config: Any, parsed: Parsed, timeout: float
+) -> dict[str, Any]:
+    """Run a command that reads or writes LOCAL files in this process.
+
+    The console is an SDFS client of its own: it learns the members from the node it
+    was given, asks the leader for grants and locations, and streams the bytes to and
+    from the nodes' transfer ports (authenticated with the cluster secret), so the
+    nodes never open a path named by this console."""
+    import trio
+
+    from console.render import show_progress
+    from membership.remote import RemoteView
+    from net.errors import ClusterError, NotFound
+    from net.progress import throttled
+    from net.rpc import RpcError, frame_codec
+    from node.commands import Context, run
+    from sdfs.client import SdfsClient
+    from sdfs.copies import PeerDirectory
+    from sdfs.transfer import TcpTransfer
+
+    frames = frame_codec(config.secret_bytes)
+    view = RemoteView(addr, frames)
+    try:
+        await view.refresh()
+    except ClusterError as e:  # the node is unreachable or not in the cluster
+        raise RpcError(str(e)) from None
+    tcp = TcpTransfer(frames)
+    sdfs = SdfsClient(view, PeerDirectory(view, config), lambda node: tcp, config.replication)
+
+    async def inference(command: str, args: list[str]) -> dict[str, Any]:
+        if command != "C4 get-output":
+            raise CommandError(f"{command} runs on a node")
+        job_id, local = args
+        reply = await _ask(addr, config.secret_bytes, "C4", ["status", job_id], timeout)
+        status = _data(reply, "C4")
+        if status["state"] not in ("done", "failed"):
+            raise CommandError(
+                f"{job_id} is {status['state']} ({status['done']} of {status['total']} queries "
+                "done); get its output when it is done"
+            )
+        name = f"outputs/{job_id}.jsonl"
+        deadline = trio.current_time() + OUTPUT_WAIT
+        while True:
+            try:
+                await sdfs.get(name, Path(local))
+                break
+            except NotFound:
+                if trio.current_time() > deadline:
+                    raise
+                await trio.sleep(0.5)
+        with Path(local).open() as f:
+            results = sum(1 for line in f if line.strip())
+        return {"job_id": job_id, "results": results, "state": status["state"]}
+
+    def progress(done: int, total: int, label: str) -> None:
+        show_progress(sys.stderr, done, total, label)
+
+    ctx = Context(sdfs, None, inference)
+    return await run(parsed, ctx, throttled(progress, PROGRESS_INTERVAL, trio.current_time))
+
+
+def _data(reply: Any, command: str) -> dict[str, Any]:
+    """A ConsoleReply's data; CommandError for a refusal, RpcError for anything else."""
+    from net.messages import ConsoleReply, ErrorReply
+    from net.rpc import RpcError
+
+    if isinstance(reply, ErrorReply):
+        raise CommandError(reply.error)
+    if not isinstance(reply, ConsoleReply):
+        raise RpcError(f"the node sent {type(reply).__name__}, not a console reply")
+    if not reply.ok:
+        raise CommandError(reply.error or f"{command} failed")
+    return reply.data if isinstance(reply.data, dict) else {"result": reply.data}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     opts = parser.parse_args(argv)
@@ -119,16 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     args: list[str] = list(opts.args)
 
     try:
-        cmd = check(command, args)
+        parsed = parse(command, args)
         if command == "help":
-            _emit(command, {"help": help_text(args[0] if args else None)}, opts.json)
+            _emit(command, {"help": help_text(*parsed.values)}, opts.json)
             return EXIT_OK
     except CommandError as e:
         misplaced = [a for a in args if a.split("=", 1)[0] in _OPTIONS]
-        if misplaced:
+        if misplaced and e.usage:
             return _fail(f"{e} ({misplaced[0]} must come before {command})", EXIT_USAGE)
-        return _fail(str(e), EXIT_USAGE)
-    if cmd.local:
+        return _fail(str(e), EXIT_USAGE if e.usage else EXIT_COMMAND)
+    if parsed.where is Where.SHELL:
         return _fail(f"{command} only means something in the interactive console", EXIT_USAGE)
 
     from config.topology import ConfigError, load_config, parse_address
@@ -145,28 +228,20 @@ def main(argv: list[str] | None = None) -> int:
 
     import trio
 
-    from net.messages import ConsoleReply, ErrorReply
     from net.rpc import RpcError
 
-    # LOCAL paths name files where this console runs: send them absolute.
-    local = cmd.local_path_args(args)
-    args = [os.path.abspath(os.path.expanduser(a)) if i in local else a for i, a in enumerate(args)]
     try:
-        reply = trio.run(_ask, addr, config.secret_bytes, command, args, opts.timeout)
+        if parsed.where is Where.CONSOLE:
+            data = trio.run(_run_here, addr, config, parsed, opts.timeout)
+        else:
+            reply = trio.run(_ask, addr, config.secret_bytes, command, args, opts.timeout)
+            data = _data(reply, command)
     except RpcError as e:
         return _fail(str(e), EXIT_UNREACHABLE)
+    except CommandError as e:
+        return _fail(str(e), EXIT_COMMAND)
     except KeyboardInterrupt:
         return 130
-
-    if isinstance(reply, ErrorReply):
-        return _fail(reply.error, EXIT_COMMAND)
-    if not isinstance(reply, ConsoleReply):
-        return _fail(
-            f"{opts.node} sent {type(reply).__name__}, not a console reply", EXIT_UNREACHABLE
-        )
-    if not reply.ok:
-        return _fail(reply.error or f"{command} failed", EXIT_COMMAND)
-    data = reply.data if isinstance(reply.data, dict) else {"result": reply.data}
     try:
         _emit(command, data, opts.json)
     except BrokenPipeError:

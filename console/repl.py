@@ -46,13 +46,13 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from console.commands import COMMANDS, CommandError, check, help_text, parse_line
 from console.render import render, show_progress
+from node.commands import COMMANDS, CommandError, Parsed, help_text, parse, parse_line
 
 log = logging.getLogger("console")
 
-# execute(command, args, progress=callback): the callback gets (done, total, label)
-# while a long command (a copy) runs.
+# execute(parsed, progress=callback): runs a command parsed by node.commands; the
+# callback gets (done, total, label) while a long command (a copy) runs.
 Execute = Callable[..., Awaitable[dict[str, Any]]]
 
 EXIT_COMMANDS = ("exit", "quit")
@@ -234,11 +234,12 @@ class InteractiveConsole:
 
     # --- commands ------------------------------------------------------------------------
 
-    async def run_command(self, command: str, args: list[str]) -> None:
+    async def run_command(self, parsed: Parsed, args: list[str]) -> None:
+        command = parsed.command.name.split()[0]  # C4, not "C4 status": renderers by name
         with trio.CancelScope() as scope:
             self._command_scope = scope
             try:
-                data = await self.execute(command, args, progress=self._progress)
+                data = await self.execute(parsed, progress=self._progress)
             except CommandError as e:
                 self.error(str(e))
                 return
@@ -259,16 +260,16 @@ class InteractiveConsole:
             if parsed is None:
                 return True
             command, args = parsed
-            check(command, args)
+            parsed_command = parse(command, args)
             if command in EXIT_COMMANDS:
                 return False
             if command == "help":
-                self.say(render("help", {"help": help_text(args[0] if args else None)}))
+                self.say(render("help", {"help": help_text(*parsed_command.values)}))
                 return True
         except CommandError as e:
             self.error(str(e))
             return True
-        await self.run_command(command, args)
+        await self.run_command(parsed_command, args)
         return True
 
     # --- signals -------------------------------------------------------------------------

@@ -40,7 +40,6 @@ from typing import Any, TextIO
 import trio
 
 from config.topology import ClusterConfig, Node
-from console.commands import CommandError
 from inference.models import canonical_model, weights_sdfs_name
 from inference.scheduler import (
     Assign,
@@ -68,6 +67,7 @@ from membership.core import Event as MemberEvent
 from membership.core import MembershipCore
 from membership.peers import Peers
 from net.codec import Codec
+from net.errors import ClusterError, NotFound
 from net.messages import (
     AssignBatch,
     BatchResult,
@@ -83,6 +83,7 @@ from net.messages import (
 )
 from net.rpc import RpcError
 from net.transport import Address
+from node.commands import CommandError
 from sdfs.names import disk_name
 from sdfs.service import SdfsService
 
@@ -387,8 +388,8 @@ class InferenceService:
             return
         name = f"outputs/{job_id}.jsonl"
         if only_if_missing:
-            with contextlib.suppress(CommandError):
-                await self.sdfs.ls(name)
+            with contextlib.suppress(ClusterError):
+                await self.sdfs.client.ls(name)
                 self._outputs_written.add(job_id)
                 return
         rows = self.sched.results(job_id)
@@ -403,11 +404,11 @@ class InferenceService:
         try:
             for attempt in range(5):
                 try:
-                    await self.sdfs.put(tmp, name)
+                    await self.sdfs.client.put(tmp, name)
                     self._outputs_written.add(job_id)
                     self.log.warning("%s: %d results written to %s", job_id, len(rows), name)
                     return
-                except CommandError as e:
+                except ClusterError as e:
                     self.log.warning(
                         "%s: writing %s failed (attempt %d): %s", job_id, name, attempt + 1, e
                     )
@@ -597,7 +598,7 @@ class InferenceService:
     async def _submit(self, sched: Scheduler, model_arg: str, which: str | None) -> dict[str, Any]:
         model = _model_name(model_arg)
         if which is not None and which.isdigit():
-            pool = (await self.sdfs.ls_all("images/*"))["files"]
+            pool = await self.sdfs.client.ls_all("images/*")
             count = int(which)
             if count < 1 or count > len(pool):
                 raise CommandError(
@@ -606,7 +607,7 @@ class InferenceService:
             inputs = sorted(random.sample(pool, count))
         else:
             pattern = which or "images/*"
-            inputs = (await self.sdfs.ls_all(pattern))["files"]
+            inputs = await self.sdfs.client.ls_all(pattern)
             if not inputs:
                 raise CommandError(f"no SDFS files match {pattern}; put some images first")
         if self.sched is not sched:
@@ -626,10 +627,10 @@ class InferenceService:
         deadline = trio.current_time() + OUTPUT_WAIT
         while True:
             try:
-                await self.sdfs.get(name, local)
+                await self.sdfs.client.get(name, local)
                 break
-            except CommandError as e:
-                if "no such SDFS file" not in str(e) or trio.current_time() > deadline:
+            except NotFound:
+                if trio.current_time() > deadline:
                     raise
                 await trio.sleep(0.5)
         with local.open() as f:
@@ -682,15 +683,13 @@ class InferenceService:
         """The model's weights from SDFS, cached by version; None if SDFS has none."""
         name = weights_sdfs_name(model)
         try:
-            info = await self.sdfs.ls(name)
-        except CommandError as e:
-            if "no such SDFS file" in str(e):
-                return None
-            raise
-        path = self.cache / "weights" / f"{model}-v{info['versions'][0]}.pth"
+            info = await self.sdfs.client.ls(name)
+        except NotFound:
+            return None
+        path = self.cache / "weights" / f"{model}-v{info.versions[0]}.pth"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            await self.sdfs.get(name, path)
+            await self.sdfs.client.get(name, path)
         return path
 
     async def _inputs(self, names: list[str]) -> list[Path]:
@@ -707,7 +706,7 @@ class InferenceService:
                 return
             async with limiter:
                 target = fetch_dir / f"{disk_name(name)}"
-                await self.sdfs.get(name, target)
+                await self.sdfs.client.get(name, target)
                 paths[i] = target
 
         async with trio.open_nursery() as n:

@@ -46,6 +46,12 @@ class ClusterView(Protocol):
 
     async def call(self, name: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any: ...
 
+    async def call_leader(
+        self, request: Any, timeout: float = RPC_TIMEOUT, window: float = LEADER_RETRY_WINDOW
+    ) -> Any:
+        """``request`` to the leader, retried across changes of leader (:func:`call_leader`)."""
+        ...
+
 
 async def call_leader(
     view: ClusterView,

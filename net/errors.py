@@ -13,9 +13,10 @@ same type on the caller's side, so a typed error survives a hop to the leader.
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from net.messages import ErrorReply, Failure
+if TYPE_CHECKING:  # the wire layer (msgpack) is imported only where failures travel
+    from net.messages import ErrorReply, Failure
 
 T = TypeVar("T")
 
@@ -62,21 +63,40 @@ _BY_KIND: dict[int, type[ClusterError]] = {
 }
 
 
+def error_kind(value: int) -> ErrorKind:
+    """The kind a peer sent; FAILED for a number this version does not know."""
+    try:
+        return ErrorKind(value)
+    except ValueError:
+        return ErrorKind.FAILED
+
+
+def typed_error(kind: int, text: str) -> ClusterError:
+    """The ClusterError subclass for ``kind`` (ClusterError itself for FAILED or unknown)."""
+    return _BY_KIND.get(kind, ClusterError)(text)
+
+
 def to_failure(error: ClusterError) -> Failure:
+    from net.messages import Failure
+
     return Failure(int(error.kind), str(error))
 
 
 def from_failure(reply: Failure | ErrorReply) -> ClusterError:
     """The typed error a Failure (or a plain ErrorReply) stands for."""
+    from net.messages import ErrorReply
+
     if isinstance(reply, ErrorReply):
         return ClusterError(reply.error)
-    return _BY_KIND.get(reply.kind, ClusterError)(reply.error)
+    return typed_error(reply.kind, reply.error)
 
 
 def expect(reply: Any, cls: type[T], what: str) -> T:
     """``reply`` if it is a ``cls``; raise the error it carries otherwise.
 
     ``what`` names the request for a person ("locate images/a.jpg")."""
+    from net.messages import ErrorReply, Failure
+
     if isinstance(reply, cls):
         return reply
     if isinstance(reply, (Failure, ErrorReply)):

@@ -21,3 +21,17 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     raise AssertionError("unreachable")
+
+
+def throttled(progress: Progress, interval: float, clock: Callable[[], float]) -> Progress:
+    """``progress``, called at most every ``interval`` seconds (and always at the end)."""
+    last = [-interval]
+
+    def report(done: int, total: int, label: str) -> None:
+        now = clock()
+        if done < total and now - last[0] < interval:
+            return
+        last[0] = now
+        progress(done, total, label)
+
+    return report

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from config.topology import ClusterConfig, Node
-from console.commands import CommandError, check, help_text
 from inference.service import INFERENCE_REQUESTS, InferenceService
 from membership.core import MembershipCore
 from membership.service import MembershipService
 from net.codec import Codec
+from net.errors import ClusterError, Conflict, NotReady
 from net.messages import (
     ConsoleProgress,
     ConsoleReply,
@@ -35,13 +34,15 @@ from net.messages import (
     PutStream,
     SnapshotRequest,
 )
+from net.progress import Progress, throttled
 from net.rpc import Connection, RpcError, RpcServer, call, frame_codec
 from net.transport import Address, MeteredTransport, UdpTransport
+from node import commands
+from node.commands import CommandError, Context, Parsed, Where
 from sdfs.service import SDFS_REQUESTS, SdfsService
 from sdfs.transfer import make_transfer
 from sdfs.transfer_server import TransferServer
 
-Progress = Callable[[int, int, str], None]
 # Console progress frames go out at most this often.
 PROGRESS_INTERVAL = 0.25
 
@@ -96,6 +97,7 @@ class NodeApp:
             data_dir,
             logging.getLogger(f"inference.{me.name}"),
         )
+        self.context = Context(self.sdfs.client, self, self._inference_command)
         self.transport: MeteredTransport | None = None
         self.membership: MembershipService | None = None
         self._join_scope: trio.CancelScope | None = None
@@ -162,7 +164,7 @@ class NodeApp:
                     if attempts > 1:
                         self.log.warning("%s joined after %d attempts", self.me.name, attempts)
                     break
-                except CommandError as e:
+                except ClusterError as e:
                     # Say it once (and again if the reason changes), not at every retry.
                     level = logging.DEBUG if str(e) == last_error else logging.WARNING
                     self.log.log(level, "%s; retrying every %.0f s or less", e, JOIN_RETRY_MAX)
@@ -174,18 +176,18 @@ class NodeApp:
     async def join(self) -> None:
         async with self._join_lock:
             if self.core.active:
-                raise CommandError(f"{self.me.name} is already a member")
+                raise Conflict(f"{self.me.name} is already a member")
             assert self.membership is not None
             request = JoinRequest(self.me.name, self.me.host, self.me.port, self.core.incarnation)
             host, port = self.config.introducer
             try:
                 reply = await call(self.config.introducer, self.frames, request, INTRODUCER_TIMEOUT)
             except RpcError as e:
-                raise CommandError(f"cannot join: introducer {host}:{port}: {e}") from None
+                raise NotReady(f"cannot join: introducer {host}:{port}: {e}") from None
             if isinstance(reply, ErrorReply):
-                raise CommandError(f"introducer refused the join: {reply.error}")
+                raise ClusterError(f"introducer refused the join: {reply.error}")
             if not isinstance(reply, MembershipSnapshot):
-                raise CommandError(f"introducer sent {type(reply).__name__}, not a snapshot")
+                raise ClusterError(f"introducer sent {type(reply).__name__}, not a snapshot")
             await self.membership.join(reply.members)
 
     async def leave(self) -> None:
@@ -193,7 +195,7 @@ class NodeApp:
             self._join_scope.cancel()
         async with self._join_lock:
             if not self.core.active:
-                raise CommandError(f"{self.me.name} is not a member; use 'join'")
+                raise Conflict(f"{self.me.name} is not a member; use 'join'")
             assert self.membership is not None
             await self.membership.leave()
 
@@ -214,18 +216,19 @@ class NodeApp:
         return await self.transfers.handle(request, conn)
 
     async def _console_request(self, request: ConsoleRequest, conn: Connection) -> ConsoleReply:
-        """Run a console command, streaming progress frames to the client meanwhile."""
-        last = [0.0]
+        """Run a console command for a remote console, streaming progress frames meanwhile.
+
+        Commands that read or write a LOCAL path are refused: the console runs those
+        itself and streams the bytes, so this node never opens a path named in a
+        request."""
         pending: list[ConsoleProgress] = []
         wake = trio.Event()
 
-        def progress(done: int, total: int, label: str) -> None:
-            now = trio.current_time()
-            if done < total and now - last[0] < PROGRESS_INTERVAL:
-                return
-            last[0] = now
+        def send(done: int, total: int, label: str) -> None:
             pending[:] = [ConsoleProgress(done, total, label)]
             wake.set()
+
+        progress = throttled(send, PROGRESS_INTERVAL, trio.current_time)
 
         async def sender() -> None:
             nonlocal wake
@@ -238,89 +241,73 @@ class NodeApp:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sender)
             try:
-                data = await self.execute(request.command, list(request.args), progress)
+                parsed = commands.parse(request.command, list(request.args))
+                if parsed.where is Where.CONSOLE:
+                    raise CommandError(
+                        f"{parsed.command.name} reads or writes a file where the console runs, "
+                        "so the console does it and streams the bytes; nodes never open a "
+                        "local path named in a request"
+                    )
+                data = await self._run(parsed, progress)
                 reply = ConsoleReply(True, data)
             except CommandError as e:
                 reply = ConsoleReply(False, {}, str(e))
             nursery.cancel_scope.cancel()
         return reply
 
-    async def execute(
-        self, command: str, args: list[str], progress: Progress | None = None
-    ) -> dict[str, Any]:
-        """Run one console command; CommandError carries a one-line reason."""
-        cmd = check(command, args)
-        if cmd.local and command != "help":
-            raise CommandError(f"{command} is a console command; nodes do not run it")
-        if cmd.test_mode_only and not self.test_mode:
-            raise CommandError(f"{command} is only available in test mode (start the node with -t)")
-        if command == "join":
-            await self.join()
-            return {"ok": True}
-        if command == "leave":
-            await self.leave()
-            return {"ok": True}
-        if command == "list_mem":
-            return self.list_mem()
-        if command == "list_self":
-            return {
-                "name": self.me.name,
-                "host": self.me.host,
-                "port": self.me.port,
-                "incarnation": self.core.incarnation,
-                "member": self.core.active,
-            }
-        if command == "bps":
-            assert self.transport is not None
-            sent, received = self.transport.rates()
-            return {
-                "bytes_sent_per_s": round(sent, 1),
-                "bytes_received_per_s": round(received, 1),
-                "bytes_sent": self.transport.sent.total,
-                "bytes_received": self.transport.received.total,
-                "dropped_out": self.transport.dropped_out,
-                "dropped_in": self.transport.dropped_in,
-            }
-        if command == "fpr":
-            s = self.core.stats
-            return {
-                "false_positive_rate": s.false_positives / s.pings_sent if s.pings_sent else 0.0,
-                "pings_sent": s.pings_sent,
-                "false_positives": s.false_positives,
-                "suspected_self": s.suspected_self,
-                "declared_failed_self": s.declared_failed_self,
-            }
-        if cmd.group == "sdfs":
-            return await self._sdfs_command(command, args, progress)
-        if cmd.group == "inference":
-            return await self.inference.command(command, args)
-        if command == "help":
-            return {"help": help_text(args[0] if args else None)}
-        raise CommandError(f"{command} is not handled by nodes")  # pragma: no cover
+    async def execute(self, parsed: Parsed, progress: Progress | None = None) -> dict[str, Any]:
+        """Run a command typed at this node's own console; CommandError carries a one-line
+        reason.  LOCAL paths name files on this machine, as for any console."""
+        return await self._run(parsed, progress)
 
-    async def _sdfs_command(
-        self, command: str, args: list[str], progress: Progress | None
-    ) -> dict[str, Any]:
-        s = self.sdfs
-        if command == "put":
-            return await s.put(_local(args[0]), args[1], progress)
-        if command == "put-dir":
-            return await s.put_dir(_local(args[0]), args[1], progress)
-        if command == "get":
-            return await s.get(args[0], _local(args[1]), progress)
-        if command == "delete":
-            return await s.delete(args[0])
-        if command == "ls":
-            return await s.ls(args[0])
-        if command == "ls-all":
-            return await s.ls_all(args[0] if args else "*")
-        if command == "store":
-            return s.stored()
-        if command == "get-versions":
-            if not args[1].isdigit():
-                raise CommandError(f"N must be a whole number, got {args[1]!r}")
-            return await s.get_versions(args[0], int(args[1]), _local(args[2]))
-        raise CommandError(f"{command} is not an SDFS command")  # pragma: no cover
+    async def _run(self, parsed: Parsed, progress: Progress | None) -> dict[str, Any]:
+        name = parsed.command.name
+        if parsed.where is Where.SHELL:
+            if name != "help":
+                raise CommandError(f"{name} is a console command; nodes do not run it")
+            return {"help": commands.help_text(*parsed.values)}
+        return await commands.run(parsed, self.context, progress)
+
+    # --- what the command table's handlers use (node.commands.NodeOps) ------------
+
+    async def _inference_command(self, command: str, args: list[str]) -> dict[str, Any]:
+        if command.startswith("C4 "):
+            command, args = "C4", [command.removeprefix("C4 "), *args]
+        return await self.inference.command(command, args)
+
+    def list_self(self) -> dict[str, Any]:
+        return {
+            "name": self.me.name,
+            "host": self.me.host,
+            "port": self.me.port,
+            "incarnation": self.core.incarnation,
+            "member": self.core.active,
+        }
+
+    def bps(self) -> dict[str, Any]:
+        assert self.transport is not None
+        sent, received = self.transport.rates()
+        return {
+            "bytes_sent_per_s": round(sent, 1),
+            "bytes_received_per_s": round(received, 1),
+            "bytes_sent": self.transport.sent.total,
+            "bytes_received": self.transport.received.total,
+            "dropped_out": self.transport.dropped_out,
+            "dropped_in": self.transport.dropped_in,
+        }
+
+    def fpr(self) -> dict[str, Any]:
+        s = self.core.stats
+        return {
+            "false_positive_rate": s.false_positives / s.pings_sent if s.pings_sent else 0.0,
+            "pings_sent": s.pings_sent,
+            "false_positives": s.false_positives,
+            "suspected_self": s.suspected_self,
+            "declared_failed_self": s.declared_failed_self,
+        }
+
+    def stored(self) -> dict[str, Any]:
+        return {"node": self.me.name, "files": self.sdfs.store.names()}
 
     def list_mem(self) -> dict[str, Any]:
         members = self.core.live_members() if self.core.active else []
@@ -338,10 +325,3 @@ class NodeApp:
                 for m in members
             ],
         }
-
-
-def _local(path: str) -> Path:
-    """A LOCAL argument: relative to this process's directory, ~ expanded."""
-    if "\0" in path:
-        raise CommandError("local path contains a NUL character")
-    return Path(path).expanduser()

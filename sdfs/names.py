@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from urllib.parse import quote, unquote
 
+from net.errors import Invalid
+
 MAX_NAME_BYTES = 200  # quoted, plus a version suffix, stays under NAME_MAX (255)
 
 
-class BadName(ValueError):
+class BadName(Invalid, ValueError):
     """An SDFS name that cannot be used; the message is one line for a person."""
 
 

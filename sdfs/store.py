@@ -46,13 +46,21 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
+from net.errors import ClusterError, ErrorKind
 from net.messages import VersionRecord, VersionState
 from sdfs.durable import fsync_dir, fsync_file, sha256_file
 from sdfs.names import check_name, disk_name, from_disk_name
 
 
-class StoreError(Exception):
+class StoreError(ClusterError):
     """A replica operation that cannot be done; the message is one line for a person."""
+
+
+class VersionTaken(StoreError):
+    """The version number is already bound to another put (two puts raced a change of
+    leader and were granted the same number): the writer asks for a fresh one."""
+
+    kind = ErrorKind.CONFLICT
 
 
 def relative_data_path(name: str, version: int) -> str:
@@ -237,7 +245,7 @@ class ReplicaStore:
                 existing = self._index.get(record.name, {}).get(record.version)
                 if existing is not None:
                     if existing.put_id != record.put_id:
-                        raise StoreError(
+                        raise VersionTaken(
                             f"{record.name} v{record.version} already belongs to another put"
                         )
                     return existing  # a retry of the same put: nothing to do

@@ -17,11 +17,12 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from console.commands import CommandError
 from console.repl import run_interactive
+from node.commands import CommandError, Parsed
 
 
-async def execute(command: str, args: list[str], progress: Any = None) -> dict[str, Any]:
+async def execute(parsed: Parsed, progress: Any = None) -> dict[str, Any]:
+    command = parsed.command.name
     if command == "join":
         await trio.sleep(30)
         return {"ok": True}

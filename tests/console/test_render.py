@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from console.commands import COMMANDS, help_text
 from console.render import RENDERERS, fmt_value, render, render_generic
+from node.commands import COMMANDS, help_text
 
 
 def members(*rows: tuple[str, int, str, int]) -> list[dict[str, Any]]:

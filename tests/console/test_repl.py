@@ -12,8 +12,8 @@ from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 from trio.testing import wait_all_tasks_blocked
 
-from console.commands import CommandError, check
 from console.repl import CommandCompleter, InteractiveConsole
+from node.commands import CommandError, Parsed, Where, parse
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -22,8 +22,9 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str]]] = []
 
-    async def __call__(self, command: str, args: list[str], progress: Any = None) -> dict[str, Any]:
-        self.calls.append((command, args))
+    async def __call__(self, parsed: Parsed, progress: Any = None) -> dict[str, Any]:
+        command = parsed.command.name
+        self.calls.append((command, [str(v) for v in parsed.values]))
         if command == "leave":
             raise CommandError("H1 is not a member; use 'join'")
         if command == "list_mem":
@@ -94,7 +95,7 @@ async def test_exit_and_quit_end_the_console(tmp_path: Path, line: str) -> None:
 
 
 def test_exit_and_quit_are_console_commands() -> None:
-    assert check("exit", []).local and check("quit", []).local
+    assert parse("exit", []).where is Where.SHELL and parse("quit", []).where is Where.SHELL
 
 
 async def test_a_cancelled_command_reports_the_interrupt(tmp_path: Path) -> None:
@@ -131,7 +132,7 @@ def test_completion_of_arguments() -> None:
 
 def test_local_path_arguments_complete_to_paths(tmp_path: Path) -> None:
     # No command takes a LOCAL argument yet (put/get will); build one to check.
-    from console.commands import COMMANDS, Arg, Command
+    from node.commands import COMMANDS, Arg, Command
 
     COMMANDS["put_test"] = Command("put_test", "x", (Arg("LOCAL", "a file"),))
     try:

@@ -1,0 +1,177 @@
+"""Moving one version's bytes to replicas and having them take it: shared by puts and repairs.
+
+A copy has two steps.  :func:`push` moves the bytes into each target's incoming
+directory under a fresh random name, reading the file once per transport (over tcp,
+one stream feeds every target); it returns the SHA-256 of what each target received.
+:func:`ingest` then asks each target to store that arrival as a given record (the
+target checks the size, and the SHA-256 unless its transfer server verified the
+arrival already).  The put coordinator (``sdfs.putcoord``) and the leader's repair
+orders (``sdfs.replica``) both build on these.
+
+:class:`PeerDirectory` learns, once per member, where it keeps incoming files and its
+store (``PeerInfoRequest``), which both transports need.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from config.topology import ClusterConfig
+from membership.peers import ClusterView
+from net.errors import ErrorKind, error_kind
+from net.messages import (
+    ErrorReply,
+    Failure,
+    Ingest,
+    PeerInfo,
+    PeerInfoRequest,
+    StoreAck,
+    VersionRecord,
+)
+from net.progress import Progress
+from net.rpc import RPC_TIMEOUT, RpcError
+from sdfs.putcoord import NodeError
+from sdfs.transfer import Peer, Transfer, TransferError, TransferResult
+
+# A request that hashes or copies a file gets RPC_TIMEOUT plus this much time per
+# byte: a pessimistic disk or link speed, so a large file is not given up on early.
+BYTES_PER_SECOND_FLOOR = 20e6
+
+# Which transport moves bytes to (or from) a member: the node's own transfer, a local
+# copy for itself, or tcp for everyone from a console outside the cluster.
+Transfers = Callable[[str], Transfer]
+
+
+def io_timeout(size: int) -> float:
+    return RPC_TIMEOUT + size / BYTES_PER_SECOND_FLOOR
+
+
+def reply_error(reply: Any) -> NodeError:
+    """A refusal as a NodeError (typed when the replica said what kind it was)."""
+    if isinstance(reply, Failure):
+        return NodeError(error_kind(reply.kind), reply.error)
+    if isinstance(reply, (StoreAck, ErrorReply)):
+        return NodeError(ErrorKind.FAILED, reply.error)
+    return NodeError(ErrorKind.FAILED, f"unexpected {type(reply).__name__}")
+
+
+class PeerDirectory:
+    """Where each member keeps files, asked once per member and forgotten when it changes."""
+
+    def __init__(self, view: ClusterView, config: ClusterConfig) -> None:
+        self.view = view
+        self.config = config
+        self._peers: dict[str, Peer] = {}
+
+    def forget(self, name: str) -> None:
+        self._peers.pop(name, None)
+
+    async def peer(self, name: str) -> Peer:
+        peer = self._peers.get(name)
+        if peer is None:
+            reply = await self.view.call(name, PeerInfoRequest())
+            if not isinstance(reply, PeerInfo):
+                raise TransferError(f"{name} did not say where it keeps files")
+            host, port = self.view.address(name)
+            node = self.config.node_named(name)
+            peer = Peer(
+                name=name,
+                host=host,
+                port=port,
+                ssh_port=node.ssh_port if node else None,
+                incoming_dir=reply.incoming_dir,
+                store_dir=reply.store_dir,
+            )
+            self._peers[name] = peer
+        return peer
+
+
+def reporter(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
+    """A transfer's (done, total) callback that reports under ``label``."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(done, total, label)
+
+
+async def push(
+    peers: PeerDirectory,
+    transfers: Transfers,
+    path: Path,
+    targets: Sequence[str],
+    progress: Progress | None = None,
+) -> tuple[dict[str, str], dict[str, str], dict[str, NodeError]]:
+    """Copy ``path`` into each target's incoming directory.
+
+    Returns (the incoming name of each target that received it, the SHA-256 each of
+    those received, why each other target did not)."""
+    label = f"{path.name} -> {', '.join(targets)}"
+    incoming = {t: uuid.uuid4().hex for t in targets}
+    errors: dict[str, NodeError] = {}
+    found: dict[str, Peer] = {}
+
+    async def look_up(node: str) -> None:
+        try:
+            found[node] = await peers.peer(node)
+        except (TransferError, RpcError) as e:
+            errors[node] = NodeError(ErrorKind.FAILED, str(e))
+
+    async with trio.open_nursery() as nursery:
+        for node in targets:
+            nursery.start_soon(look_up, node)
+    # One group per transport, so each reads the file once for all of its targets.
+    groups: dict[int, tuple[Transfer, list[str]]] = {}
+    for node in targets:
+        if node in found:
+            transfer = transfers(node)
+            groups.setdefault(id(transfer), (transfer, []))[1].append(node)
+    biggest = max(groups.values(), key=lambda g: len(g[1]), default=None)
+    digests: dict[str, str] = {}
+
+    async def one(transfer: Transfer, members: list[str]) -> None:
+        report = reporter(progress, label) if biggest and members is biggest[1] else None
+        pairs = [(found[node], incoming[node]) for node in members]
+        done = await transfer.push_many(path, pairs, report)
+        for node, result in zip(members, done, strict=True):
+            if isinstance(result, TransferResult):
+                digests[node] = result.sha256
+            else:
+                errors[node] = NodeError(ErrorKind.FAILED, str(result))
+
+    async with trio.open_nursery() as nursery:
+        for transfer, members in groups.values():
+            nursery.start_soon(one, transfer, members)
+    return {t: incoming[t] for t in digests}, digests, errors
+
+
+async def ingest(
+    view: ClusterView, record: VersionRecord, incoming: Mapping[str, str]
+) -> tuple[list[str], dict[str, NodeError]]:
+    """Have each node in ``incoming`` store its arrival as ``record``.
+
+    Returns (the nodes that stored it, why each other did not)."""
+    stored: list[str] = []
+    errors: dict[str, NodeError] = {}
+
+    async def one(node: str) -> None:
+        try:
+            reply = await view.call(node, Ingest(record, incoming[node]), io_timeout(record.size))
+        except RpcError as e:
+            errors[node] = NodeError(ErrorKind.FAILED, str(e))
+            return
+        if isinstance(reply, StoreAck) and reply.ok:
+            stored.append(node)
+        else:
+            why = reply_error(reply)
+            errors[node] = NodeError(
+                why.kind, f"refused {record.name} v{record.version}: {why.text}"
+            )
+
+    async with trio.open_nursery() as nursery:
+        for node in incoming:
+            nursery.start_soon(one, node)
+    return sorted(stored), errors

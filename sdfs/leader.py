@@ -1,0 +1,320 @@
+"""The SDFS leader role: the file metadata, version grants, lookups, deletes and repairs.
+
+Only the first live member in ring order acts on these; every node runs the loop
+that notices when it becomes (or stops being) that member.
+
+States (:class:`LeaderState`)::
+
+    FOLLOWER --(we are first in the ring)--> REBUILDING --(inventories in)--> READY
+       ^                                         |                             |
+       +------(someone else is first)------------+-----------------------------+
+
+On becoming leader it asks every live node for its inventory and folds them into
+:class:`~sdfs.metadata.Metadata` (which holds nothing that cannot be rebuilt that
+way); until that is done every leader request is answered NOT_READY, which
+clients retry (``membership.peers.call_leader``).  When READY it grants versions
+(PutBegin), records finished puts (PutDone), answers Locate / ListFiles, deletes
+everywhere (DeleteFile), and re-replicates files that lost copies as soon as a
+failure is detected (and every ``REPAIR_INTERVAL`` besides).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from config.topology import ClusterConfig
+from membership.core import Event
+from membership.peers import ClusterView
+from net.errors import ClusterError, NoQuorum, NotFound, NotReady, to_failure
+from net.messages import (
+    AbortPut,
+    DeleteFile,
+    DeleteReplica,
+    FileList,
+    Inventory,
+    InventoryRequest,
+    ListFiles,
+    Locate,
+    LocatedVersion,
+    Location,
+    PutBegin,
+    PutDone,
+    PutGrant,
+    ReplicateOrder,
+    StoreAck,
+    VersionRecord,
+)
+from net.rpc import RPC_TIMEOUT, RpcError
+from sdfs.copies import io_timeout
+from sdfs.metadata import Metadata, Repair, placement, write_quorum
+from sdfs.names import check_name
+
+LEADER_REQUESTS = (PutBegin, PutDone, Locate, ListFiles, DeleteFile)
+
+# How often the leader checks for under-replicated files besides failure events.
+REPAIR_INTERVAL = 2.0
+# How often expired grants are forgotten.
+GRANT_SWEEP_INTERVAL = 60.0
+
+
+class LeaderState(enum.Enum):
+    FOLLOWER = "follower"
+    REBUILDING = "rebuilding"
+    READY = "ready"
+
+
+class SdfsLeader:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        name: str,
+        view: ClusterView,
+        log: logging.Logger,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.view = view
+        self.log = log
+        self.clock = clock
+        self.replication = config.replication
+        self.state = LeaderState.FOLLOWER
+        self.metadata: Metadata | None = None
+        self.repair_log: list[dict[str, Any]] = []
+        self._reported_lost: set[str] = set()
+        self._wake_repair = trio.Event()
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    # --- life cycle --------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._leadership_loop)
+            nursery.start_soon(self._repair_loop)
+            nursery.start_soon(self._sweep_loop)
+            task_status.started()
+
+    def on_membership_event(self, event: Event) -> None:
+        if event.kind in ("failed", "left"):
+            if self.metadata is not None:
+                self.metadata.node_gone(event.name)
+            self._wake_repair.set()
+        joined = event.kind in ("joined", "rejoined") and event.name != self.name
+        if joined and self.state is LeaderState.READY and self._nursery is not None:
+            self._nursery.start_soon(self._absorb_inventory, event.name)
+        self._changed.set()
+
+    # --- leadership ----------------------------------------------------------------
+
+    async def _leadership_loop(self) -> None:
+        while True:
+            leader = self.view.leader()
+            if leader == self.name and self.state is LeaderState.FOLLOWER:
+                await self._become_leader()
+            elif leader != self.name and self.state is not LeaderState.FOLLOWER:
+                self.log.info("%s is no longer the SDFS leader (now %s)", self.name, leader)
+                self.state, self.metadata = LeaderState.FOLLOWER, None
+            with trio.move_on_after(1.0):
+                await self._changed.wait()
+            self._changed = trio.Event()
+
+    async def _become_leader(self) -> None:
+        self.state = LeaderState.REBUILDING
+        started = self.clock()
+        inventories: dict[str, list[VersionRecord]] = {}
+        silent: list[str] = []
+
+        async def gather(node: str) -> None:
+            try:
+                reply = await self.view.call(node, InventoryRequest(), RPC_TIMEOUT)
+            except RpcError:
+                silent.append(node)
+                return
+            if isinstance(reply, Inventory):
+                inventories[node] = list(reply.records)
+
+        async with trio.open_nursery() as n:
+            for node in self.view.ring():
+                n.start_soon(gather, node)
+        metadata = Metadata(self.replication, self.config.versions_kept)
+        metadata.rebuild(inventories)
+        if self.view.leader() != self.name:  # leadership moved on while we gathered
+            self.state = LeaderState.FOLLOWER
+            return
+        self.metadata = metadata
+        self.state = LeaderState.READY
+        self.log.warning(
+            "%s is the SDFS leader: metadata rebuilt from %d nodes (%d files) in %.2f s%s",
+            self.name,
+            len(inventories),
+            len(metadata.names()),
+            self.clock() - started,
+            f"; no answer from {', '.join(sorted(silent))}" if silent else "",
+        )
+        self._wake_repair.set()
+
+    async def _absorb_inventory(self, node: str) -> None:
+        """A node (re)joined: learn what it holds; tell it what was deleted meanwhile."""
+        try:
+            reply = await self.view.call(node, InventoryRequest())
+        except RpcError:
+            return
+        if not isinstance(reply, Inventory) or self.metadata is None:
+            return
+        for name, tombstone in self.metadata.add_inventory(node, reply.records):
+            with contextlib.suppress(RpcError):
+                await self.view.call(node, DeleteReplica(name, tombstone))
+
+    def _ready(self) -> Metadata:
+        leader = self.view.leader()
+        if leader != self.name:
+            raise NotReady(f"{self.name} is not the leader (the leader is {leader})")
+        if self.state is not LeaderState.READY or self.metadata is None:
+            raise NotReady(f"{self.name} is rebuilding the file metadata")
+        return self.metadata
+
+    # --- requests --------------------------------------------------------------------
+
+    async def handle(self, request: Any) -> Any:
+        try:
+            return await self._handle(request)
+        except ClusterError as e:
+            return to_failure(e)
+
+    def aborted(self, request: AbortPut) -> None:
+        """A writer gave a granted version back (sent to the leader with the replicas)."""
+        if self.metadata is not None:
+            self.metadata.abort(request.put_id)
+
+    async def _handle(self, request: Any) -> Any:
+        metadata = self._ready()
+        if isinstance(request, PutBegin):
+            return self._grant(metadata, request)
+        if isinstance(request, PutDone):
+            metadata.put_done(request.record, request.holders)
+            return StoreAck(True)
+        if isinstance(request, Locate):
+            versions, deleted = metadata.locate(check_name(request.name))
+            live = set(self.view.ring())
+            located = tuple(
+                LocatedVersion(v.record, tuple(sorted(v.holders & live))) for v in versions
+            )
+            return Location(request.name, located, deleted)
+        if isinstance(request, ListFiles):
+            return FileList(tuple(metadata.names(request.pattern or "*")))
+        if isinstance(request, DeleteFile):
+            return await self._delete_everywhere(metadata, check_name(request.name))
+        raise TypeError(f"not a leader request: {type(request).__name__}")
+
+    def _grant(self, metadata: Metadata, request: PutBegin) -> PutGrant:
+        name = check_name(request.name)
+        ring = self.view.ring()
+        w = write_quorum(self.replication)
+        if len(ring) < w:
+            raise NoQuorum(
+                f"only {len(ring)} live node{'s' if len(ring) != 1 else ''}; "
+                f"a put needs {w} (the write quorum)"
+            )
+        put_id = uuid.uuid4().hex
+        version = metadata.grant(name, put_id, self.clock())
+        return PutGrant(name, version, put_id, tuple(placement(name, ring, self.replication)))
+
+    async def _delete_everywhere(self, metadata: Metadata, name: str) -> StoreAck:
+        try:
+            version = metadata.delete(name)
+        except KeyError:
+            raise NotFound(f"no such SDFS file: {name}") from None
+        acks: list[str] = []
+
+        async def tell(node: str) -> None:
+            try:
+                reply = await self.view.call(node, DeleteReplica(name, version))
+            except RpcError:
+                return
+            if isinstance(reply, StoreAck) and reply.ok:
+                acks.append(node)
+
+        ring = self.view.ring()
+        async with trio.open_nursery() as n:
+            for node in ring:
+                n.start_soon(tell, node)
+        w = write_quorum(self.replication)
+        if len(acks) < min(w, len(ring)):
+            raise NoQuorum(f"delete reached only {len(acks)} nodes (need {w})")
+        return StoreAck(True, detail={"version": version, "nodes": sorted(acks)})
+
+    # --- repair --------------------------------------------------------------------------
+
+    async def _repair_loop(self) -> None:
+        while True:
+            with trio.move_on_after(REPAIR_INTERVAL):
+                await self._wake_repair.wait()
+            self._wake_repair = trio.Event()
+            if self.state is not LeaderState.READY or self.metadata is None:
+                continue
+            ring = self.view.ring()
+            lost = set(self.metadata.lost(ring))
+            for name in sorted(lost - self._reported_lost):
+                # Said once per file: when the whole cluster stops, every file is in
+                # this state and its copies are still on the stopped nodes' disks.
+                self.log.warning(
+                    "SDFS file %s has no copy on any live node (its holders failed or left)",
+                    name,
+                )
+            self._reported_lost = lost
+            async with trio.open_nursery() as n:
+                for repair in self.metadata.repairs(ring, self.clock()):
+                    n.start_soon(self._run_repair, repair)
+
+    async def _run_repair(self, repair: Repair) -> None:
+        assert self.metadata is not None
+        started = self.clock()
+        size = sum(r.size for r in repair.records)
+        try:
+            reply = await self.view.call(
+                repair.source,
+                ReplicateOrder(repair.records, repair.targets),
+                io_timeout(size * len(repair.targets)),
+            )
+        except RpcError as e:
+            self.metadata.repair_failed(repair.name)
+            self.log.warning(
+                "re-replication of %s from %s failed: %s", repair.name, repair.source, e
+            )
+            return
+        copied = tuple(reply.detail.get("copied", ())) if isinstance(reply, StoreAck) else ()
+        current: Metadata | None = self.metadata  # leadership may have moved meanwhile
+        if current is None:
+            return
+        current.repaired(repair.name, repair.records, copied)
+        took = self.clock() - started
+        errors = reply.detail.get("errors", {}) if isinstance(reply, StoreAck) else {}
+        self.repair_log.append(
+            {"name": repair.name, "targets": list(copied), "seconds": round(took, 3), "bytes": size}
+        )
+        self.log.warning(
+            "re-replicated %s (%d version%s, %.1f MB) from %s to %s in %.2f s%s",
+            repair.name,
+            len(repair.records),
+            "" if len(repair.records) == 1 else "s",
+            size / 1e6,
+            repair.source,
+            ", ".join(copied) or "nobody",
+            took,
+            f"; failed: {errors}" if errors else "",
+        )
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await trio.sleep(GRANT_SWEEP_INTERVAL)
+            if self.metadata is not None:
+                self.metadata.expire_grants(self.clock())

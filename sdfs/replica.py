@@ -1,0 +1,164 @@
+"""The replica role: what every node does with the versions it stores.
+
+It answers the requests about its own :class:`~sdfs.store.ReplicaStore`: where it
+keeps files (PeerInfoRequest), what it holds (StatRequest, InventoryRequest), taking
+an arrival as a pending version (Ingest), committing or aborting a put
+(CommitVersion, AbortPut), tombstoning a file (DeleteReplica), and copying what it
+holds to other nodes when the leader orders a repair (ReplicateOrder).  It also
+collects what puts that never finished left behind.
+
+A refusal is a :class:`~net.messages.Failure` whose kind says what went wrong (a
+version taken by another put is CONFLICT, so the writer asks for a fresh number).
+Disk work runs through ``run_sync`` (a worker thread by default) so the event loop
+never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from membership.peers import ClusterView
+from net.errors import ClusterError, to_failure
+from net.messages import (
+    AbortPut,
+    CommitVersion,
+    DeleteReplica,
+    Ingest,
+    Inventory,
+    InventoryRequest,
+    PeerInfo,
+    PeerInfoRequest,
+    ReplicateOrder,
+    StatReply,
+    StatRequest,
+    StoreAck,
+    VersionRecord,
+    VersionState,
+)
+from sdfs.copies import PeerDirectory, Transfers, ingest, push
+from sdfs.names import check_name
+from sdfs.store import ReplicaStore, StoreError
+
+RunSync = Callable[..., Awaitable[Any]]
+
+REPLICA_REQUESTS = (
+    PeerInfoRequest,
+    StatRequest,
+    InventoryRequest,
+    Ingest,
+    CommitVersion,
+    AbortPut,
+    DeleteReplica,
+    ReplicateOrder,
+)
+
+# A pending copy whose put never finished, or an arrival never ingested, is dropped
+# after this long (the writer died or gave up long ago).
+PENDING_TTL = 600.0
+GC_INTERVAL = 60.0
+
+
+def committed(record: VersionRecord) -> VersionRecord:
+    return VersionRecord(
+        record.name,
+        record.version,
+        record.put_id,
+        record.size,
+        record.sha256,
+        int(VersionState.COMMITTED),
+    )
+
+
+class Replica:
+    def __init__(
+        self,
+        name: str,
+        store: ReplicaStore,
+        view: ClusterView,
+        peers: PeerDirectory,
+        transfers: Transfers,
+        log: logging.Logger,
+        run_sync: RunSync = trio.to_thread.run_sync,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.view = view
+        self.peers = peers
+        self.transfers = transfers
+        self.log = log
+        self.run_sync = run_sync
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await trio.sleep(GC_INTERVAL)
+            removed = await self.run_sync(self.store.gc_pending, PENDING_TTL)
+            if removed:
+                self.log.info("dropped %d pending copies of puts that never finished", removed)
+            removed = await self.run_sync(self.store.gc_incoming, PENDING_TTL)
+            if removed:
+                self.log.info("dropped %d incoming files that were never ingested", removed)
+
+    async def handle(self, request: Any) -> Any:
+        try:
+            return await self._handle(request)
+        except ClusterError as e:
+            return to_failure(e)
+
+    async def _handle(self, request: Any) -> Any:
+        store = self.store
+        if isinstance(request, PeerInfoRequest):
+            return PeerInfo(self.name, str(store.incoming), str(store.root))
+        if isinstance(request, StatRequest):
+            return StatReply(self.name, tuple(store.records(check_name(request.name))))
+        if isinstance(request, InventoryRequest):
+            return Inventory(self.name, tuple(store.records()))
+        if isinstance(request, Ingest):
+            await self.run_sync(store.ingest, request.record, request.incoming)
+        elif isinstance(request, CommitVersion):
+            name = check_name(request.name)
+            await self.run_sync(store.commit, name, request.version, request.put_id)
+        elif isinstance(request, AbortPut):
+            name = check_name(request.name)
+            await self.run_sync(store.abort, name, request.version, request.put_id)
+        elif isinstance(request, DeleteReplica):
+            await self.run_sync(store.delete, check_name(request.name), request.version)
+        elif isinstance(request, ReplicateOrder):
+            return await self._replicate(request)
+        else:
+            raise TypeError(f"not a replica request: {type(request).__name__}")
+        return StoreAck(True)
+
+    async def _replicate(self, order: ReplicateOrder) -> StoreAck:
+        """Copy committed versions we hold to ``order.targets`` (a leader's repair order)."""
+        errors: dict[str, str] = {}
+        for record in order.records:
+            targets = [t for t in order.targets if t not in errors]
+            if not targets:
+                break
+            record = committed(record)
+            path = self.store.data_path(check_name(record.name), record.version)
+            incoming, digests, failed = await push(self.peers, self.transfers, path, targets)
+            errors.update({t: e.text for t, e in failed.items()})
+            damaged = [t for t, d in digests.items() if d != record.sha256]
+            for t in damaged:
+                errors[t] = (
+                    f"our copy of {record.name} v{record.version} is damaged "
+                    "(its checksum changed); not spreading it"
+                )
+                del incoming[t]
+            _, refused = await ingest(self.view, record, incoming)
+            errors.update({t: e.text for t, e in refused.items()})
+        copied = sorted(t for t in order.targets if t not in errors)
+        return StoreAck(
+            bool(copied),
+            "; ".join(f"{t}: {e}" for t, e in errors.items()),
+            {"copied": copied, "errors": errors},
+        )
+
+
+__all__ = ["REPLICA_REQUESTS", "Replica", "StoreError", "committed"]
