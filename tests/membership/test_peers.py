@@ -9,6 +9,7 @@ asserts exactly when each attempt happened.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -127,6 +128,21 @@ async def test_a_crashed_leader_for_the_whole_window_gives_not_ready(nursery, au
     )
 
 
+async def test_a_leader_behind_a_partition_gives_not_ready_at_the_window(nursery, autojump_clock):
+    w = World(nursery, [OK])
+    w.rpc.partition([H3.address], [H1.address, H2.address])
+    with pytest.raises(NotReady) as caught:
+        await w.peers.call_leader(REQUEST)
+    # Each attempt waits out its 5 s timeout, then the back-off.  The last one starts
+    # at 27.5 with only 2.5 s of the window left, and gets only those.
+    assert w.now() == 30.0
+    assert w.rpc.failures == {"timeout": 6}  # at 0, 5.1, 10.3, 15.7, 21.5, 27.5
+    assert str(caught.value) == (
+        "no leader answered for 30 s (leader H1: 10.0.0.1:8001 did not answer within 2.5 s)"
+    )
+    assert w.h1.asked == []
+
+
 async def test_a_typed_failure_is_raised_at_once_without_retry(nursery, autojump_clock):
     w = World(nursery, [Failure(int(ErrorKind.NOT_FOUND), "no such file: a.jpg")])
     with pytest.raises(NotFound, match=r"^no such file: a\.jpg$"):
@@ -200,6 +216,32 @@ async def test_refresh_is_awaited_between_attempts_and_its_time_counts(autojump_
     ]
 
 
+async def test_the_reason_given_is_the_last_one_even_when_no_leader_is_known(autojump_clock):
+    class ForgetfulView:
+        """Knows H1 until its first call fails, then no leader at all."""
+
+        def __init__(self) -> None:
+            self.known: str | None = "H1"
+
+        def ring(self) -> list[str]:
+            return []
+
+        def leader(self) -> str | None:
+            return self.known
+
+        def address(self, name: str) -> Address:
+            return H1.address
+
+        async def call(self, name: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any:
+            self.known = None
+            raise RpcError("cannot reach 10.0.0.1:8001: Connection refused")
+
+    start = trio.current_time()
+    with pytest.raises(NotReady, match=r"^no leader answered for 2 s \(no leader known\)$"):
+        await call_leader(ForgetfulView(), REQUEST, window=2.0)
+    assert trio.current_time() - start == pytest.approx(1.5)  # 0, .1, .3, .7, 1.5
+
+
 # --- Peers.call ---------------------------------------------------------------------------
 
 
@@ -213,6 +255,20 @@ async def test_a_call_to_itself_goes_to_the_local_handler_not_the_network(nurser
     # Others go over it.
     assert await w.peers.call("H2", REQUEST) == OK
     assert w.rpc.delivered == 1
+
+
+async def test_a_local_handler_that_raises_answers_as_a_remote_one_does(
+    nursery, autojump_clock, caplog
+):
+    caplog.set_level(logging.ERROR, logger="membership.peers")
+    w = World(nursery, [OK])
+
+    async def broken(request: Any, addr: Address) -> Any:
+        raise KeyError("x")
+
+    peers = Peers(w.core, CONFIG, FRAMES, broken, w.rpc.caller(H3.address))
+    assert await peers.call("H3", REQUEST) == ErrorReply("internal error: KeyError: 'x'")
+    assert "local handler failed on ConsoleRequest" in caplog.text
 
 
 async def test_peers_take_the_network_call_unchanged(nursery, autojump_clock):
