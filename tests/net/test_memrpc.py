@@ -244,6 +244,19 @@ async def test_a_request_that_does_not_encode_raises_as_on_tcp(nursery, autojump
     assert echo.finished == [] and net.failed == 0
 
 
+async def test_a_reply_that_does_not_encode_fails_the_test(autojump_clock):
+    # On TCP it takes the RpcServer down; here it raises out of the network's nursery.
+    async def bad(request: Any, addr: Address) -> Any:
+        return object()
+
+    with pytest.raises(ExceptionGroup) as caught:
+        async with trio.open_nursery() as nursery:
+            net = MemoryRpc(nursery)
+            net.serve(B, CODEC, bad)
+            await net.call(B, CODEC, ConsoleRequest("x"))
+    assert caught.group_contains(TypeError)
+
+
 # --- drops and counters -----------------------------------------------------------------
 
 
