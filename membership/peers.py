@@ -9,6 +9,7 @@ rides out a change of leader.  :class:`ClusterView` is that interface;
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -18,9 +19,11 @@ from config.topology import ClusterConfig
 from membership.core import MembershipCore
 from net.codec import Codec
 from net.errors import ErrorKind, NotReady, from_failure
-from net.messages import Failure
+from net.messages import ErrorReply, Failure
 from net.rpc import RPC_TIMEOUT, RpcError, call
 from net.transport import Address
+
+log = logging.getLogger(__name__)
 
 LocalHandler = Callable[[Any, Address], Awaitable[Any]]
 Caller = Callable[[Address, Codec, Any, float], Awaitable[Any]]
@@ -67,15 +70,22 @@ async def call_leader(
     :class:`~net.messages.Failure` is raised as its typed error at once.  After
     ``window`` seconds: :class:`~net.errors.NotReady` with the last reason.  ``refresh``
     is awaited before each retry (a client outside the cluster re-reads membership).
+
+    ``window`` bounds the whole call: an attempt that starts near its end gets only the
+    time that is left, not the full ``timeout``, so the caller hears NotReady after at
+    most ``window`` seconds (plus what ``refresh`` takes).
     """
     deadline = trio.current_time() + window
     delay = LEADER_RETRY_FIRST
     last = "no leader known"
     while True:
         leader = view.leader()
-        if leader is not None:
+        if leader is None:
+            last = "no leader known"
+        else:
+            left = deadline - trio.current_time()
             try:
-                reply = await view.call(leader, request, timeout)
+                reply = await view.call(leader, request, min(timeout, left))
             except RpcError as e:
                 last = f"leader {leader}: {e}"
             else:
@@ -84,7 +94,7 @@ async def call_leader(
                 if reply.kind != ErrorKind.NOT_READY:
                     raise from_failure(reply)
                 last = f"leader {leader}: {reply.error}"
-        if trio.current_time() + delay > deadline:
+        if trio.current_time() + delay >= deadline:  # no attempt with no time left
             raise NotReady(f"no leader answered for {window:g} s ({last})")
         await trio.sleep(delay)
         delay = min(delay * 2, LEADER_RETRY_MAX)
@@ -130,9 +140,19 @@ class Peers:
         return node.address
 
     async def call(self, name: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any:
-        """One request to member ``name``; RpcError if it cannot be reached."""
+        """One request to member ``name``; RpcError if it cannot be reached.
+
+        A request to this node is answered in-process, and answered as the network
+        would: a handler that raises gives ``ErrorReply("internal error: ...")`` (as
+        :class:`net.rpc.RpcServer` does), not an exception in the caller's task, so a
+        caller on the leader sees what a caller elsewhere sees.
+        """
         if name == self.me.name:
-            return await self._local(request, self.me.address)
+            try:
+                return await self._local(request, self.me.address)
+            except Exception as e:
+                log.exception("local handler failed on %s", type(request).__name__)
+                return ErrorReply(f"internal error: {type(e).__name__}: {e}")
         return await self._caller(self.address(name), self.frames, request, timeout)
 
     async def call_leader(

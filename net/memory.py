@@ -3,18 +3,49 @@
 Dozens of members run in one trio process (usually on ``MockClock`` virtual time)
 and talk through :class:`MemoryTransport` endpoints of one :class:`MemoryNetwork`.
 The network drops datagrams with probability ``loss`` and delivers the rest after
-``delay`` seconds; ``partition`` and ``crash`` cut members off.  Nothing here is
-used by a real node.
+``delay`` seconds; ``block`` (a crash) and ``partition`` cut members off.  Nothing
+here is used by a real node.  :mod:`net.memrpc` is the request/response twin, and
+shares :class:`Partition` so one test can cut both at once.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 
 import trio
 
 from net.transport import Address
+
+
+class Partition:
+    """Which addresses can reach which: groups that cannot talk across their cut.
+
+    An address listed in a group reaches only the addresses of its own group and those
+    listed in none; an address listed in none (a client outside the cluster, say) is
+    untouched.  To isolate one member, list it alone and the rest in a second group.
+    """
+
+    def __init__(self) -> None:
+        self._group: dict[Address, int] = {}
+
+    def split(self, groups: Iterable[Iterable[Address]]) -> None:
+        """Replace any earlier partition with ``groups``."""
+        self._group = {}
+        for i, group in enumerate(groups):
+            for addr in group:
+                if addr in self._group:
+                    raise ValueError(f"{addr} is in two groups")
+                self._group[addr] = i
+
+    def heal(self) -> None:
+        self._group = {}
+
+    def cut(self, a: Address, b: Address) -> bool:
+        """Whether ``a`` and ``b`` are on different sides."""
+        ga, gb = self._group.get(a), self._group.get(b)
+        return ga is not None and gb is not None and ga != gb
 
 
 class MemoryNetwork:
@@ -24,6 +55,7 @@ class MemoryNetwork:
         self.rng = random.Random(seed)
         self._endpoints: dict[Address, MemoryTransport] = {}
         self._blocked: set[Address] = set()
+        self._partition = Partition()
         self.delivered = 0
         self.lost = 0
 
@@ -41,8 +73,16 @@ class MemoryNetwork:
     def unblock(self, addr: Address) -> None:
         self._blocked.discard(addr)
 
+    def partition(self, *groups: Iterable[Address]) -> None:
+        """Drop datagrams between different groups (see :class:`Partition`) until ``heal``."""
+        self._partition.split(groups)
+
+    def heal(self) -> None:
+        self._partition.heal()
+
     def _deliver(self, data: bytes, src: Address, dst: Address) -> None:
-        if src in self._blocked or dst in self._blocked:
+        # Checked on arrival: a datagram in flight when the cut happens is lost.
+        if src in self._blocked or dst in self._blocked or self._partition.cut(src, dst):
             self.lost += 1
             return
         if self.loss and self.rng.random() < self.loss:

@@ -171,6 +171,28 @@ async def test_memory_network_block_cuts_both_directions(autojump_clock):
     assert await drain(b) == [b"to b"]
 
 
+async def test_memory_network_partition_cuts_between_groups_until_heal(autojump_clock):
+    c_addr = ("10.0.0.3", 3)
+    outside = ("10.0.0.9", 9)
+    net = MemoryNetwork(delay=1.0)
+    a, b, c, out = (net.endpoint(x) for x in (A, B, c_addr, outside))
+    await a.send(b"in flight", B)  # arrives after the cut: lost
+    net.partition([A], [B, c_addr])
+    await a.send(b"across", B)
+    await b.send(b"same side", c_addr)
+    await out.send(b"from outside", A)  # an address in no group is untouched
+    await trio.sleep(1.0)
+    assert await drain(b) == []
+    assert await drain(c) == [b"same side"]
+    assert await drain(a) == [b"from outside"]
+    net.heal()
+    await a.send(b"healed", B)
+    await trio.sleep(1.0)
+    assert await drain(b) == [b"healed"]
+    with pytest.raises(ValueError, match="in two groups"):
+        net.partition([A], [A, B])
+
+
 async def test_memory_network_full_inbox_drops_like_udp(autojump_clock):
     net = MemoryNetwork()
     a, b = net.endpoint(A), net.endpoint(B)
