@@ -38,8 +38,8 @@ LEADER_RETRY_FIRST = 0.1
 LEADER_RETRY_MAX = 1.0
 
 
-class ClusterView(Protocol):
-    """What a service or a client needs to know about the members and to reach them."""
+class Members(Protocol):
+    """The members and how to reach each one: what :func:`call_leader` needs."""
 
     def ring(self) -> list[str]: ...
 
@@ -49,6 +49,10 @@ class ClusterView(Protocol):
 
     async def call(self, name: str, request: Any, timeout: float = RPC_TIMEOUT) -> Any: ...
 
+
+class ClusterView(Members, Protocol):
+    """What a service or a client needs to know about the members and to reach them."""
+
     async def call_leader(
         self, request: Any, timeout: float = RPC_TIMEOUT, window: float = LEADER_RETRY_WINDOW
     ) -> Any:
@@ -57,7 +61,7 @@ class ClusterView(Protocol):
 
 
 async def call_leader(
-    view: ClusterView,
+    view: Members,
     request: Any,
     timeout: float = RPC_TIMEOUT,
     window: float = LEADER_RETRY_WINDOW,
