@@ -34,6 +34,7 @@ from pathlib import Path
 import trio
 
 from membership.peers import ClusterView
+from net.blocking import Blocking, to_thread
 from net.errors import ClusterError, Invalid, NotFound, expect, typed_error
 from net.messages import (
     AbortPut,
@@ -112,6 +113,7 @@ class SdfsClient:
         client_name: str = "console",
         prefer: str | None = None,
         log: logging.Logger | None = None,
+        blocking: Blocking = to_thread,
     ) -> None:
         self.view = view
         self.peers = peers
@@ -121,6 +123,7 @@ class SdfsClient:
         # A holder to read from first: the node this client runs in, if any.
         self.prefer = prefer
         self.log = log or logging.getLogger("sdfs.client")
+        self.blocking = blocking
 
     # --- puts ------------------------------------------------------------------------
 
@@ -315,7 +318,7 @@ class SdfsClient:
                 parts.append(part)
                 await self._fetch(v.record, v.holders, part, None)
             versions = [v.record.version for v in chosen]
-            await trio.to_thread.run_sync(_concatenate, name, versions, parts, tmp)
+            await self.blocking.run(_concatenate, name, versions, parts, tmp)
             os.replace(tmp, local)
         except OSError as e:
             raise ClusterError(f"cannot write {local}: {e.strerror or e}") from None

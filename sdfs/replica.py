@@ -9,19 +9,20 @@ collects what puts that never finished left behind.
 
 A refusal is a :class:`~net.messages.Failure` whose kind says what went wrong (a
 version taken by another put is CONFLICT, so the writer asks for a fresh number).
-Disk work runs through ``run_sync`` (a worker thread by default) so the event loop
+Disk work runs through ``blocking`` (a worker thread by default; inline on virtual
+time in tests) so the event loop
 never waits on the disk.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from membership.peers import ClusterView
+from net.blocking import Blocking, to_thread
 from net.errors import ClusterError, to_failure
 from net.messages import (
     AbortPut,
@@ -41,9 +42,7 @@ from net.messages import (
 )
 from sdfs.copies import PeerDirectory, Transfers, ingest, push
 from sdfs.names import check_name
-from sdfs.store import ReplicaStore, StoreError
-
-RunSync = Callable[..., Awaitable[Any]]
+from sdfs.store import ReplicaStore
 
 REPLICA_REQUESTS = (
     PeerInfoRequest,
@@ -82,7 +81,7 @@ class Replica:
         peers: PeerDirectory,
         transfers: Transfers,
         log: logging.Logger,
-        run_sync: RunSync = trio.to_thread.run_sync,
+        blocking: Blocking = to_thread,
     ) -> None:
         self.name = name
         self.store = store
@@ -90,16 +89,16 @@ class Replica:
         self.peers = peers
         self.transfers = transfers
         self.log = log
-        self.run_sync = run_sync
+        self.blocking = blocking
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             await trio.sleep(GC_INTERVAL)
-            removed = await self.run_sync(self.store.gc_pending, PENDING_TTL)
+            removed = await self.blocking.run(self.store.gc_pending, PENDING_TTL)
             if removed:
                 self.log.info("dropped %d pending copies of puts that never finished", removed)
-            removed = await self.run_sync(self.store.gc_incoming, PENDING_TTL)
+            removed = await self.blocking.run(self.store.gc_incoming, PENDING_TTL)
             if removed:
                 self.log.info("dropped %d incoming files that were never ingested", removed)
 
@@ -118,15 +117,15 @@ class Replica:
         if isinstance(request, InventoryRequest):
             return Inventory(self.name, tuple(store.records()))
         if isinstance(request, Ingest):
-            await self.run_sync(store.ingest, request.record, request.incoming)
+            await self.blocking.run(store.ingest, request.record, request.incoming)
         elif isinstance(request, CommitVersion):
             name = check_name(request.name)
-            await self.run_sync(store.commit, name, request.version, request.put_id)
+            await self.blocking.run(store.commit, name, request.version, request.put_id)
         elif isinstance(request, AbortPut):
             name = check_name(request.name)
-            await self.run_sync(store.abort, name, request.version, request.put_id)
+            await self.blocking.run(store.abort, name, request.version, request.put_id)
         elif isinstance(request, DeleteReplica):
-            await self.run_sync(store.delete, check_name(request.name), request.version)
+            await self.blocking.run(store.delete, check_name(request.name), request.version)
         elif isinstance(request, ReplicateOrder):
             return await self._replicate(request)
         else:
@@ -159,6 +158,3 @@ class Replica:
             "; ".join(f"{t}: {e}" for t, e in errors.items()),
             {"copied": copied, "errors": errors},
         )
-
-
-__all__ = ["REPLICA_REQUESTS", "Replica", "StoreError", "committed"]

@@ -21,9 +21,11 @@ import trio
 
 from config.topology import ClusterConfig, Node
 from membership.core import Event, MembershipCore
-from membership.peers import Peers
+from membership.peers import Caller, Peers
+from net.blocking import Blocking, to_thread
 from net.codec import Codec
 from net.messages import AbortPut
+from net.rpc import call
 from net.transport import Address
 from sdfs.client import SdfsClient
 from sdfs.copies import PeerDirectory
@@ -45,6 +47,9 @@ class SdfsService:
         frames: Codec,
         transfer: Transfer,
         logger: logging.Logger | None = None,
+        *,
+        caller: Caller = call,
+        blocking: Blocking = to_thread,
     ) -> None:
         self.me = me
         self.membership = membership
@@ -55,10 +60,12 @@ class SdfsService:
         self.local: Transfer = transfer if isinstance(transfer, TcpTransfer) else LocalTransfer()
         self.log = logger or logging.getLogger(f"sdfs.{me.name}")
         self.store = ReplicaStore(root, keep=config.versions_kept)
-        self.peers = Peers(membership, config, frames, self.handle)
+        # caller and blocking are seams for tests on virtual time (net.memrpc,
+        # net.blocking.inline); a node uses TCP and worker threads.
+        self.peers = Peers(membership, config, frames, self.handle, caller)
         self.directory = PeerDirectory(self.peers, config)
         self.replica = Replica(
-            me.name, self.store, self.peers, self.directory, self.transfer_for, self.log
+            me.name, self.store, self.peers, self.directory, self.transfer_for, self.log, blocking
         )
         self.leader = SdfsLeader(config, me.name, self.peers, self.log)
         self.client = SdfsClient(
@@ -69,6 +76,7 @@ class SdfsService:
             client_name=me.name,
             prefer=me.name,
             log=self.log,
+            blocking=blocking,
         )
 
     def transfer_for(self, node: str) -> Transfer:
