@@ -162,4 +162,7 @@ class Peers:
     async def call_leader(
         self, request: Any, timeout: float = RPC_TIMEOUT, window: float = LEADER_RETRY_WINDOW
     ) -> Any:
+        if not self.core.active:
+            # Not waiting out the window: nothing changes until someone types join.
+            raise NotReady(f"{self.me.name} is not in the cluster; use 'join' first")
         return await call_leader(self, request, timeout, window)

@@ -282,3 +282,22 @@ async def test_an_unknown_member_is_an_rpc_error(nursery, autojump_clock):
     w = World(nursery, [OK])
     with pytest.raises(RpcError, match="unknown node H9"):
         await w.peers.call("H9", REQUEST)
+
+
+async def test_a_node_outside_the_cluster_is_told_at_once_not_after_the_window(autojump_clock):
+    """Nothing changes for a node that left until someone types join: no 30 s wait."""
+    core = MembershipCore(H3, CONFIG.membership, CONFIG.ring_index())  # never joined
+    rpc_calls: list[Any] = []
+
+    async def never(addr: Address, frames: Any, request: Any, timeout: float) -> Any:
+        rpc_calls.append(request)
+        raise AssertionError("no request should leave a node that is not a member")
+
+    async def local(request: Any, addr: Address) -> Any:
+        raise AssertionError("not a member: nothing to ask itself either")
+
+    peers = Peers(core, CONFIG, FRAMES, local, never)
+    start = trio.current_time()
+    with pytest.raises(NotReady, match=r"^H3 is not in the cluster; use 'join' first$"):
+        await peers.call_leader(REQUEST)
+    assert trio.current_time() == start and rpc_calls == []
