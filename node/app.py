@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,12 @@ from net.messages import (
     PutStream,
     SnapshotRequest,
 )
+from net.progress import Progress
 from net.rpc import Connection, RpcError, RpcServer, call, frame_codec
 from net.transport import Address, MeteredTransport, UdpTransport
 from sdfs.service import SDFS_REQUESTS, SdfsService
-from sdfs.transfer import make_transfer
-from sdfs.transfer_server import TransferServer
+from sdfs.transfer import TransferServer, make_transfer
 
-Progress = Callable[[int, int, str], None]
 # Console progress frames go out at most this often.
 PROGRESS_INTERVAL = 0.25
 

@@ -111,13 +111,6 @@ SDFS_REQUESTS = (
 )
 
 
-def _reporter(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
-    """A transfer's (done, total) callback that reports under ``label``."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(done, total, label)
-
-
 def _io_timeout(size: int) -> float:
     return RPC_TIMEOUT + size / BYTES_PER_SECOND_FLOOR
 
@@ -519,9 +512,9 @@ class SdfsService:
         biggest = max(groups.values(), key=lambda g: len(g[1]), default=None)
 
         async def one(transfer: Transfer, members: list[tuple[str, Peer]]) -> None:
-            report = _reporter(progress, label) if biggest and members is biggest[1] else None
+            report = progress if biggest and members is biggest[1] else None
             pairs = [(peer, incoming[node]) for node, peer in members]
-            done = await transfer.push_many(path, pairs, report)
+            done = await transfer.push_many(path, pairs, report, label=label)
             for (node, _), result in zip(members, done, strict=True):
                 results[node] = result if isinstance(result, TransferResult) else str(result)
 
@@ -776,14 +769,14 @@ class SdfsService:
                 remote = os.path.join(
                     peer.store_dir, relative_data_path(record.name, record.version)
                 )
-                report = _reporter(progress, f"{record.name} <- {node}")
                 # The transfer checks size and checksum before the copy replaces
                 # ``local``: a bad copy never appears there.
                 await self._transfer_for(node).pull(
                     peer,
                     remote,
                     local,
-                    report,
+                    progress,
+                    label=f"{record.name} <- {node}",
                     expected_size=record.size,
                     expected_sha256=record.sha256,
                 )
