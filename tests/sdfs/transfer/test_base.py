@@ -79,6 +79,22 @@ async def test_pull_with_expected_size_reports_total_from_the_start(env: Env) ->
     assert {t for _, t in rec.calls} == {3_000_000}
 
 
+async def test_push_many_reports_once_under_one_label(any_env: Env, tmp_path: Path) -> None:
+    """One progress for the whole fan-out, under the label given (or the default that
+    names every target), whichever transport runs it."""
+    env = any_env
+    src = write(tmp_path / "s.bin", os.urandom(100_000))
+    name = env.peer.name
+    for label, expected in ((None, f"s.bin -> {name}, {name}"), ("mine", "mine")):
+        rec = Recorder()
+        results = await env.transfer.push_many(
+            src, [(env.peer, "a"), (env.peer, "b")], rec, label=label
+        )
+        assert [getattr(r, "sha256", r) for r in results] == [sha256(src)] * 2
+        rec.check(100_000, label=expected)
+    assert sorted(p.name for p in env.incoming.iterdir()) == ["a", "b"]
+
+
 async def test_push_replaces_an_existing_incoming_file(env: Env, tmp_path: Path) -> None:
     write(env.incoming / "n", b"old contents")
     await env.transfer.push(write(tmp_path / "s", b"new"), env.peer, "n")
