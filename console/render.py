@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from net.progress import human_bytes
+
 Renderer = Callable[[Mapping[str, Any]], str]
 
 INDENT = "  "
@@ -240,21 +242,12 @@ def render(command: str, data: Mapping[str, Any]) -> str:
         return render_generic(data)
 
 
-def size_text(n: float) -> str:
-    """Bytes for a person: 512 B, 40.0 MB, 1.2 GB."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"  # pragma: no cover
-
-
 def progress_line(done: int, total: int, label: str) -> str:
     """One line of progress for a long command (a copy, or files of a put-dir)."""
     pct = f" {100 * done / total:5.1f}%" if total else ""
     if label == "files":
         return f"{done} of {total} files{pct}"
-    return f"{label}: {size_text(done)} of {size_text(total)}{pct}"
+    return f"{label}: {human_bytes(done)} of {human_bytes(total)}{pct}"
 
 
 def show_progress(stream: TextIO, done: int, total: int, label: str) -> None:

@@ -196,7 +196,7 @@ class Chunk:
 # retired: a MAC and a msgpack copy per MiB on both sides made a put to 4 replicas cost
 # 4x what one scp does.  Never reuse them.  The bulk of a file now travels unframed
 # between a sealed header and a sealed StreamEnd that carries its CRC-32
-# (sdfs/rawstream.py explains the integrity argument).
+# (sdfs/transfer/rawstream.py explains the integrity argument).
 
 
 @message(tag=73)

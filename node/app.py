@@ -40,8 +40,7 @@ from net.transport import Address, MeteredTransport, UdpTransport
 from node import commands
 from node.commands import CommandError, Context, Parsed, Where
 from sdfs.service import SDFS_REQUESTS, SdfsService
-from sdfs.transfer import make_transfer
-from sdfs.transfer_server import TransferServer
+from sdfs.transfer import TransferServer, make_transfer
 
 # Console progress frames go out at most this often.
 PROGRESS_INTERVAL = 0.25

@@ -56,7 +56,7 @@ from net.messages import (
 from net.progress import Progress
 from net.rpc import RpcError
 from sdfs import putcoord
-from sdfs.copies import PeerDirectory, Transfers, ingest, push, reporter
+from sdfs.copies import PeerDirectory, Transfers, ingest, push
 from sdfs.metadata import read_quorum, write_quorum
 from sdfs.names import check_name
 from sdfs.store import StoreError, relative_data_path
@@ -366,14 +366,14 @@ class SdfsClient:
                 remote = os.path.join(
                     peer.store_dir, relative_data_path(record.name, record.version)
                 )
-                report = reporter(progress, f"{record.name} <- {node}")
                 # The transfer checks size and checksum before the copy replaces
                 # ``local``: a bad copy never appears there.
                 await self.transfers(node).pull(
                     peer,
                     remote,
                     local,
-                    report,
+                    progress,
+                    label=f"{record.name} <- {node}",
                     expected_size=record.size,
                     expected_sha256=record.sha256,
                 )

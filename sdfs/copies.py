@@ -91,13 +91,6 @@ class PeerDirectory:
         return peer
 
 
-def reporter(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
-    """A transfer's (done, total) callback that reports under ``label``."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(done, total, label)
-
-
 async def push(
     peers: PeerDirectory,
     transfers: Transfers,
@@ -133,9 +126,9 @@ async def push(
     digests: dict[str, str] = {}
 
     async def one(transfer: Transfer, members: list[str]) -> None:
-        report = reporter(progress, label) if biggest and members is biggest[1] else None
+        report = progress if biggest and members is biggest[1] else None
         pairs = [(found[node], incoming[node]) for node in members]
-        done = await transfer.push_many(path, pairs, report)
+        done = await transfer.push_many(path, pairs, report, label=label)
         for node, result in zip(members, done, strict=True):
             if isinstance(result, TransferResult):
                 digests[node] = result.sha256

@@ -70,7 +70,7 @@ def relative_data_path(name: str, version: int) -> str:
 
 class Arrivals:
     """Incoming files this process received and checked whole against their sender's
-    checksum (sdfs.transfer_server notes them; thread-safe, bounded).
+    checksum (sdfs.transfer.server notes them; thread-safe, bounded).
 
     ``ingest`` takes a noted file without reading it again: the sender computed the
     record's SHA-256 in the same pass as the checksum that was checked here.  A file

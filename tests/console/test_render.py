@@ -156,3 +156,7 @@ def test_progress_lines() -> None:
         "a.bin -> H2: 20.0 MB of 40.0 MB  50.0%"
     )
     assert progress_line(3, 4, "files") == "3 of 4 files  75.0%"
+    # net.progress.human_bytes: past 1000 GB it counts in TB.
+    assert progress_line(1_500_000_000_000, 3_000_000_000_000, "w") == (
+        "w: 1.5 TB of 3.0 TB  50.0%"
+    )

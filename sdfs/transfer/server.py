@@ -21,7 +21,8 @@ this port is reachable with nothing but the cluster secret.
 A refusal in the middle of an upload is sent at once, before the client has
 finished sending; the server then stops reading and hangs up, after giving the
 client a moment to read the reason (the client looks for it while it sends).
-sdfs.rawstream explains why the bytes travel unframed and how they are checked.
+sdfs.transfer.rawstream explains why the bytes travel unframed and how they are checked.
+The name rules and the atomic writer, shared with the senders, are sdfs.transfer.files.
 """
 
 from __future__ import annotations
@@ -39,20 +40,13 @@ from typing import IO, Any
 import trio
 
 from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
+from net.progress import human_bytes
 from net.rpc import IDLE_TIMEOUT, Connection
-from sdfs import rawstream
 from sdfs.store import Arrivals
-from sdfs.transfer import AtomicWriter, name_problem, path_problem, resolve_inside
+from sdfs.transfer import rawstream
+from sdfs.transfer.files import AtomicWriter, name_problem, path_problem, resolve_inside
 
 log = logging.getLogger(__name__)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 class _Refused(Exception):

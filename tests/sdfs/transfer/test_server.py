@@ -1,0 +1,72 @@
+"""sdfs.transfer.server: what TransferServer refuses on its own, whatever the client
+checked (frames sent by hand where the client would never send them)."""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from pathlib import Path
+
+import pytest
+
+from net.messages import ErrorReply, PutStream, StreamEnd
+from net.rpc import frame_codec
+from sdfs.transfer import Peer, TcpTransfer, TransferError, TransferServer
+from tests.helpers.transfers import SECRET, make_env, node_dirs, raw_client, tcp_server, write
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_tcp_server_refuses_bad_names_itself(tmp_path: Path) -> None:
+    """The server does not trust the client's check."""
+    incoming, store = node_dirs(tmp_path)
+    server = TransferServer(incoming, store, node_name="H2")
+    async with raw_client(server) as conn:
+        await conn.send(PutStream("../escape", 4))
+        reply = await conn.receive()
+    assert "refused" in reply.error and "'/'" in reply.error
+    assert not (incoming.parent / "escape").exists()
+
+
+async def test_tcp_receiver_refuses_bytes_that_do_not_match_the_senders_checksum(
+    tmp_path: Path,
+) -> None:
+    incoming, store = node_dirs(tmp_path)
+    server = TransferServer(incoming, store, node_name="H2")
+    async with raw_client(server) as conn:
+        await conn.send(PutStream("n", 3))
+        await conn.stream.send_all(b"abc")
+        await conn.send(StreamEnd(3, zlib.crc32(b"abd")))  # what the sender meant to send
+        reply = await conn.receive()
+    assert isinstance(reply, ErrorReply) and "arrived damaged" in reply.error
+    assert list(incoming.iterdir()) == []
+    assert not server.arrivals.take(incoming / "n")
+
+
+async def test_tcp_download_through_a_symlink_out_of_the_store_is_refused(tmp_path: Path) -> None:
+    async with make_env("tcp", tmp_path) as env:
+        write(env.store.parent / "outside", b"secret")
+        (env.store / "files" / "link").symlink_to(env.store.parent / "outside")
+        with pytest.raises(TransferError, match=r"H2: refused to send .*not inside the store"):
+            await env.transfer.pull(env.peer, str(env.store / "files" / "link"), env.work / "o")
+        # A symlink that stays inside the store is fine.
+        write(env.store / "files" / "real", b"ok")
+        (env.store / "files" / "alias").symlink_to(env.store / "files" / "real")
+        await env.transfer.pull(env.peer, str(env.store / "files" / "alias"), env.work / "o")
+        assert (env.work / "o").read_bytes() == b"ok"
+
+
+async def test_tcp_disk_full_is_refused_with_the_reason(tmp_path: Path, big_file: Path) -> None:
+    incoming, store = node_dirs(tmp_path)
+    free = shutil.disk_usage(incoming).free
+    # Leave 10 MB usable: the 50 MB upload must be refused before a byte is written,
+    # while the client is already streaming.
+    server = TransferServer(incoming, store, node_name="H2", reserve_bytes=free - 10_000_000)
+    async with tcp_server(server) as port:
+        peer = Peer("H2", "127.0.0.1", port, None, str(incoming), str(store))
+        with pytest.raises(TransferError, match=r"not enough disk space on H2: need 52.4 MB, have"):
+            await TcpTransfer(frame_codec(SECRET)).push(big_file, peer, "n")
+        # A small file still fits.
+        await TcpTransfer(frame_codec(SECRET)).push(write(tmp_path / "s", b"tiny"), peer, "m")
+    assert sorted(p.name for p in incoming.iterdir()) == ["m"]
+    assert server.refused == 1 and server.uploads == 1
