@@ -20,6 +20,7 @@ import trio
 
 from config.topology import ClusterConfig, Node
 from console.commands import CommandError, check, help_text
+from inference.client import InferenceClient
 from inference.service import INFERENCE_REQUESTS, InferenceService
 from membership.core import MembershipCore
 from membership.service import MembershipService
@@ -37,6 +38,8 @@ from net.messages import (
 )
 from net.rpc import Connection, RpcError, RpcServer, call, frame_codec
 from net.transport import Address, MeteredTransport, UdpTransport
+from node.inference_commands import inference_command
+from node.sdfs_files import SdfsFiles
 from sdfs.service import SDFS_REQUESTS, SdfsService
 from sdfs.transfer import make_transfer
 from sdfs.transfer_server import TransferServer
@@ -87,15 +90,17 @@ class NodeApp:
             node_name=me.name,
             arrivals=self.sdfs.store.arrivals,
         )
+        files = SdfsFiles(self.sdfs)
         self.inference = InferenceService(
             config,
             me,
             self.core,
             self.frames,
-            self.sdfs,
+            files,
             data_dir,
             logging.getLogger(f"inference.{me.name}"),
         )
+        self.inference_client = InferenceClient(self.inference.view, files)
         self.transport: MeteredTransport | None = None
         self.membership: MembershipService | None = None
         self._join_scope: trio.CancelScope | None = None
@@ -293,7 +298,9 @@ class NodeApp:
         if cmd.group == "sdfs":
             return await self._sdfs_command(command, args, progress)
         if cmd.group == "inference":
-            return await self.inference.command(command, args)
+            if not self.core.active:
+                raise CommandError(f"{self.me.name} is not in the cluster; use 'join' first")
+            return await inference_command(self.inference_client, command, args, progress)
         if command == "help":
             return {"help": help_text(args[0] if args else None)}
         raise CommandError(f"{command} is not handled by nodes")  # pragma: no cover

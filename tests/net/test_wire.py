@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import inference.events  # noqa: F401  (registers the scheduler's events, tags 100-139)
 from net import messages
 from net.messages import (
     Ack,
