@@ -42,6 +42,9 @@ from net.rpc import RPC_TIMEOUT
 
 # How long a worker keeps trying to hand a result to a leader (see the docstring).
 REPORT_RETRY_WINDOW = 60.0
+# Its retries stay this frequent: until the result is in, the batch's slot is taken
+# (the scheduler gives the worker no new work), so every late second idles it.
+REPORT_RETRY_MAX_DELAY = 0.25
 # Batches a worker holds at once (see the docstring).
 WORKER_SLOTS = 2
 
@@ -139,7 +142,11 @@ class Worker:
         """Hand a batch's result to the leader, whoever that is by now."""
         try:
             reply = await call_leader(
-                self.view, result, timeout=RPC_TIMEOUT, window=REPORT_RETRY_WINDOW
+                self.view,
+                result,
+                timeout=RPC_TIMEOUT,
+                window=REPORT_RETRY_WINDOW,
+                max_delay=REPORT_RETRY_MAX_DELAY,
             )
         except ClusterError as e:
             self.log.warning("batch %d: no scheduler took its result: %s", result.batch_id, e)

@@ -53,6 +53,7 @@ async def call_leader(
     timeout: float = RPC_TIMEOUT,
     window: float = LEADER_RETRY_WINDOW,
     refresh: Callable[[], Awaitable[None]] | None = None,
+    max_delay: float = LEADER_RETRY_MAX,
 ) -> Any:
     """Send ``request`` to the leader and return its reply, whoever the leader is by then.
 
@@ -61,6 +62,8 @@ async def call_leader(
     :class:`~net.messages.Failure` is raised as its typed error at once.  After
     ``window`` seconds: :class:`~net.errors.NotReady` with the last reason.  ``refresh``
     is awaited before each retry (a client outside the cluster re-reads membership).
+    ``max_delay`` caps the back-off (a caller whose every late second idles a worker
+    polls more often).
     """
     deadline = trio.current_time() + window
     delay = LEADER_RETRY_FIRST
@@ -81,7 +84,7 @@ async def call_leader(
         if trio.current_time() + delay > deadline:
             raise NotReady(f"no leader answered for {window:g} s ({last})")
         await trio.sleep(delay)
-        delay = min(delay * 2, LEADER_RETRY_MAX)
+        delay = min(delay * 2, max_delay)
         if refresh is not None:
             await refresh()
 

@@ -10,8 +10,11 @@ four questions, and nothing outside its module needs to know the answers
   count, as C4 submit-job gives them) into one input string per query;
 * how a batch runs: :meth:`JobKind.run_batch`, on the worker's node, fetches what the
   batch needs through the :class:`~inference.files.FileStore` and runs it, normally in
-  the worker process (:class:`WorkerContext` holds both); the kind's worker-process
-  part may import torch, this part must not (the node process never loads torch);
+  the worker process (:class:`WorkerContext` holds both).  A kind's worker-process
+  part is a function in its own module that :func:`run_in_worker_process` calls there
+  (op ``kind`` of :mod:`inference.worker_main`); it may import torch or llama.cpp
+  inside itself, the module's top level must not (the node never loads torch).  Image
+  classification predates that and uses the worker's own ``run`` op;
 * what an output row is: :meth:`JobKind.run_batch` returns validated rows,
   :meth:`JobKind.error_row` is the row of a query that could not be answered, and
   :meth:`JobKind.output_line` is the row as written to ``outputs/JOB_ID.jsonl``.
@@ -90,6 +93,23 @@ class JobKind(Protocol):
     def output_line(self, row: Row) -> dict[str, Any]:
         """``row`` as one line of the job's output file."""
         ...
+
+
+# --- running in the worker process -----------------------------------------------------
+
+
+async def run_in_worker_process(
+    ctx: WorkerContext, entry: str, args: dict[str, Any], what: str
+) -> dict[str, Any]:
+    """Call the kind's worker-side function ``entry`` ("module:function") in the worker
+    process, holding the slot; its reply (``RequestError`` if it raised there).
+
+    The function runs as ``FUNCTION(state, args) -> dict`` (see
+    :mod:`inference.worker_main`, op ``kind``), so it may import torch or llama.cpp;
+    keep those imports inside it, so the kind's module stays light for the node.
+    """
+    async with ctx.slot:
+        return await ctx.process.request({"op": "kind", "entry": entry, "args": args}, what)
 
 
 # --- helpers for kinds whose queries are files in the store -------------------------------

@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from config.topology import default_config
-from inference import kinds
+from inference import kinds, worker_main
 from inference.client import InferenceClient
 from inference.events import Query, Row
 from inference.files import FileStore
@@ -220,3 +220,24 @@ async def test_unknown_models_and_jobs_are_typed_errors(
     with pytest.raises(Invalid, match="BATCH must be"):
         await client.set_batch_size("shout", 0)
     assert (await client.set_batch_size("Shout", 3)).batch_size == 3
+
+
+def toy_worker_side(state: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """A kind's worker-process part: it keeps state (a warm model) between calls."""
+    state["calls"] = state.get("calls", 0) + 1
+    return {"loud": [w.upper() for w in args["words"]], "calls": state["calls"]}
+
+
+def test_the_worker_process_runs_a_kinds_own_function() -> None:
+    entry = f"{__name__}:toy_worker_side"
+    request = {"op": "kind", "id": 7, "entry": entry, "args": {"words": ["a", "b"]}}
+    runner: Any = None  # the kind op needs no ModelRunner
+    assert worker_main.handle(runner, request) == {
+        "ok": True,
+        "id": 7,
+        "loud": ["A", "B"],
+        "calls": 1,
+    }
+    assert worker_main.handle(runner, request)["calls"] == 2  # the state stayed warm
+    bad = worker_main.handle(runner, {"op": "kind", "entry": "no-colon"})
+    assert bad == {"ok": False, "error": "ValueError: 'entry' must be 'module:function'"}
