@@ -6,7 +6,8 @@ never renumber or reuse one.  Change a message's fields only by giving it a high
 
 Tags 1-19: membership datagrams (UDP).  20-29: admission (TCP, introducer).
 30-39: console (TCP).  40-49: generic replies and streams.  50-79: SDFS (TCP).
-80-99: inference requests (TCP).  100-139: scheduler events (inference standby).
+80-99: inference requests (TCP; 86 is retired).  100-139: scheduler events for the
+inference standby (registered by ``inference/events.py``, beside the scheduler).
 """
 
 from __future__ import annotations

@@ -241,3 +241,21 @@ def test_the_worker_process_runs_a_kinds_own_function() -> None:
     assert worker_main.handle(runner, request)["calls"] == 2  # the state stayed warm
     bad = worker_main.handle(runner, {"op": "kind", "entry": "no-colon"})
     assert bad == {"ok": False, "error": "ValueError: 'entry' must be 'module:function'"}
+
+
+async def test_the_benchmarks_noop_kind_answers_without_the_worker_process(
+    cluster: tuple[dict[str, InferenceService], DictFiles], tmp_path: Path
+) -> None:
+    nodes, files = cluster
+    for i in range(20):
+        files.data[f"noop/{i:02d}"] = b"x"
+    client = InferenceClient(MemView(nodes, "H2"), files)
+    assert (await client.set_batch_size("NOOP", 8)).model == "noop"
+    job = await client.submit("noop", pattern="noop/*")
+    assert await _wait_done(client, job.job_id) == "done"
+    await client.get_output(job.job_id, tmp_path / "out.jsonl")
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert lines == [{"input": f"noop/{i:02d}", "top5": []} for i in range(20)]
+    assert all(node.worker.process.starts == 0 for node in nodes.values())
+    with pytest.raises(Invalid, match=r"COUNT must be 1\.\.0 \(the files in images/\*\), got 3"):
+        await client.submit("noop", count=3)

@@ -107,6 +107,7 @@ def test_protocol_tags_never_change():
     for tag, cls in expected.items():
         assert reg[tag] is cls
         assert tag == cls.TAG
+    assert 86 not in reg  # LeaderCommand's, retired: never reused
 
 
 def test_every_registered_message_is_a_frozen_dataclass():
