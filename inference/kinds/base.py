@@ -30,15 +30,17 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import trio
 
 from inference.events import Query, Row
 from inference.files import FileStore
-from inference.worker_client import WorkerProcess
 from net.errors import Invalid
+
+if TYPE_CHECKING:  # the registry (which the scheduler reads) need not load the process handle
+    from inference.worker_client import WorkerProcess
 
 
 @dataclass(frozen=True)
