@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from console.render import render
@@ -31,9 +30,6 @@ EXIT_UNREACHABLE = 3
 
 # How often a copy's progress line is redrawn.
 PROGRESS_INTERVAL = 0.25
-# How long get-output waits for a finished job's output file to appear in SDFS (the
-# leader writes it when the job ends).
-OUTPUT_WAIT = 30.0
 
 # Long enough for a join (the node waits up to 5 s for the introducer) or a
 # forwarded request; an unreachable node is still reported at once (refused).
@@ -129,11 +125,13 @@ async def _run_here(
     import trio
 
     from console.render import show_progress
+    from inference.client import InferenceClient
     from membership.remote import RemoteView
-    from net.errors import ClusterError, NotFound
+    from net.errors import ClusterError
     from net.progress import throttled
     from net.rpc import RpcError, frame_codec
     from node.commands import Context, run
+    from node.sdfs_files import SdfsFiles
     from sdfs.client import SdfsClient
     from sdfs.copies import PeerDirectory
     from sdfs.transfer import TcpTransfer
@@ -147,35 +145,10 @@ async def _run_here(
     tcp = TcpTransfer(frames)
     sdfs = SdfsClient(view, PeerDirectory(view, config), lambda node: tcp, config.replication)
 
-    async def inference(command: str, args: list[str]) -> dict[str, Any]:
-        if command != "C4 get-output":
-            raise CommandError(f"{command} runs on a node")
-        job_id, local = args
-        reply = await _ask(addr, config.secret_bytes, "C4", ["status", job_id], timeout)
-        status = _data(reply, "C4")
-        if status["state"] not in ("done", "failed"):
-            raise CommandError(
-                f"{job_id} is {status['state']} ({status['done']} of {status['total']} queries "
-                "done); get its output when it is done"
-            )
-        name = f"outputs/{job_id}.jsonl"
-        deadline = trio.current_time() + OUTPUT_WAIT
-        while True:
-            try:
-                await sdfs.get(name, Path(local))
-                break
-            except NotFound:
-                if trio.current_time() > deadline:
-                    raise
-                await trio.sleep(0.5)
-        with Path(local).open() as f:
-            results = sum(1 for line in f if line.strip())
-        return {"job_id": job_id, "results": results, "state": status["state"]}
-
     def progress(done: int, total: int, label: str) -> None:
         show_progress(sys.stderr, done, total, label)
 
-    ctx = Context(sdfs, None, inference)
+    ctx = Context(sdfs, None, InferenceClient(view, SdfsFiles(sdfs)))
     return await run(parsed, ctx, throttled(progress, PROGRESS_INTERVAL, trio.current_time))
 
 

@@ -1,8 +1,9 @@
 """The models IDunno serves: names, where their weights live, how their input is prepared.
 
-This module is imported by the node (the scheduler and the console validate model
-names with it), so its top level must not import torch: a node that runs no job never
-loads torch (shared/DESIGN.md, "Concurrency and CPU").  The functions that need torch
+This module is imported by the node (the image-classification job kind,
+:mod:`inference.kinds.image`, validates model names with it), so its top level must
+not import torch: a node that runs no job never loads torch (shared/DESIGN.md,
+"Concurrency and CPU").  The functions that need torch
 or torchvision (:func:`build_model`, :func:`imagenet_labels`, :func:`torchvision_weights`)
 import them when called; only the worker process calls them.
 
@@ -13,8 +14,9 @@ the shorter side, centre crop, scale to [0, 1], ImageNet mean/std normalisation.
 SDFS weights are expected to be those IMAGENET1K_V1 state_dicts; the tests check that
 :data:`PREPROCESS` still agrees with torchvision's presets.
 
-``noop`` (the dispatch benchmark's pseudo-model) is handled by the scheduler, not here:
-:func:`canonical_model` refuses it like any other unknown name.
+``noop`` (the dispatch benchmark's pseudo-model) is a job kind of its own
+(:mod:`inference.kinds.noop`): :func:`canonical_model` refuses it like any other
+unknown name.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 Theory of operation
 -------------------
-A *job* is one model over a list of SDFS inputs, one *query* per input, numbered by
-its position.  Queries wait in the job's *pending* queue until the scheduler puts up to
-a batch of them on a worker (:class:`Assign`); the worker answers the whole batch with
+A *job* is one model over a list of inputs (SDFS names for image models: what an
+input is belongs to the model's job kind, :mod:`inference.kinds`, which the core never
+names), one *query* per input, numbered by its position; result rows are opaque dicts.
+Queries wait in the job's *pending* queue until the scheduler puts up to a batch of
+them on a worker (:class:`Assign`); the worker answers the whole batch with
 :meth:`Scheduler.batch_done` (one result row and one processing time per query) or
 :meth:`Scheduler.batch_failed`.  A job is ``queued`` until its first batch goes out,
 ``running`` until every query has a result, then ``done`` (``failed`` if every query
@@ -72,7 +74,8 @@ worker to the front of its job's queue, in query order; that does not count agai
 the queries.  A failed batch, a batch that timed out (no answer within
 ``max(batch_timeout, batch_timeout_factor x expected)``), or queries a worker left out
 of its answer each cost the query one attempt; after ``max_attempts`` it gets an error
-row (``{"input", "top5": [], "error"}``) and the job completes without it.  A worker
+row (its job kind's, e.g. ``{"input", "top5": [], "error"}``; see
+:func:`inference.kinds.error_row`) and the job completes without it.  A worker
 that timed out gets no more work until it answers something or is re-announced (a
 hung worker costs one batch's attempts, not one per batch).  Batches we gave up on
 are remembered until their job finishes, so a late answer still counts for queries
@@ -80,8 +83,8 @@ that are not done yet (and a query answered twice counts once: the second is a
 *duplicate*, ignored and counted).
 
 Hot standby.  Every public method that changes state is an event; each has an event
-dataclass (:data:`Event`), :meth:`Scheduler.handle` applies one, and
-:func:`event_to_plain` / :func:`event_from_plain` carry them as plain data.  A
+dataclass (:data:`Event`, in :mod:`inference.events`: registered wire messages, so
+``net.wire`` carries them), and :meth:`Scheduler.handle` applies one.  A
 standby built with :meth:`Scheduler.restore` from :meth:`Scheduler.snapshot` and fed
 the leader's events (each with the leader's ``now``) makes the same decisions:
 nothing depends on dict or set order, and the one random policy seeds its generator
@@ -113,14 +116,36 @@ import math
 import random
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from inference import kinds
+from inference.events import (
+    Action,
+    Assign,
+    BatchDone,
+    BatchFailed,
+    BatchLost,
+    Event,
+    Forget,
+    JobAccepted,
+    JobFinished,
+    JobStarted,
+    Query,
+    QueryGaveUp,
+    Row,
+    SetBatchSize,
+    Submit,
+    Takeover,
+    Tick,
+    WorkerDown,
+    WorkerUp,
+)
 from inference.metrics import RATE_WINDOW, QueryStats
 
-Row = dict[str, Any]  # one query's output line, e.g. {"input": NAME, "top5": [...]}
-Query = tuple[int, str]  # (query index within the job, SDFS input name)
+# (model, input, error) -> the row of a query that failed max_attempts times.
+ErrorRow = Callable[[str, str, str], Row]
 
 POLICIES = ("fair", "round-robin", "random", "least-loaded")
 ACTIVE = ("queued", "running")
@@ -179,212 +204,6 @@ class SchedulerConfig:
             batch_timeout_factor=float(d["batch_timeout_factor"]),
             seed=int(d["seed"]),
         )
-
-
-# --- actions (what the shell carries out) ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Assign:
-    """Send ``queries`` of ``job_id`` to ``worker`` to run as one batch."""
-
-    worker: str
-    batch_id: int
-    job_id: str
-    model: str
-    queries: tuple[Query, ...]
-
-
-@dataclass(frozen=True)
-class JobAccepted:
-    """A job was submitted (the console's C4 submit-job answer)."""
-
-    job_id: str
-    model: str
-    total: int
-
-
-@dataclass(frozen=True)
-class JobStarted:
-    """A job's first batch went out, ``waited`` seconds after it was submitted."""
-
-    job_id: str
-    model: str
-    waited: float
-
-
-@dataclass(frozen=True)
-class JobFinished:
-    """Every query has a result: write ``outputs/JOB_ID.jsonl`` from :meth:`Scheduler.results`."""
-
-    job_id: str
-    state: str  # done or failed
-
-
-@dataclass(frozen=True)
-class BatchLost:
-    """We gave up on a batch; ``requeued`` of its queries went back to pending.
-
-    ``reason`` is the log line's cause.  After a timeout the shell may tell the worker
-    to drop the batch; its answer, should it come, is still accepted.
-    """
-
-    worker: str
-    batch_id: int
-    job_id: str
-    requeued: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class QueryGaveUp:
-    """Query ``index`` of ``job_id`` failed ``max_attempts`` times; it gets an error row."""
-
-    job_id: str
-    index: int
-    input: str
-    error: str
-
-
-Action = Assign | JobAccepted | JobStarted | JobFinished | BatchLost | QueryGaveUp
-
-
-# --- events (what happened; each is one public method call) --------------------------------
-
-
-@dataclass(frozen=True)
-class Submit:
-    job_id: str | None
-    model: str
-    inputs: tuple[str, ...]
-    now: float
-
-
-@dataclass(frozen=True)
-class SetBatchSize:
-    model: str
-    n: int
-
-
-@dataclass(frozen=True)
-class WorkerUp:
-    name: str
-    capacity: Mapping[str, Any]
-    now: float
-
-
-@dataclass(frozen=True)
-class WorkerDown:
-    name: str
-    now: float
-
-
-@dataclass(frozen=True)
-class BatchDone:
-    worker: str
-    batch_id: int
-    results: tuple[tuple[int, Row], ...]
-    timings: tuple[float, ...]
-    now: float
-
-
-@dataclass(frozen=True)
-class BatchFailed:
-    worker: str
-    batch_id: int
-    error: str
-    now: float
-
-
-@dataclass(frozen=True)
-class Tick:
-    now: float
-
-
-@dataclass(frozen=True)
-class Takeover:
-    live_workers: tuple[str, ...]
-    now: float
-
-
-@dataclass(frozen=True)
-class Forget:
-    job_id: str
-
-
-Event = (
-    Submit
-    | SetBatchSize
-    | WorkerUp
-    | WorkerDown
-    | BatchDone
-    | BatchFailed
-    | Tick
-    | Takeover
-    | Forget
-)
-
-_EVENT_KINDS: dict[str, type[Any]] = {
-    "submit": Submit,
-    "set_batch_size": SetBatchSize,
-    "worker_up": WorkerUp,
-    "worker_down": WorkerDown,
-    "batch_done": BatchDone,
-    "batch_failed": BatchFailed,
-    "tick": Tick,
-    "takeover": Takeover,
-    "forget": Forget,
-}
-_KIND_OF: dict[type[Any], str] = {cls: kind for kind, cls in _EVENT_KINDS.items()}
-
-
-def event_to_plain(event: Event) -> dict[str, Any]:
-    """``event`` as plain data (str keys, lists), for msgpack or JSON."""
-    d: dict[str, Any] = {"kind": _KIND_OF[type(event)]}
-    for f in fields(event):
-        value = getattr(event, f.name)
-        if isinstance(value, tuple):
-            value = [list(v) if isinstance(v, tuple) else v for v in value]
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        d[f.name] = value
-    return d
-
-
-def event_from_plain(d: Mapping[str, Any]) -> Event:
-    """The inverse of :func:`event_to_plain` (lists come back as tuples)."""
-    kind = d["kind"]
-    if kind == "submit":
-        job_id = d["job_id"]
-        return Submit(
-            None if job_id is None else str(job_id),
-            str(d["model"]),
-            tuple(str(i) for i in d["inputs"]),
-            float(d["now"]),
-        )
-    if kind == "set_batch_size":
-        return SetBatchSize(str(d["model"]), int(d["n"]))
-    if kind == "worker_up":
-        return WorkerUp(str(d["name"]), dict(d["capacity"]), float(d["now"]))
-    if kind == "worker_down":
-        return WorkerDown(str(d["name"]), float(d["now"]))
-    if kind == "batch_done":
-        return BatchDone(
-            str(d["worker"]),
-            int(d["batch_id"]),
-            tuple((int(i), dict(row)) for i, row in d["results"]),
-            tuple(float(t) for t in d["timings"]),
-            float(d["now"]),
-        )
-    if kind == "batch_failed":
-        return BatchFailed(str(d["worker"]), int(d["batch_id"]), str(d["error"]), float(d["now"]))
-    if kind == "tick":
-        return Tick(float(d["now"]))
-    if kind == "takeover":
-        return Takeover(tuple(str(w) for w in d["live_workers"]), float(d["now"]))
-    if kind == "forget":
-        return Forget(str(d["job_id"]))
-    raise ValueError(f"unknown scheduler event kind {kind!r}")
 
 
 # --- state -----------------------------------------------------------------------------------
@@ -461,8 +280,13 @@ def _capacity(capacity: Mapping[str, Any]) -> tuple[int, str | None, int]:
 class Scheduler:
     """Jobs, workers and batches on the leader; see the module docstring."""
 
-    def __init__(self, config: SchedulerConfig | None = None) -> None:
+    def __init__(
+        self, config: SchedulerConfig | None = None, error_row: ErrorRow | None = None
+    ) -> None:
         self.config = config or SchedulerConfig()
+        # A query's row after it failed for good is its kind's to shape; by default the
+        # kinds registry decides by model (the core itself never names a kind).
+        self._error_row = error_row or kinds.error_row
         self.stats = QueryStats()
         self._jobs: dict[str, Job] = {}
         self._workers: dict[str, Worker] = {}
@@ -823,7 +647,7 @@ class Scheduler:
             if error is not None:
                 job.attempts[i] = job.attempts.get(i, 0) + 1
                 if job.attempts[i] >= self.config.max_attempts:
-                    job.results[i] = {"input": job.inputs[i], "top5": [], "error": error}
+                    job.results[i] = self._error_row(job.model, job.inputs[i], error)
                     job.errors += 1
                     actions.append(QueryGaveUp(job.job_id, i, job.inputs[i], error))
                     continue
@@ -990,11 +814,11 @@ class Scheduler:
         }
 
     @classmethod
-    def restore(cls, snapshot: Mapping[str, Any]) -> Scheduler:
+    def restore(cls, snapshot: Mapping[str, Any], error_row: ErrorRow | None = None) -> Scheduler:
         """A scheduler in exactly the state that produced ``snapshot``."""
         if snapshot.get("version") != 1:
             raise ValueError(f"unknown scheduler snapshot version {snapshot.get('version')!r}")
-        s = cls(SchedulerConfig.from_plain(snapshot["config"]))
+        s = cls(SchedulerConfig.from_plain(snapshot["config"]), error_row)
         s._next_job = int(snapshot["next_job"])
         s._next_seq = int(snapshot["next_seq"])
         s._next_batch = int(snapshot["next_batch"])
@@ -1097,6 +921,4 @@ __all__ = [
     "Tick",
     "WorkerDown",
     "WorkerUp",
-    "event_from_plain",
-    "event_to_plain",
 ]

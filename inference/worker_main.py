@@ -17,7 +17,16 @@ one), which lets the client skip a reply whose request it gave up on.
      "inputs": [LOCAL PATH...], "names": [SDFS NAME...], "allow_download": false}
         -> {"ok": true, "id": ID, "results": [ROW...], "timing": {"load", "decode",
             "forward", "total", "cpu"}}
+    {"op": "kind", "id": ID, "entry": "MODULE:FUNCTION", "args": {...}}
+        -> {"ok": true, "id": ID, ...what FUNCTION returned}
     any failure -> {"ok": false, "error": ONE LINE}
+
+``kind`` is how a job kind other than image classification runs its batches here
+without this module knowing it (:mod:`inference.kinds.base`): the kind names its own
+worker-side function, imported on first use, and calls it as
+``FUNCTION(state, args) -> dict``, where ``state`` is a dict kept for the life of the
+process for that entry (its warm models).  Only the node writes to this process's
+stdin, and the node takes the entry from its own kinds registry, never from a request.
 
 Rows are those of :class:`inference.runtime.BatchResult`.  EOF on stdin ends the process
 with status 0 (after the request in hand): closing the pipe is how the node stops it,
@@ -31,6 +40,7 @@ This module's top level imports no torch, so the client can share the framing be
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import struct
@@ -116,6 +126,25 @@ def _model(request: dict[str, Any]) -> str:
     return value
 
 
+# Per kind entry: the state its function keeps between calls (warm models).
+_KIND_STATE: dict[str, dict[str, Any]] = {}
+
+
+def _kind_call(request: dict[str, Any]) -> dict[str, Any]:
+    entry = request.get("entry")
+    args = request.get("args", {})
+    if not isinstance(entry, str) or entry.count(":") != 1:
+        raise ValueError("'entry' must be 'module:function'")
+    if not isinstance(args, dict):
+        raise ValueError("'args' must be a map")
+    module_name, function_name = entry.split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    result = function(_KIND_STATE.setdefault(entry, {}), args)
+    if not isinstance(result, dict):
+        raise ValueError(f"{entry} returned a {type(result).__name__}, not a map")
+    return result
+
+
 def handle(runner: ModelRunner, request: dict[str, Any]) -> dict[str, Any]:
     """The reply to one request (the runtime's failures become ``ok: false``)."""
     from inference.models import canonical_model
@@ -142,8 +171,10 @@ def handle(runner: ModelRunner, request: dict[str, Any]) -> dict[str, Any]:
                 bool(request.get("allow_download")),
             )
             reply = {"ok": True, "results": result.rows, "timing": result.timing}
+        elif op == "kind":
+            reply = {**_kind_call(request), "ok": True}
         else:
-            raise ValueError(f"unknown op {op!r}: expected hello, load or run")
+            raise ValueError(f"unknown op {op!r}: expected hello, load, run or kind")
     except Exception as exc:
         # The traceback is for the worker's log; the caller gets one line.
         log.warning("request %r (op %r) failed", request.get("id"), op, exc_info=True)

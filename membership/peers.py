@@ -66,6 +66,7 @@ async def call_leader(
     timeout: float = RPC_TIMEOUT,
     window: float = LEADER_RETRY_WINDOW,
     refresh: Callable[[], Awaitable[None]] | None = None,
+    max_delay: float = LEADER_RETRY_MAX,
 ) -> Any:
     """Send ``request`` to the leader and return its reply, whoever the leader is by then.
 
@@ -77,7 +78,8 @@ async def call_leader(
 
     ``window`` bounds the whole call: an attempt that starts near its end gets only the
     time that is left, not the full ``timeout``, so the caller hears NotReady after at
-    most ``window`` seconds (plus what ``refresh`` takes).
+    most ``window`` seconds (plus what ``refresh`` takes).  ``max_delay`` caps the
+    back-off (a caller whose every late second idles a worker polls more often).
     """
     deadline = trio.current_time() + window
     delay = LEADER_RETRY_FIRST
@@ -101,7 +103,7 @@ async def call_leader(
         if trio.current_time() + delay >= deadline:  # no attempt with no time left
             raise NotReady(f"no leader answered for {window:g} s ({last})")
         await trio.sleep(delay)
-        delay = min(delay * 2, LEADER_RETRY_MAX)
+        delay = min(delay * 2, max_delay)
         if refresh is not None:
             await refresh()
 

@@ -6,7 +6,8 @@ never renumber or reuse one.  Change a message's fields only by giving it a high
 
 Tags 1-19: membership datagrams (UDP).  20-29: admission (TCP, introducer).
 30-39: console (TCP).  40-49: generic replies and streams.  50-79: SDFS (TCP).
-80-99: inference requests (TCP).  100-139: scheduler events (inference standby).
+80-99: inference requests (TCP; 86 is retired).  100-139: scheduler events for the
+inference standby (registered by ``inference/events.py``, beside the scheduler).
 """
 
 from __future__ import annotations
@@ -485,14 +486,18 @@ class BatchResult:
     error: str = ""
 
 
-@message(tag=82)
+@message(tag=82, version=2)
 @dataclass(frozen=True)
 class StandbyEvent:
-    """Leader to hot standby: scheduler events ``seq``, ``seq + 1``, ... (plain data)."""
+    """Leader to hot standby: scheduler events ``seq``, ``seq + 1``, ...
+
+    Each is a ``net.wire.encode``d event of :mod:`inference.events` (tags 100-139);
+    the standby decodes and type-checks them.  (Version 1 carried hand-made dicts.)
+    """
 
     leader: str
     seq: int
-    events: tuple[dict[str, Any], ...]
+    events: tuple[bytes, ...]
 
 
 @message(tag=83)
@@ -518,10 +523,104 @@ class Capacity:
     capacity: dict[str, Any]
 
 
-@message(tag=86)
-@dataclass(frozen=True)
-class LeaderCommand:
-    """A node forwards a console command that only the leader can answer."""
+# Tag 86 was LeaderCommand (console argv forwarded to the leader), retired for the typed
+# requests below.  It stays reserved: never reuse it.
 
-    command: str
-    args: tuple[str, ...] = ()
+
+# Requests only the scheduler (on the leader) answers; inference.client sends them with
+# membership.peers.call_leader.  A node that is not the scheduler answers
+# Failure(NOT_READY), so the caller retries; other failures are net.errors kinds.
+
+
+@message(tag=87)
+@dataclass(frozen=True)
+class RatesRequest:
+    """C1: query rate over the last 10 s, and queries done, per model."""
+
+
+@message(tag=88)
+@dataclass(frozen=True)
+class Rates:
+    models: dict[str, Any]  # {MODEL: {"query_rate", "query_count"}}
+
+
+@message(tag=89)
+@dataclass(frozen=True)
+class LatencyRequest:
+    """C2: query processing time per model."""
+
+
+@message(tag=90)
+@dataclass(frozen=True)
+class Latency:
+    models: dict[str, Any]  # {MODEL: {"mean", "std", "median", "p90", "p95", "p99"}}
+
+
+@message(tag=91)
+@dataclass(frozen=True)
+class SetBatchSizeRequest:
+    """C3: batches of ``model`` dispatched from now on hold up to ``batch_size`` queries."""
+
+    model: str
+    batch_size: int
+
+
+@message(tag=92)
+@dataclass(frozen=True)
+class BatchSizeSet:
+    model: str  # canonical
+    batch_size: int
+
+
+@message(tag=93)
+@dataclass(frozen=True)
+class SubmitJob:
+    """C4 submit-job: a job of ``model`` over the inputs ``pattern`` names (the model's
+    default if None), or over a random sample of ``count`` of them."""
+
+    model: str
+    pattern: str | None = None
+    count: int | None = None
+
+
+@message(tag=94)
+@dataclass(frozen=True)
+class JobSubmitted:
+    job_id: str
+    model: str  # canonical
+    queries: int
+
+
+@message(tag=95)
+@dataclass(frozen=True)
+class JobStatusRequest:
+    """C4 status."""
+
+    job_id: str
+
+
+@message(tag=96)
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    model: str
+    state: str  # queued, running, done or failed
+    done: int
+    total: int
+    errors: int  # queries that ended in an error row
+    in_flight: int  # queries in batches on workers now
+    submitted_at: float  # wall-clock seconds
+    started_at: float | None
+    finished_at: float | None
+
+
+@message(tag=97)
+@dataclass(frozen=True)
+class AssignmentsRequest:
+    """C5: the workers each queued or running job is using."""
+
+
+@message(tag=98)
+@dataclass(frozen=True)
+class Assignments:
+    jobs: dict[str, Any]  # {JOB_ID: {"model", "workers": [NODE...]}}

@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from config.topology import ClusterConfig, Node
+from inference.client import InferenceClient
 from inference.service import INFERENCE_REQUESTS, InferenceService
 from membership.core import MembershipCore
 from membership.service import MembershipService
@@ -39,6 +40,7 @@ from net.rpc import Connection, RpcError, RpcServer, call, frame_codec
 from net.transport import Address, MeteredTransport, UdpTransport
 from node import commands
 from node.commands import CommandError, Context, Parsed, Where
+from node.sdfs_files import SdfsFiles
 from sdfs.service import SDFS_REQUESTS, SdfsService
 from sdfs.transfer import TransferServer, make_transfer
 
@@ -87,16 +89,17 @@ class NodeApp:
             node_name=me.name,
             arrivals=self.sdfs.store.arrivals,
         )
+        files = SdfsFiles(self.sdfs.client, self.sdfs.store)
         self.inference = InferenceService(
             config,
             me,
             self.core,
             self.frames,
-            self.sdfs,
+            files,
             data_dir,
             logging.getLogger(f"inference.{me.name}"),
         )
-        self.context = Context(self.sdfs.client, self, self._inference_command)
+        self.context = Context(self.sdfs.client, self, InferenceClient(self.inference.view, files))
         self.transport: MeteredTransport | None = None
         self.membership: MembershipService | None = None
         self._join_scope: trio.CancelScope | None = None
@@ -268,11 +271,6 @@ class NodeApp:
         return await commands.run(parsed, self.context, progress)
 
     # --- what the command table's handlers use (node.commands.NodeOps) ------------
-
-    async def _inference_command(self, command: str, args: list[str]) -> dict[str, Any]:
-        if command.startswith("C4 "):
-            command, args = "C4", [command.removeprefix("C4 "), *args]
-        return await self.inference.command(command, args)
 
     def list_self(self) -> dict[str, Any]:
         return {

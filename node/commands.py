@@ -27,6 +27,7 @@ cheap: the typed clients are only named for type checking.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 import shlex
@@ -40,6 +41,7 @@ from net.progress import Progress
 from sdfs.names import BadName, check_name
 
 if TYPE_CHECKING:
+    from inference.client import InferenceClient
     from sdfs.client import SdfsClient
 
 
@@ -139,8 +141,7 @@ class Context:
 
     sdfs: SdfsClient
     node: NodeOps | None
-    # C1-C5: (command, argument words) -> the reply's data.
-    inference: Callable[[str, list[str]], Awaitable[dict[str, Any]]]
+    inference: InferenceClient
 
 
 Handler = Callable[..., Awaitable[dict[str, Any]]]
@@ -272,11 +273,39 @@ async def _ls_all(ctx: Context, pattern: str = "*") -> dict[str, Any]:
     return {"files": await ctx.sdfs.ls_all(pattern)}
 
 
-def _inference(name: str) -> Handler:
-    async def handler(ctx: Context, *values: Any) -> dict[str, Any]:
-        return await ctx.inference(name, [str(v) for v in values])
+async def _c1(ctx: Context) -> dict[str, Any]:
+    return {"models": await ctx.inference.rates()}
 
-    return handler
+
+async def _c2(ctx: Context) -> dict[str, Any]:
+    return {"models": await ctx.inference.latency()}
+
+
+async def _c3(ctx: Context, model: str, batch: int) -> dict[str, Any]:
+    done = await ctx.inference.set_batch_size(model, batch)
+    return {"model": done.model, "batch_size": done.batch_size}
+
+
+async def _submit(ctx: Context, model: str, which: str | int | None = None) -> dict[str, Any]:
+    count = which if isinstance(which, int) else None
+    pattern = which if isinstance(which, str) else None
+    job = await ctx.inference.submit(model, pattern, count)
+    return {"job_id": job.job_id, "model": job.model, "queries": job.queries}
+
+
+async def _status(ctx: Context, job_id: str) -> dict[str, Any]:
+    return dataclasses.asdict(await ctx.inference.status(job_id))
+
+
+async def _get_output(
+    ctx: Context, job_id: str, local: Path, progress: Progress | None
+) -> dict[str, Any]:
+    out = await ctx.inference.get_output(job_id, local, progress)
+    return {"job_id": out.job_id, "results": out.results, "state": out.state}
+
+
+async def _c5(ctx: Context) -> dict[str, Any]:
+    return {"jobs": await ctx.inference.assignments()}
 
 
 async def _shell(ctx: Context, *values: Any) -> dict[str, Any]:
@@ -284,16 +313,17 @@ async def _shell(ctx: Context, *values: Any) -> dict[str, Any]:
 
 
 # Commands whose handler takes the progress callback as its last argument.
-_WITH_PROGRESS = ("put", "put-dir", "get", "get-versions")
+_WITH_PROGRESS = ("put", "put-dir", "get", "get-versions", "C4 get-output")
 
 _SDFSNAME = Arg("SDFSNAME", "a file name in SDFS, like images/cat.jpg", sdfs_name)
 _LOCAL_OUT = Arg("LOCAL", "where to write it", local_path)
 
 
 def _c4_actions() -> dict[str, Command]:
-    def act(name: str, summary: str, args: tuple[Arg, ...], where: Where) -> Command:
-        full = f"C4 {name}"
-        return Command(full, summary, args, where, _inference(full), "inference")
+    def act(
+        name: str, summary: str, args: tuple[Arg, ...], where: Where, handler: Handler
+    ) -> Command:
+        return Command(f"C4 {name}", summary, args, where, handler, "inference")
 
     return {
         "submit-job": act(
@@ -309,13 +339,17 @@ def _c4_actions() -> dict[str, Command]:
                 ),
             ),
             Where.LEADER,
+            _submit,
         ),
-        "status": act("status", "a job's progress", (Arg("JOB_ID", "the job"),), Where.LEADER),
+        "status": act(
+            "status", "a job's progress", (Arg("JOB_ID", "the job"),), Where.LEADER, _status
+        ),
         "get-output": act(
             "get-output",
             "write a finished job's results to a local JSON Lines file",
             (Arg("JOB_ID", "the job"), Arg("LOCAL", "the local file for the results", local_path)),
             Where.CONSOLE,
+            _get_output,
         ),
     }
 
@@ -406,14 +440,14 @@ COMMANDS: dict[str, Command] = {
             "C1",
             "query rate (last 10 s) and queries done, per model",
             where=Where.LEADER,
-            handler=_inference("C1"),
+            handler=_c1,
             group="inference",
         ),
         Command(
             "C2",
             "query processing time per model: mean, std, median, p90, p95, p99",
             where=Where.LEADER,
-            handler=_inference("C2"),
+            handler=_c2,
             group="inference",
         ),
         Command(
@@ -424,7 +458,7 @@ COMMANDS: dict[str, Command] = {
                 Arg("BATCH", "queries per batch", whole_number(1, MAX_BATCH)),
             ),
             Where.LEADER,
-            _inference("C3"),
+            _c3,
             "inference",
         ),
         Command(
@@ -438,7 +472,7 @@ COMMANDS: dict[str, Command] = {
             "C5",
             "the workers each running job is using",
             where=Where.LEADER,
-            handler=_inference("C5"),
+            handler=_c5,
             group="inference",
         ),
         Command(

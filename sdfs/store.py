@@ -187,6 +187,13 @@ class ReplicaStore:
                 key=lambda r: -r.version,
             )
 
+    def readable(self, name: str) -> Path | None:
+        """The data file of the newest committed version held here, if any."""
+        held = self.committed(name)
+        if held and held[0].state == VersionState.COMMITTED:
+            return self.data_path(name, held[0].version)
+        return None
+
     def names(self) -> list[str]:
         """Files we hold a readable version of."""
         with self._lock:

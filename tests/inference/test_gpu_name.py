@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.service import _gpu_name
+from inference.worker import _gpu_name
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import inference.events  # noqa: F401  (registers the scheduler's events, tags 100-139)
 from net import messages
 from net.messages import (
     Ack,
@@ -106,6 +107,7 @@ def test_protocol_tags_never_change():
     for tag, cls in expected.items():
         assert reg[tag] is cls
         assert tag == cls.TAG
+    assert 86 not in reg  # LeaderCommand's, retired: never reused
 
 
 def test_every_registered_message_is_a_frozen_dataclass():

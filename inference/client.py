@@ -1,0 +1,127 @@
+"""The typed client of IDunno: what the console commands C1-C5 call, on any node.
+
+Each method is one typed request to the scheduler on the leader, sent with
+:func:`membership.peers.call_leader` (retried while leadership moves or the new leader
+is not ready yet); failures come back as :mod:`net.errors` types (Invalid for an
+unknown model, NotFound for an unknown job, NotReady when no scheduler answered).
+:meth:`InferenceClient.get_output` also reads the job's output file from the file
+store, into a local path of the caller's.  Nothing here knows about the console.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from inference.files import FileStore
+from membership.peers import LEADER_RETRY_WINDOW, ClusterView
+from net.errors import Conflict, NotFound, expect
+from net.messages import (
+    Assignments,
+    AssignmentsRequest,
+    BatchSizeSet,
+    JobStatus,
+    JobStatusRequest,
+    JobSubmitted,
+    Latency,
+    LatencyRequest,
+    Rates,
+    RatesRequest,
+    SetBatchSizeRequest,
+    SubmitJob,
+)
+from net.progress import Progress
+
+# How long one leader request may take: a submission lists the store's files first.
+LEADER_TIMEOUT = 30.0
+# How long get-output waits for a finished job's output file to appear in the store
+# (the leader writes it when the job finishes; a new leader rewrites a missing one).
+OUTPUT_WAIT = 30.0
+OUTPUT_POLL = 0.5
+
+
+@dataclass(frozen=True)
+class Output:
+    """What get-output fetched: the job, its result lines, its final state."""
+
+    job_id: str
+    results: int
+    state: str
+
+
+class InferenceClient:
+    def __init__(
+        self, view: ClusterView, files: FileStore, window: float = LEADER_RETRY_WINDOW
+    ) -> None:
+        self.view = view
+        self.files = files
+        self.window = window
+
+    async def _ask(self, request: Any, cls: type[Any], what: str) -> Any:
+        reply = await self.view.call_leader(request, LEADER_TIMEOUT, self.window)
+        return expect(reply, cls, what)
+
+    async def rates(self) -> dict[str, Any]:
+        """C1: ``{MODEL: {"query_rate", "query_count"}}``."""
+        reply: Rates = await self._ask(RatesRequest(), Rates, "C1")
+        return reply.models
+
+    async def latency(self) -> dict[str, Any]:
+        """C2: ``{MODEL: {"mean", "std", "median", "p90", "p95", "p99"}}``."""
+        reply: Latency = await self._ask(LatencyRequest(), Latency, "C2")
+        return reply.models
+
+    async def set_batch_size(self, model: str, n: int) -> BatchSizeSet:
+        """C3."""
+        reply: BatchSizeSet = await self._ask(
+            SetBatchSizeRequest(model, n), BatchSizeSet, f"C3 {model}"
+        )
+        return reply
+
+    async def submit(
+        self, model: str, pattern: str | None = None, count: int | None = None
+    ) -> JobSubmitted:
+        """C4 submit-job: over the inputs ``pattern`` names, or ``count`` random ones."""
+        reply: JobSubmitted = await self._ask(
+            SubmitJob(model, pattern, count), JobSubmitted, f"submit {model}"
+        )
+        return reply
+
+    async def status(self, job_id: str) -> JobStatus:
+        """C4 status."""
+        reply: JobStatus = await self._ask(JobStatusRequest(job_id), JobStatus, job_id)
+        return reply
+
+    async def assignments(self) -> dict[str, Any]:
+        """C5: ``{JOB_ID: {"model", "workers": [NODE...]}}``."""
+        reply: Assignments = await self._ask(AssignmentsRequest(), Assignments, "C5")
+        return reply.jobs
+
+    async def get_output(
+        self, job_id: str, local: Path, progress: Progress | None = None
+    ) -> Output:
+        """C4 get-output: copy a finished job's output file to ``local``.
+
+        Conflict while the job is still queued or running."""
+        status = await self.status(job_id)
+        if status.state not in ("done", "failed"):
+            raise Conflict(
+                f"{job_id} is {status.state} ({status.done} of {status.total} queries "
+                "done); get its output when it is done"
+            )
+        name = f"outputs/{job_id}.jsonl"
+        deadline = trio.current_time() + OUTPUT_WAIT
+        while True:
+            try:
+                await self.files.get(name, local, progress)
+                break
+            except NotFound:
+                if trio.current_time() > deadline:
+                    raise
+                await trio.sleep(OUTPUT_POLL)
+        with local.open() as f:
+            results = sum(1 for line in f if line.strip())
+        return Output(job_id, results, status.state)

@@ -1,0 +1,360 @@
+"""The scheduler's shell on the leader: applies events, carries out actions, answers.
+
+The leader (the first live member in ring order, as for SDFS) owns the
+:class:`~inference.scheduler.Scheduler`.  Every state change is an event
+(:mod:`inference.events`): :meth:`Leader.apply` applies it, hands it to the hot
+standby's replicator (``on_applied``), logs the query timings of answered batches
+(:mod:`inference.timings`) and carries out the actions: batches go to workers
+(:class:`~net.messages.AssignBatch`), finished jobs are written to
+``outputs/JOB_ID.jsonl`` in the file store, one line per query as the job's kind
+shapes it (:mod:`inference.kinds`).  A timer feeds the scheduler a ``Tick`` when
+its next batch deadline passes.
+
+:meth:`Leader.handle` answers the typed leader requests of :mod:`inference.client`
+(C1-C5) and the workers' :class:`~net.messages.BatchResult`.  A node that is not (yet)
+the scheduler answers ``Failure(NOT_READY)``, so callers retry
+(:func:`membership.peers.call_leader`); other failures go back as their
+:mod:`net.errors` kind.
+
+Times given to the scheduler come from ``clock``: wall-clock seconds by default, so
+that they mean the same on a new leader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from config.topology import InferenceConfig
+from inference import kinds
+from inference.events import (
+    Action,
+    Assign,
+    BatchDone,
+    BatchFailed,
+    BatchLost,
+    Event,
+    JobAccepted,
+    JobFinished,
+    JobStarted,
+    QueryGaveUp,
+    SetBatchSize,
+    Submit,
+    Takeover,
+    Tick,
+    WorkerDown,
+    WorkerUp,
+)
+from inference.files import FileStore
+from inference.scheduler import Scheduler, SchedulerConfig
+from inference.timings import TimingLog
+from membership.peers import ClusterView
+from net.errors import ClusterError, Invalid, NotFound, NotReady, to_failure
+from net.messages import (
+    AssignBatch,
+    Assignments,
+    AssignmentsRequest,
+    BatchResult,
+    BatchSizeSet,
+    Capacity,
+    CapacityRequest,
+    ErrorReply,
+    JobStatus,
+    JobStatusRequest,
+    JobSubmitted,
+    Latency,
+    LatencyRequest,
+    Rates,
+    RatesRequest,
+    SetBatchSizeRequest,
+    StoreAck,
+    SubmitJob,
+)
+from net.rpc import RpcError
+
+# What the leader answers (the node routes these here).
+LEADER_REQUESTS = (
+    BatchResult,
+    RatesRequest,
+    LatencyRequest,
+    SetBatchSizeRequest,
+    SubmitJob,
+    JobStatusRequest,
+    AssignmentsRequest,
+)
+# How long a new worker has to say what it can run.
+CAPACITY_TIMEOUT = 2.0
+# Attempts at writing a finished job's output (a second more between each).
+OUTPUT_ATTEMPTS = 5
+
+Clock = Callable[[], float]
+# A copy of a scheduler to take over: (scheduler, its event number, its old leader).
+Copy = tuple[Scheduler, int, str]
+
+
+class Leader:
+    """The scheduler and everything it does while this node leads."""
+
+    def __init__(
+        self,
+        me: str,
+        view: ClusterView,
+        files: FileStore,
+        config: InferenceConfig,
+        data_dir: Path,
+        clock: Clock,
+        log: logging.Logger,
+        on_applied: Callable[[int, Event], None],
+    ) -> None:
+        self.me = me
+        self.view = view
+        self.files = files
+        self.config = config
+        self.data_dir = data_dir
+        self.clock = clock
+        self.log = log
+        self._on_applied = on_applied
+        self.sched: Scheduler | None = None
+        self.seq = 0  # events applied by this scheduler, across leaders
+        self._batch_jobs: dict[int, tuple[str, str]] = {}  # batch -> (job, model)
+        self._outputs_written: set[str] = set()
+        self.timings = TimingLog(data_dir / "query_timings.csv")
+        self._timer_wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.sched is not None
+
+    def state(self) -> tuple[Scheduler, int] | None:
+        """The scheduler and its event number (for the standby), None when not leading."""
+        return None if self.sched is None else (self.sched, self.seq)
+
+    # --- life cycle ------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._timer_loop)
+                task_status.started()
+        finally:
+            self.timings.close()
+
+    def become(self, copy: Copy | None, live: list[str]) -> None:
+        """Start scheduling: from the standby ``copy`` (a takeover) or from nothing."""
+        assert self._nursery is not None
+        now = self.clock()
+        if copy is not None:
+            self.sched, self.seq, old = copy
+            self.log.warning(
+                "%s takes over scheduling from %s at event %d (%d jobs)",
+                self.me,
+                old,
+                self.seq,
+                len(self.sched.job_ids()),
+            )
+            self.apply(Takeover(tuple(live), now))
+        else:
+            self.sched = Scheduler(
+                SchedulerConfig(policy=self.config.policy, batch_size=self.config.batch_size)
+            )
+            self.seq = 0
+            self.log.warning("%s is the scheduler (no standby copy to take over)", self.me)
+        sched = self.sched
+        for name in live:
+            self._nursery.start_soon(self.add_worker, name)
+        # Jobs that finished under the old leader may not have their output yet.
+        for job_id in sched.job_ids():
+            if sched.status(job_id)["state"] in ("done", "failed"):
+                self._nursery.start_soon(self._write_output, job_id, True)
+
+    def step_down(self, leader: str | None) -> None:
+        self.log.info("%s is no longer the scheduler (leader is now %s)", self.me, leader)
+        self.sched = None
+
+    # --- workers -------------------------------------------------------------------
+
+    def worker_down(self, name: str) -> None:
+        self.apply(WorkerDown(name, self.clock()))
+
+    def worker_joined(self, name: str) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self.add_worker, name)
+
+    async def add_worker(self, name: str) -> None:
+        try:
+            reply = await self.view.call(name, CapacityRequest(), timeout=CAPACITY_TIMEOUT)
+            capacity = reply.capacity if isinstance(reply, Capacity) else {}
+        except RpcError:
+            return  # not reachable: membership will tell us if it is gone
+        if self.sched is not None and name in self.view.ring():
+            self.apply(WorkerUp(name, capacity or {"threads": 1, "slots": 1}, self.clock()))
+
+    # --- applying events ------------------------------------------------------------
+
+    def apply(self, event: Event) -> list[Action]:
+        """Apply one scheduler event, replicate it, log timings, carry out actions."""
+        if self.sched is None:
+            return []
+        if isinstance(event, BatchDone):
+            job_id, model = self._batch_jobs.get(event.batch_id, ("?", "?"))
+            self.timings.record(event, job_id, model)
+        actions = self.sched.handle(event)
+        self.seq += 1
+        self._on_applied(self.seq, event)
+        self._timer_wake.set()
+        self._execute(actions)
+        return actions
+
+    def _execute(self, actions: list[Action]) -> None:
+        assert self._nursery is not None
+        for a in actions:
+            if isinstance(a, Assign):
+                self._batch_jobs[a.batch_id] = (a.job_id, a.model)
+                self._nursery.start_soon(self._send_batch, a)
+            elif isinstance(a, JobFinished):
+                self.log.warning("%s %s", a.job_id, a.state)
+                self._nursery.start_soon(self._write_output, a.job_id, False)
+            elif isinstance(a, JobStarted):
+                self.log.info(
+                    "%s (%s) started %.2f s after submission", a.job_id, a.model, a.waited
+                )
+            elif isinstance(a, JobAccepted):
+                self.log.info("%s accepted: %s over %d inputs", a.job_id, a.model, a.total)
+            elif isinstance(a, BatchLost):
+                self.log.warning(
+                    "batch %d of %s on %s lost (%s); %d queries requeued",
+                    a.batch_id,
+                    a.job_id,
+                    a.worker,
+                    a.reason,
+                    a.requeued,
+                )
+            elif isinstance(a, QueryGaveUp):
+                self.log.warning(
+                    "%s query %d (%s) gave up: %s", a.job_id, a.index, a.input, a.error
+                )
+
+    async def _send_batch(self, a: Assign) -> None:
+        request = AssignBatch(a.batch_id, a.job_id, a.model, tuple(a.queries))
+        try:
+            reply = await self.view.call(a.worker, request)
+        except RpcError as e:
+            self.apply(
+                BatchFailed(a.worker, a.batch_id, f"cannot reach {a.worker}: {e}", self.clock())
+            )
+            return
+        if not (isinstance(reply, StoreAck) and reply.ok):
+            why = reply.error if isinstance(reply, (StoreAck, ErrorReply)) else str(reply)
+            self.apply(BatchFailed(a.worker, a.batch_id, why, self.clock()))
+
+    async def _write_output(self, job_id: str, only_if_missing: bool) -> None:
+        """Write outputs/JOB_ID.jsonl to the store (one line per query, in query order)."""
+        if self.sched is None or job_id in self._outputs_written:
+            return
+        name = f"outputs/{job_id}.jsonl"
+        if only_if_missing:
+            with contextlib.suppress(ClusterError):
+                await self.files.newest_version(name)
+                self._outputs_written.add(job_id)
+                return
+        rows = self.sched.results(job_id)
+        kind = kinds.kind_of(self.sched.status(job_id)["model"])
+        tmp = self.data_dir / "outputs" / f"{job_id}-{uuid.uuid4().hex[:6]}.jsonl"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(kind.output_line(row)) + "\n")
+        try:
+            for attempt in range(OUTPUT_ATTEMPTS):
+                try:
+                    await self.files.put(tmp, name)
+                    self._outputs_written.add(job_id)
+                    self.log.warning("%s: %d results written to %s", job_id, len(rows), name)
+                    return
+                except ClusterError as e:
+                    self.log.warning(
+                        "%s: writing %s failed (attempt %d): %s", job_id, name, attempt + 1, e
+                    )
+                    await trio.sleep(1.0 + attempt)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self.sched.next_deadline() if self.sched is not None else float("inf")
+            wait = min(max(deadline - self.clock(), 0.0), 1.0)
+            with trio.move_on_after(wait):
+                await self._timer_wake.wait()
+            self._timer_wake = trio.Event()
+            now = self.clock()
+            if self.sched is not None and now >= self.sched.next_deadline():
+                self.apply(Tick(now))
+
+    # --- requests ----------------------------------------------------------------------
+
+    async def handle(self, request: Any) -> Any:
+        """The answer to one of :data:`LEADER_REQUESTS`; failures as ``Failure``."""
+        try:
+            return await self._answer(request)
+        except ClusterError as e:
+            return to_failure(e)
+
+    async def _answer(self, request: Any) -> Any:
+        sched = self.sched
+        if sched is None:
+            raise NotReady(f"not ready: {self.me} is not the scheduler")
+        if isinstance(request, BatchResult):
+            now = self.clock()
+            if request.error:
+                self.apply(BatchFailed(request.worker, request.batch_id, request.error, now))
+            else:
+                self.apply(
+                    BatchDone(
+                        request.worker,
+                        request.batch_id,
+                        tuple(request.results),
+                        tuple(request.timings),
+                        now,
+                    )
+                )
+            return StoreAck(True)
+        if isinstance(request, RatesRequest):
+            return Rates(sched.c1(self.clock())["models"])
+        if isinstance(request, LatencyRequest):
+            return Latency(sched.c2()["models"])
+        if isinstance(request, SetBatchSizeRequest):
+            _, model = kinds.resolve(request.model)
+            if request.batch_size < 1:
+                raise Invalid(
+                    f"BATCH must be a whole number of at least 1, got {request.batch_size}"
+                )
+            self.apply(SetBatchSize(model, request.batch_size))
+            return BatchSizeSet(model, sched.batch_size(model))
+        if isinstance(request, SubmitJob):
+            return await self._submit(sched, request)
+        if isinstance(request, JobStatusRequest):
+            try:
+                return JobStatus(**sched.status(request.job_id))
+            except KeyError:
+                raise NotFound(f"no such job: {request.job_id}") from None
+        if isinstance(request, AssignmentsRequest):
+            return Assignments(sched.assignments())
+        raise Invalid(f"{type(request).__name__} is not a leader request")
+
+    async def _submit(self, sched: Scheduler, request: SubmitJob) -> JobSubmitted:
+        kind, model = kinds.resolve(request.model)
+        inputs = await kind.queries(self.files, model, request.pattern, request.count)
+        if self.sched is not sched:
+            raise NotReady("not ready: leadership moved while submitting")
+        actions = self.apply(Submit(None, model, tuple(inputs), self.clock()))
+        accepted = next(a for a in actions if isinstance(a, JobAccepted))
+        return JobSubmitted(accepted.job_id, accepted.model, accepted.total)

@@ -1,0 +1,157 @@
+"""The worker role, on every node (the leader included): runs the batches it is given.
+
+The leader sends :class:`~net.messages.AssignBatch`; the worker acknowledges at once
+and runs the batch in the background through the model's job kind
+(:mod:`inference.kinds`), which fetches what the batch needs from the file store and
+runs it, normally in the worker process (:class:`~inference.worker_client.WorkerProcess`,
+``python -m inference.worker_main``), which holds the models warm; the node process
+never imports torch.  The node holds :data:`WORKER_SLOTS` batches at once: one runs in
+the worker process while the next one's inputs and weights are fetched, so the process
+never waits for the leader's round trip between batches; the process still runs one
+batch at a time (``WorkerContext.slot``).
+
+The result, or the one-line reason the batch failed, goes to whoever is leader by then
+(:class:`~net.messages.BatchResult` through :func:`membership.peers.call_leader`),
+with a longer window than a console request's: a batch's result is minutes of work,
+and leadership may be moving (detection takes about 5 s, then the standby takes over).
+
+The worker's capacity (threads, GPU, slots) is what the scheduler sizes its batches by.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from config.topology import InferenceConfig
+from inference import kinds
+from inference.files import FileStore
+from inference.kinds.base import WorkerContext
+from inference.worker_client import WorkerProcess
+from membership.peers import ClusterView, call_leader
+from net.errors import ClusterError
+from net.messages import AssignBatch, BatchResult, StoreAck
+from net.rpc import RPC_TIMEOUT
+
+# How long a worker keeps trying to hand a result to a leader (see the docstring).
+REPORT_RETRY_WINDOW = 60.0
+# Its retries stay this frequent: until the result is in, the batch's slot is taken
+# (the scheduler gives the worker no new work), so every late second idles it.
+REPORT_RETRY_MAX_DELAY = 0.25
+# Batches a worker holds at once (see the docstring).
+WORKER_SLOTS = 2
+
+
+def _gpu_name() -> str | None:
+    """The first NVIDIA GPU's name, without importing torch (nvidia-smi, if present).
+
+    None where ``$CUDA_VISIBLE_DEVICES`` hides every GPU from the worker (empty or -1):
+    the worker then runs on the CPU, and its capacity must say so.
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+        return None
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
+class Worker:
+    def __init__(
+        self,
+        me: str,
+        view: ClusterView,
+        files: FileStore,
+        config: InferenceConfig,
+        threads: int,
+        data_dir: Path,
+        log: logging.Logger,
+    ) -> None:
+        self.me = me
+        self.view = view
+        self.log = log
+        self.threads = threads
+        self.process = WorkerProcess(threads, log_path=data_dir / "worker.log")
+        self.context = WorkerContext(
+            files=files,
+            cache=data_dir / "cache",
+            process=self.process,
+            slot=trio.Lock(),
+            allow_download=config.allow_download,
+        )
+        self._gpu: str | bool | None = False  # False: not looked up yet
+        self._nursery: trio.Nursery | None = None
+
+    def capacity(self) -> dict[str, Any]:
+        if self._gpu is False:
+            self._gpu = _gpu_name()
+        return {"threads": self.threads, "gpu": self._gpu or None, "slots": WORKER_SLOTS}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.process.aclose()
+
+    def assign(self, request: AssignBatch) -> StoreAck:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_batch, request)
+        return StoreAck(True)
+
+    async def _run_batch(self, req: AssignBatch) -> None:
+        started = time.perf_counter()  # for the log line only
+        try:
+            kind = kinds.kind_of(req.model)
+            out = await kind.run_batch(self.context, req.model, req.queries)
+            reply = BatchResult(self.me, req.batch_id, out.rows, out.timings, "")
+        except Exception as e:  # any failure goes back to the scheduler, not up
+            why = str(e) if isinstance(e, ClusterError) else f"{type(e).__name__}: {e}"
+            self.log.warning("batch %d of %s failed: %s", req.batch_id, req.job_id, why)
+            reply = BatchResult(self.me, req.batch_id, (), (), f"{self.me}: {why}")
+        self.log.debug(
+            "batch %d of %s: %d queries in %.3f s",
+            req.batch_id,
+            req.job_id,
+            len(req.queries),
+            time.perf_counter() - started,
+        )
+        await self._report(reply)
+
+    async def _report(self, result: BatchResult) -> None:
+        """Hand a batch's result to the leader, whoever that is by now."""
+        try:
+            reply = await call_leader(
+                self.view,
+                result,
+                timeout=RPC_TIMEOUT,
+                window=REPORT_RETRY_WINDOW,
+                max_delay=REPORT_RETRY_MAX_DELAY,
+            )
+        except ClusterError as e:
+            self.log.warning("batch %d: no scheduler took its result: %s", result.batch_id, e)
+            return
+        if not (isinstance(reply, StoreAck) and reply.ok):
+            self.log.warning(
+                "batch %d: the scheduler refused its result: %r", result.batch_id, reply
+            )
