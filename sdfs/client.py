@@ -135,6 +135,7 @@ class SdfsClient:
             raise Invalid(f"local file {local} {what}")
         size = local.stat().st_size
         coord = putcoord.PutCoordinator(name, size, write_quorum(self.replication))
+        coord.times["start"] = trio.current_time()
         steps: list[putcoord.Step] = []
         incoming: dict[str, str] = {}
         while True:
@@ -142,13 +143,12 @@ class SdfsClient:
                 # The SHA-256 is computed while the bytes go out (one read of the
                 # file), so the leader hears it with PutDone, not here.
                 request = PutBegin(name, size, "", self.client_name)
-                now = trio.current_time()
                 try:
                     grant = expect(await self.view.call_leader(request), PutGrant, f"put {name}")
                 except ClusterError as e:
                     steps = coord.refused(str(e), e.kind)
                 else:
-                    steps = coord.granted(grant, now)
+                    steps = coord.granted(grant, trio.current_time())
             step = steps.pop(0)
             if isinstance(step, putcoord.Send):
                 incoming, digests, errors = await push(

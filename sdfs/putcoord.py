@@ -172,7 +172,9 @@ class PutCoordinator:
         if len(distinct) > 1:
             changed = NodeError(ErrorKind.FAILED, "the local file changed while it was sent")
             self.errors.update({n: changed for n in digests})
-            return self._end(list(digests), "the local file changed while it was sent")
+            return self._end(
+                list(digests), "the local file changed while it was sent", ErrorKind.FAILED
+            )
         if not distinct:
             return self._end([], "no replica received the bytes")
         self.record = VersionRecord(
@@ -230,7 +232,9 @@ class PutCoordinator:
         assert self.grant is not None
         return self.grant
 
-    def _end(self, nodes: Sequence[str], why: str) -> list[Step]:
+    def _end(
+        self, nodes: Sequence[str], why: str, kind: ErrorKind = ErrorKind.NO_QUORUM
+    ) -> list[Step]:
         """This attempt failed: abort it, then try a fresh grant or give up."""
         grant = self._grant()
         abort = Abort(grant.name, grant.version, grant.put_id, tuple(sorted(set(nodes))))
@@ -240,7 +244,8 @@ class PutCoordinator:
             return [abort, Regrant(conflicts[0].text)]
         self.phase = Phase.FAILED
         detail = "; ".join(f"{n}: {e.text}" for n, e in sorted(self.errors.items()))
-        return [abort, Fail(f"put {self.name} failed: {why}" + (f" ({detail})" if detail else ""))]
+        reason = f"put {self.name} failed: {why}" + (f" ({detail})" if detail else "")
+        return [abort, Fail(reason, kind)]
 
     def _expect(self, phase: Phase) -> None:
         if self.phase is not phase:

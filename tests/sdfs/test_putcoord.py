@@ -102,6 +102,7 @@ def test_a_file_that_changed_while_sent_is_never_ingested() -> None:
     steps = c.sent({"H1": DIGEST, "H2": DIGEST, "H3": "cd" * 32, "H4": DIGEST}, {})
     assert [type(s) for s in steps] == [Abort, Fail]
     assert isinstance(steps[1], Fail) and "changed while it was sent" in steps[1].reason
+    assert steps[1].kind is ErrorKind.FAILED  # not a quorum problem: retrying will not help
 
 
 def test_a_version_taken_by_another_put_regrants_then_succeeds() -> None:
