@@ -99,6 +99,7 @@ def whole_number(lo: int, hi: int) -> Callable[[str], int]:
 
 def glob_or_count(value: str) -> str | int:
     """``C4 submit-job``'s selector: a COUNT of random inputs, or a GLOB of SDFS names."""
+    # Any digits at all mean a COUNT (refused unless ASCII): a glob of "٣" is a typo.
     if _DIGITS.fullmatch(value) or value.isdigit():
         return whole_number(1, MAX_COUNT)(value)
     return value
@@ -154,7 +155,6 @@ class Command:
     args: tuple[Arg, ...] = ()
     where: Where = Where.NODE
     handler: Handler | None = None
-    group: str = "membership"
     test_mode_only: bool = False
     # For commands with sub-actions (C4): the first argument picks one of these.
     actions: Mapping[str, Command] = field(default_factory=dict)
@@ -308,10 +308,6 @@ async def _c5(ctx: Context) -> dict[str, Any]:
     return {"jobs": await ctx.inference.assignments()}
 
 
-async def _shell(ctx: Context, *values: Any) -> dict[str, Any]:
-    raise ClusterError("this command is answered by the console itself")
-
-
 # Commands whose handler takes the progress callback as its last argument.
 _WITH_PROGRESS = ("put", "put-dir", "get", "get-versions", "C4 get-output")
 
@@ -323,7 +319,7 @@ def _c4_actions() -> dict[str, Command]:
     def act(
         name: str, summary: str, args: tuple[Arg, ...], where: Where, handler: Handler
     ) -> Command:
-        return Command(f"C4 {name}", summary, args, where, handler, "inference")
+        return Command(f"C4 {name}", summary, args, where, handler)
 
     return {
         "submit-job": act(
@@ -381,7 +377,6 @@ COMMANDS: dict[str, Command] = {
             (Arg("LOCAL", "the local file", local_path), _SDFSNAME),
             Where.CONSOLE,
             _put,
-            "sdfs",
         ),
         Command(
             "put-dir",
@@ -389,7 +384,6 @@ COMMANDS: dict[str, Command] = {
             (Arg("LOCALDIR", "the local directory", local_path), Arg("PREFIX", "SDFS name prefix")),
             Where.CONSOLE,
             _put_dir,
-            "sdfs",
         ),
         Command(
             "get",
@@ -397,7 +391,6 @@ COMMANDS: dict[str, Command] = {
             (_SDFSNAME, _LOCAL_OUT),
             Where.CONSOLE,
             _get,
-            "sdfs",
         ),
         Command(
             "delete",
@@ -405,7 +398,6 @@ COMMANDS: dict[str, Command] = {
             (_SDFSNAME,),
             Where.LEADER,
             _delete,
-            "sdfs",
         ),
         Command(
             "ls",
@@ -413,7 +405,6 @@ COMMANDS: dict[str, Command] = {
             (_SDFSNAME,),
             Where.LEADER,
             _ls,
-            "sdfs",
         ),
         Command(
             "ls-all",
@@ -421,9 +412,8 @@ COMMANDS: dict[str, Command] = {
             (Arg("GLOB", "a shell-style pattern (default *)", optional=True),),
             Where.LEADER,
             _ls_all,
-            "sdfs",
         ),
-        Command("store", "list the SDFS files this node holds", handler=_store, group="sdfs"),
+        Command("store", "list the SDFS files this node holds", handler=_store),
         Command(
             "get-versions",
             "fetch the last N versions, newest first, each behind a delimiter line",
@@ -434,21 +424,18 @@ COMMANDS: dict[str, Command] = {
             ),
             Where.CONSOLE,
             _get_versions,
-            "sdfs",
         ),
         Command(
             "C1",
             "query rate (last 10 s) and queries done, per model",
             where=Where.LEADER,
             handler=_c1,
-            group="inference",
         ),
         Command(
             "C2",
             "query processing time per model: mean, std, median, p90, p95, p99",
             where=Where.LEADER,
             handler=_c2,
-            group="inference",
         ),
         Command(
             "C3",
@@ -459,12 +446,10 @@ COMMANDS: dict[str, Command] = {
             ),
             Where.LEADER,
             _c3,
-            "inference",
         ),
         Command(
             "C4",
             "jobs: submit-job, status, get-output",
-            group="inference",
             where=Where.LEADER,
             actions=_c4_actions(),
         ),
@@ -473,15 +458,13 @@ COMMANDS: dict[str, Command] = {
             "the workers each running job is using",
             where=Where.LEADER,
             handler=_c5,
-            group="inference",
         ),
         Command(
             "help",
             "list the commands, or explain one",
             (Arg("COMMAND", "a command name", optional=True),),
             Where.SHELL,
-            _shell,
-            "console",
+            None,
         ),
         # exit and quit only mean something to the interactive console: it ends, and
         # the node process then leaves the cluster and stops.
@@ -489,10 +472,8 @@ COMMANDS: dict[str, Command] = {
             "exit",
             "close the console; the node leaves the cluster and stops",
             where=Where.SHELL,
-            handler=_shell,
-            group="console",
         ),
-        Command("quit", "same as exit", where=Where.SHELL, handler=_shell, group="console"),
+        Command("quit", "same as exit", where=Where.SHELL),
     )
 }
 
@@ -548,7 +529,8 @@ async def run(parsed: Parsed, ctx: Context, progress: Progress | None = None) ->
     node = ctx.node
     if cmd.test_mode_only and node is not None and not node.test_mode:
         raise CommandError(f"{cmd.name} is only available in test mode (start the node with -t)")
-    assert cmd.handler is not None
+    if cmd.handler is None:  # help, exit, quit: the console answers them itself
+        raise CommandError(f"{cmd.name} is answered by the console, not run on a node")
     args: tuple[Any, ...] = parsed.values
     if cmd.name in _WITH_PROGRESS:
         args = (*args, progress)
