@@ -142,13 +142,15 @@ class SdfsClient:
                 # The SHA-256 is computed while the bytes go out (one read of the
                 # file), so the leader hears it with PutDone, not here.
                 request = PutBegin(name, size, "", self.client_name)
-                now = trio.current_time()
+                # The put starts when the first grant is asked for; each grant is
+                # timed when it arrives, so the log line's "grant" is the wait for it.
+                coord.times.setdefault("start", trio.current_time())
                 try:
                     grant = expect(await self.view.call_leader(request), PutGrant, f"put {name}")
                 except ClusterError as e:
                     steps = coord.refused(str(e), e.kind)
                 else:
-                    steps = coord.granted(grant, now)
+                    steps = coord.granted(grant, trio.current_time())
             step = steps.pop(0)
             if isinstance(step, putcoord.Send):
                 incoming, digests, errors = await push(

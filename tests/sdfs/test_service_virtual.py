@@ -110,6 +110,8 @@ async def test_a_put_succeeds_on_the_write_quorum_when_one_replica_dies_mid_copy
 
     assert trio.current_time() - t0 == RTT + RTT + copy_seconds(2 * MiB) + 3 * RTT == 4.5
     assert (result.version, result.replicas) == (1, ("H1", "H2", "H4"))
+    (line,) = cluster.log("put a.txt v1", "H3")
+    assert line.message.endswith("in 4.50 s (grant 0.50, copies+commit 3.50, report 0.50)")
     # H5's copy broke the instant it died, half-way, and left nothing behind.
     (to_h5,) = [c for c in cluster.copies.copies if c.dst == "H5"]
     assert (to_h5.started, to_h5.ended, to_h5.size) == (copy_starts, t_crash, MiB)
