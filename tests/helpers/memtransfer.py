@@ -107,6 +107,10 @@ class CopyNet:
         """``node`` runs again (a restart): copies to and from it work again."""
         self._down.discard(node)
 
+    def in_progress(self) -> list[tuple[str, str]]:
+        """(from, to) of every copy under way."""
+        return sorted(link.ends for link in self._links)
+
     def is_down(self, node: str) -> bool:
         return node in self._down
 

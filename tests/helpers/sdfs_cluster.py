@@ -167,6 +167,15 @@ class SdfsCluster:
             self.nodes.crash(name)
             del self.services[name]
 
+    async def restart(self, name: str, via: str) -> SdfsService:
+        """A fresh process for crashed ``name`` on the same disk: it joins through
+        ``via``'s view and opens its store where the crashed one left it."""
+        node = await self.nodes.restart(name, via)
+        self.copies.up(name)
+        node, service = self._build_service(node)
+        await node.nursery.start(service.run)
+        return service
+
     # --- looking --------------------------------------------------------------------------
 
     def service(self, name: str) -> SdfsService:

@@ -74,6 +74,12 @@ def detected(cluster: SdfsCluster, by: str, name: str) -> float:
     return next(t for t, who, _ in cluster.nodes.sim.events("failed", name) if who == by)
 
 
+def rejoined_at(cluster: SdfsCluster, by: str, name: str, since: float) -> float:
+    """When ``by``'s membership took ``name`` back in (its "rejoined" event) after ``since``."""
+    events = cluster.nodes.sim.events("rejoined", name)
+    return next(t for t, who, _ in events if who == by and t >= since)
+
+
 def suspected(cluster: SdfsCluster, name: str) -> float:
     """When the first member suspected ``name``."""
     return cluster.nodes.sim.events("suspected", name)[0][0]
@@ -311,3 +317,68 @@ async def test_two_puts_granted_one_version_across_a_leader_change_both_end_up_s
     await cluster.client("H5").get_versions("race.txt", 2, out)
     expected = delimiter("race.txt", 2) + big + delimiter("race.txt", 1) + small
     assert out.read_bytes() == expected
+
+
+async def test_a_get_whose_holder_dies_mid_copy_reads_from_another(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    cluster = await running(nursery, tmp_path, 5)
+    data = payload(8, 2 * MiB)
+    await cluster.put("H3", "a.txt", data)  # on H1, H2, H4, H5; H3 knows where they keep files
+    await trio.sleep_until(trio.current_time() + 1)
+    t0 = trio.current_time()
+    pull_starts = t0 + RTT + RTT  # locate at the leader, then stat a read quorum
+    t_crash = pull_starts + 1.0 + 1 / 32
+    local = tmp_path / "H3" / "local"
+    source: list[str] = []
+
+    async def crash_the_source() -> None:
+        await trio.sleep_until(t_crash)
+        ((src, dst),) = cluster.copies.in_progress()  # a holder picked at random
+        assert dst == "H3"
+        assert [p.name for p in local.iterdir() if not p.name.startswith(".")] == ["put-0"]
+        source.append(src)
+        cluster.crash(src)
+
+    nursery.start_soon(crash_the_source)
+    assert await cluster.read("H3", "a.txt") == data
+    # The next holder is asked at once, from the start; the broken copy left nothing.
+    assert trio.current_time() == t_crash + copy_seconds(2 * MiB) == t0 + 4.03125
+    first, second = cluster.copies.copies[-2:]
+    assert (first.src, first.size, first.ended) == (source[0], MiB, t_crash)
+    assert second.src in {"H1", "H2", "H4", "H5"} - {source[0]}
+    assert (second.started, second.error) == (t_crash, None)
+    assert [p.name for p in local.iterdir() if p.name.startswith(".")] == []
+
+
+async def test_a_holder_that_missed_a_delete_is_told_when_it_rejoins(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    cluster = await running(nursery, tmp_path, 5)
+    await cluster.put("H3", "a.txt", payload(9, MiB))  # on H1, H2, H4, H5
+    await cluster.put("H3", "a.txt", payload(10, MiB))
+    t0 = trio.current_time()
+    cluster.crash("H5")
+    # The delete reaches every other node (a write quorum): tombstone v3.
+    await cluster.client("H3").delete("a.txt")
+    assert trio.current_time() - t0 == RTT + RTT
+    assert [r.version for r in cluster.records("H4", "a.txt")] == [3]
+
+    await trio.sleep(10)
+    h5 = await cluster.restart("H5", via="H1")
+    t_back = trio.current_time()
+    # Its store reopens with both versions; the leader hears it rejoin at once (no
+    # datagram delay), asks for its inventory (RTT) and sends the tombstone (D).
+    assert [r.version for r in h5.store.records("a.txt")] == [1, 2]
+    assert rejoined_at(cluster, "H1", "H5", t_back) == t_back
+    await trio.sleep_until(t_back + RTT + D - 1 / 64)
+    assert [r.version for r in h5.store.records("a.txt")] == [1, 2]
+    await trio.sleep_until(t_back + RTT + D + 1 / 64)
+    assert [(r.version, r.state) for r in h5.store.records("a.txt")] == [(3, VersionState.DELETED)]
+
+    client = cluster.client("H3")
+    with pytest.raises(NotFound, match=r"\(deleted\)"):
+        await client.ls("a.txt")
+    again = await cluster.put("H3", "a.txt", payload(11, MiB))
+    assert (again.version, again.replicas) == (4, ("H1", "H2", "H4", "H5"))
+    assert [r.version for r in h5.store.records("a.txt")] == [3, 4]
