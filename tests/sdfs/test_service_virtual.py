@@ -382,3 +382,45 @@ async def test_a_holder_that_missed_a_delete_is_told_when_it_rejoins(
     again = await cluster.put("H3", "a.txt", payload(11, MiB))
     assert (again.version, again.replicas) == (4, ("H1", "H2", "H4", "H5"))
     assert [r.version for r in h5.store.records("a.txt")] == [3, 4]
+
+
+async def test_a_repair_order_that_fails_after_leadership_moved_on_is_only_logged(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    cluster = await running(nursery, tmp_path, 6)
+    cluster.crash("H1")
+    await cluster.wait_until(lambda: "H1" not in cluster.services and cluster.settled(), 30)
+    data = payload(12, 2 * MiB)
+    put = await cluster.put("H2", "f.bin", data)  # H2 is the leader now
+    assert put.replicas == ("H3", "H4", "H5", "H6")
+    cluster.crash("H4")
+    # H2 orders a copy to itself, the one live node without one...
+    await cluster.wait_until(lambda: bool(cluster.copies.in_progress()), 30)
+    ((source, target),) = cluster.copies.in_progress()
+    assert target == "H2"
+    # ...and while it runs H1 comes back: H2 is a follower again, its metadata dropped.
+    await cluster.restart("H1", via="H2")
+    assert cluster.leader("H2").metadata is None
+    # Then the source dies: the order fails on a leader that no longer is one.
+    t_crash = trio.current_time()
+    cluster.crash(source)
+    await cluster.wait_until(lambda: bool(cluster.log("re-replication of f.bin", "H2")), 30)
+    (line,) = cluster.log("re-replication of f.bin", "H2")
+    assert line.time == t_crash + D  # the connection closes one delay after the crash
+    assert f"from {source} failed" in line.message
+
+    # H2 runs on (its service did not fall over), and the new leader restores the copies.
+    live = sorted(cluster.live())
+
+    def listed_everywhere() -> bool:
+        metadata = cluster.leader("H1").metadata
+        if metadata is None or not metadata.locate("f.bin")[0]:
+            return False
+        return metadata.locate("f.bin")[0][0].holders >= set(live)
+
+    await cluster.wait_until(listed_everywhere, 60)
+    assert cluster.holders("f.bin", 1) == live
+    assert cluster.leader("H2").state.value == "follower"
+    status = await cluster.client("H2").ls("f.bin")
+    assert status.replicas == tuple(live)
+    assert await cluster.read("H2", "f.bin") == data
