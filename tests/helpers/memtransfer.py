@@ -19,6 +19,10 @@ It keeps the :class:`~sdfs.transfer.Transfer` contract:
   ``push_many``, which never raises one);
 * ``progress(done, total)`` after every chunk, never backwards, last ``(total, total)``.
 
+:attr:`CopyNet.copies` keeps every copy as it happened (ends, bytes, virtual start and
+end, error) and :meth:`CopyNet.in_progress` says which are under way, for tests to
+assert on.
+
 Faults: :meth:`CopyNet.down` is a node's crash as the copies see it.  A copy from or
 to that node in progress fails at once ("connection reset"), leaving nothing at its
 destination; a new one to it fails at once ("connection refused") until

@@ -32,6 +32,7 @@ from membership.peers import LEADER_RETRY_FIRST, LEADER_RETRY_MAX
 from net.errors import NoQuorum, NotFound
 from net.messages import VersionState
 from sdfs.client import PutResult, delimiter
+from sdfs.leader import LeaderState
 from sdfs.metadata import placement
 from sdfs.store import relative_data_path
 from tests.helpers.sdfs_cluster import MIB_PER_SECOND, SdfsCluster
@@ -420,7 +421,7 @@ async def test_a_repair_order_that_fails_after_leadership_moved_on_is_only_logge
 
     await cluster.wait_until(listed_everywhere, 60)
     assert cluster.holders("f.bin", 1) == live
-    assert cluster.leader("H2").state.value == "follower"
+    assert cluster.leader("H2").state is LeaderState.FOLLOWER
     status = await cluster.client("H2").ls("f.bin")
     assert status.replicas == tuple(live)
     assert await cluster.read("H2", "f.bin") == data
