@@ -29,6 +29,7 @@ its rebuild or a repair finished, to the exact virtual second.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -98,6 +99,7 @@ class SdfsCluster:
         self.copies = CopyNet(bytes_per_second)
         self.services: dict[str, SdfsService] = {}
         self.lines: list[LogLine] = []
+        self._files = itertools.count()  # names local files apart
 
     # --- building -------------------------------------------------------------------------
 
@@ -222,7 +224,7 @@ class SdfsCluster:
         """A file on ``node``'s own disk, outside its store, holding ``data``."""
         d = self.root / node / "local"
         d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{label}-{len(list(d.iterdir()))}"
+        path = d / f"{label}-{next(self._files)}"
         path.write_bytes(data)
         return path
 
@@ -234,6 +236,6 @@ class SdfsCluster:
         """``get`` of ``name`` by ``node``'s client; the bytes it wrote."""
         d = self.root / node / "local"
         d.mkdir(parents=True, exist_ok=True)
-        path = d / f"got-{len(list(d.iterdir()))}"
+        path = d / f"got-{next(self._files)}"
         await self.client(node).get(name, path)
         return path.read_bytes()
