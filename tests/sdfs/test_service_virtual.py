@@ -55,12 +55,14 @@ def payload(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size - 1) + b"\n"
 
 
-def copy_seconds(size: int) -> float:
-    return size / MIB_PER_SECOND
+def copy_seconds(size: int, rate: float = MIB_PER_SECOND) -> float:
+    return size / rate
 
 
-async def running(nursery: trio.Nursery, root: Path, n: int) -> SdfsCluster:
-    cluster = SdfsCluster(nursery, root, n, replication=REPLICAS, delay=D)
+async def running(
+    nursery: trio.Nursery, root: Path, n: int, rate: float = MIB_PER_SECOND
+) -> SdfsCluster:
+    cluster = SdfsCluster(nursery, root, n, replication=REPLICAS, delay=D, bytes_per_second=rate)
     await cluster.start()
     return cluster
 
@@ -266,9 +268,12 @@ async def test_three_of_four_holders_fail_at_once_and_the_leader_re_replicates(
 async def test_two_puts_granted_one_version_across_a_leader_change_both_end_up_stored(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    cluster = await running(nursery, tmp_path, 5)
+    # Slow links (256 KiB/s) keep the files small: A's copy must outlast the failure
+    # detection, the new leader's rebuild and the whole of B's put.
+    rate = MIB_PER_SECOND / 4
+    cluster = await running(nursery, tmp_path, 5, rate)
     assert placement("race.txt", cluster.live(), REPLICAS) == ["H5", "H1", "H2", "H3"]
-    big, small = payload(6, 16 * MiB), payload(7, MiB)
+    big, small = payload(6, 4 * MiB), payload(7, MiB // 4)
     t0 = trio.current_time()
     done: dict[str, tuple[float, PutResult]] = {}
 
@@ -286,13 +291,13 @@ async def test_two_puts_granted_one_version_across_a_leader_change_both_end_up_s
     t_b = trio.current_time()
     b = await cluster.put("H3", "race.txt", small)
     assert (b.version, b.replicas) == (1, ("H2", "H3", "H4", "H5"))
-    assert trio.current_time() - t_b == RTT + RTT + copy_seconds(MiB) + 3 * RTT
-    assert trio.current_time() < t0 + RTT + RTT + copy_seconds(16 * MiB)  # before A's copies end
+    assert trio.current_time() - t_b == RTT + RTT + copy_seconds(MiB // 4, rate) + 3 * RTT
+    a_copied = t0 + RTT + RTT + copy_seconds(4 * MiB, rate)
+    assert trio.current_time() < a_copied  # B is done before A's copies end
 
     await cluster.wait_until(lambda: "a" in done, 60)
     # A's copies end; every replica refuses v1 (CONFLICT: it belongs to B's put); A
     # aborts, asks H2 for a fresh number (the PutCoordinator's Regrant) and sends again.
-    a_copied = t0 + RTT + RTT + copy_seconds(16 * MiB)
     (regrant,) = cluster.log("asking for a fresh version", "H4")
     assert regrant.time == a_copied + RTT + RTT  # ingest refused, then the abort
     assert regrant.message.endswith(
@@ -300,7 +305,7 @@ async def test_two_puts_granted_one_version_across_a_leader_change_both_end_up_s
     )
     # Grant; H4 knows where H2, H3, H5 keep files and is itself the fourth; copy; 3 RTT.
     a_done, a = done["a"]
-    assert a_done == regrant.time + RTT + copy_seconds(16 * MiB) + 3 * RTT
+    assert a_done == regrant.time + RTT + copy_seconds(4 * MiB, rate) + 3 * RTT
     assert (a.version, a.replicas) == (2, ("H2", "H3", "H4", "H5"))
 
     # Both are there as distinct versions, on every live node, and read back whole.
