@@ -286,7 +286,10 @@ class SdfsLeader:
                 io_timeout(size * len(repair.targets)),
             )
         except RpcError as e:
-            self.metadata.repair_failed(repair.name)
+            # Leadership may have moved while the order ran (self.metadata is None
+            # then): nothing to update, and no reason to take the service down.
+            if self.metadata is not None:
+                self.metadata.repair_failed(repair.name)
             self.log.warning(
                 "re-replication of %s from %s failed: %s", repair.name, repair.source, e
             )
