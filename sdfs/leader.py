@@ -52,7 +52,6 @@ from net.messages import (
     VersionRecord,
 )
 from net.rpc import RPC_TIMEOUT, RpcError
-from sdfs.copies import io_timeout
 from sdfs.metadata import Metadata, Repair, placement, write_quorum
 from sdfs.names import check_name
 
@@ -60,6 +59,11 @@ LEADER_REQUESTS = (PutBegin, PutDone, Locate, ListFiles, DeleteFile)
 
 # How often the leader checks for under-replicated files besides failure events.
 REPAIR_INTERVAL = 2.0
+# A repair order is given up after RPC_TIMEOUT plus its bytes at this speed: only a
+# backstop for a source that is alive but stuck, since a copy that stalls fails by its
+# own idle timeout and a source that dies is cancelled on its failure.  Low, so a big
+# file on a slow link is never given up while it still moves.
+REPAIR_BYTES_PER_SECOND_FLOOR = 100e3
 # How often expired grants are forgotten.
 GRANT_SWEEP_INTERVAL = 60.0
 
@@ -89,6 +93,8 @@ class SdfsLeader:
         self.metadata: Metadata | None = None
         self.repair_log: list[dict[str, Any]] = []
         self._reported_lost: set[str] = set()
+        # Repairs under way: file name -> (the source copying it, a scope to cancel).
+        self._repairs: dict[str, tuple[str, trio.CancelScope]] = {}
         self._wake_repair = trio.Event()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -107,6 +113,9 @@ class SdfsLeader:
         if event.kind in ("failed", "left"):
             if self.metadata is not None:
                 self.metadata.node_gone(event.name)
+            for source, scope in self._repairs.values():
+                if source == event.name:
+                    scope.cancel()  # ordered again from another holder
             self._wake_repair.set()
         joined = event.kind in ("joined", "rejoined") and event.name != self.name
         if joined and self.state is LeaderState.READY and self._nursery is not None:
@@ -259,10 +268,11 @@ class SdfsLeader:
             with trio.move_on_after(REPAIR_INTERVAL):
                 await self._wake_repair.wait()
             self._wake_repair = trio.Event()
-            if self.state is not LeaderState.READY or self.metadata is None:
+            metadata = self.metadata
+            if self.state is not LeaderState.READY or metadata is None:
                 continue
             ring = self.view.ring()
-            lost = set(self.metadata.lost(ring))
+            lost = set(metadata.lost(ring))
             for name in sorted(lost - self._reported_lost):
                 # Said once per file: when the whole cluster stops, every file is in
                 # this state and its copies are still on the stopped nodes' disks.
@@ -271,34 +281,42 @@ class SdfsLeader:
                     name,
                 )
             self._reported_lost = lost
-            async with trio.open_nursery() as n:
-                for repair in self.metadata.repairs(ring, self.clock()):
-                    n.start_soon(self._run_repair, repair)
+            assert self._nursery is not None
+            for repair in metadata.repairs(ring, self.clock()):
+                # A repair runs as long as its copy does (a big file on a slow link
+                # takes minutes): the loop goes on meanwhile, and never orders the same
+                # file twice at once.
+                if repair.name not in self._repairs:
+                    scope = trio.CancelScope()
+                    self._repairs[repair.name] = (repair.source, scope)
+                    self._nursery.start_soon(self._run_repair, metadata, repair, scope)
 
-    async def _run_repair(self, repair: Repair) -> None:
-        assert self.metadata is not None
+    async def _run_repair(
+        self, metadata: Metadata, repair: Repair, scope: trio.CancelScope
+    ) -> None:
         started = self.clock()
         size = sum(r.size for r in repair.records)
         try:
-            reply = await self.view.call(
-                repair.source,
-                ReplicateOrder(repair.records, repair.targets),
-                io_timeout(size * len(repair.targets)),
-            )
+            with scope:
+                reply = await self.view.call(
+                    repair.source,
+                    ReplicateOrder(repair.records, repair.targets),
+                    RPC_TIMEOUT + size * len(repair.targets) / REPAIR_BYTES_PER_SECOND_FLOOR,
+                )
+            if scope.cancelled_caught:
+                raise RpcError(f"{repair.source} left the cluster")
         except RpcError as e:
-            # Leadership may have moved while the order ran (self.metadata is None
-            # then): nothing to update, and no reason to take the service down.
-            if self.metadata is not None:
-                self.metadata.repair_failed(repair.name)
+            metadata.repair_failed(repair.name)
             self.log.warning(
                 "re-replication of %s from %s failed: %s", repair.name, repair.source, e
             )
             return
+        finally:
+            self._repairs.pop(repair.name, None)
         copied = tuple(reply.detail.get("copied", ())) if isinstance(reply, StoreAck) else ()
-        current: Metadata | None = self.metadata  # leadership may have moved meanwhile
-        if current is None:
-            return
-        current.repaired(repair.name, repair.records, copied)
+        # The metadata this repair was ordered from: if leadership moved meanwhile it is
+        # no longer anyone's, and updating it is harmless.
+        metadata.repaired(repair.name, repair.records, copied)
         took = self.clock() - started
         errors = reply.detail.get("errors", {}) if isinstance(reply, StoreAck) else {}
         self.repair_log.append(

@@ -50,6 +50,7 @@ class SdfsService:
         *,
         caller: Caller = call,
         blocking: Blocking = to_thread,
+        local: Transfer | None = None,
     ) -> None:
         self.me = me
         self.membership = membership
@@ -57,7 +58,10 @@ class SdfsService:
         # Copies to and from ourselves.  Over tcp they go through our own port like
         # any other (one read of the file feeds every replica, and what arrives is
         # checked once); scp to ourselves would need our own sshd: a local copy then.
-        self.local: Transfer = transfer if isinstance(transfer, TcpTransfer) else LocalTransfer()
+        # ``local`` replaces that choice (tests on virtual time, where threads race).
+        if local is None:
+            local = transfer if isinstance(transfer, TcpTransfer) else LocalTransfer()
+        self.local = local
         self.log = logger or logging.getLogger(f"sdfs.{me.name}")
         self.store = ReplicaStore(root, keep=config.versions_kept)
         # caller and blocking are seams for tests on virtual time (net.memrpc,

@@ -141,11 +141,10 @@ class SdfsCluster:
             self._logger(node.name),
             caller=node.caller,
             blocking=self.nodes.blocking,
+            # Copies to itself go through the CopyNet too (not a LocalTransfer's worker
+            # threads, which make virtual time race): they take time like any other.
+            local=transfer,
         )
-        # The service copies to itself with a LocalTransfer (worker threads) unless its
-        # transfer is tcp; threads make virtual time race (net.blocking), so copies to
-        # itself go through the CopyNet as well: they take time like any other.
-        service.local = transfer
         node.serve(service.handle)
         node.member.service.listeners.append(service.on_membership_event)
         self.services[node.name] = service
