@@ -551,5 +551,7 @@ def help_text(name: str | None = None) -> str:
         if cmd.test_mode_only:
             lines.append("  (only on a node started with -t)")
         return "\n".join(lines)
-    width = max(len(c.usage) for c in COMMANDS.values())
-    return "\n".join(f"  {c.usage:<{width}}  {c.summary}" for c in COMMANDS.values())
+    # One row per action (C4 submit-job, C4 status, ...), so the columns stay narrow.
+    rows = [a for c in COMMANDS.values() for a in (c.actions.values() if c.actions else (c,))]
+    width = max(len(c.usage) for c in rows)
+    return "\n".join(f"  {c.usage:<{width}}  {c.summary}" for c in rows)
