@@ -39,7 +39,7 @@ from net.progress import Progress, throttled
 from net.rpc import Connection, RpcError, RpcServer, call, frame_codec
 from net.transport import Address, MeteredTransport, UdpTransport
 from node import commands
-from node.commands import CommandError, Context, Parsed, Where
+from node.commands import CommandError, Context, Parsed
 from node.sdfs_files import SdfsFiles
 from sdfs.service import SDFS_REQUESTS, SdfsService
 from sdfs.transfer import TransferServer, make_transfer
@@ -244,13 +244,7 @@ class NodeApp:
             nursery.start_soon(sender)
             try:
                 parsed = commands.parse(request.command, list(request.args))
-                if parsed.where is Where.CONSOLE:
-                    raise CommandError(
-                        f"{parsed.command.name} reads or writes a file where the console runs, "
-                        "so the console does it and streams the bytes; nodes never open a "
-                        "local path named in a request"
-                    )
-                data = await self._run(parsed, progress)
+                data = await commands.run(parsed, self.context, progress, remote=True)
                 reply = ConsoleReply(True, data)
             except CommandError as e:
                 reply = ConsoleReply(False, {}, str(e))
@@ -260,14 +254,6 @@ class NodeApp:
     async def execute(self, parsed: Parsed, progress: Progress | None = None) -> dict[str, Any]:
         """Run a command typed at this node's own console; CommandError carries a one-line
         reason.  LOCAL paths name files on this machine, as for any console."""
-        return await self._run(parsed, progress)
-
-    async def _run(self, parsed: Parsed, progress: Progress | None) -> dict[str, Any]:
-        name = parsed.command.name
-        if parsed.where is Where.SHELL:
-            if name != "help":
-                raise CommandError(f"{name} is a console command; nodes do not run it")
-            return {"help": commands.help_text(*parsed.values)}
         return await commands.run(parsed, self.context, progress)
 
     # --- what the command table's handlers use (node.commands.NodeOps) ------------

@@ -523,14 +523,26 @@ def parse(name: str, args: list[str]) -> Parsed:
     return Parsed(cmd, tuple(values))
 
 
-async def run(parsed: Parsed, ctx: Context, progress: Progress | None = None) -> dict[str, Any]:
-    """Call the handler; a ClusterError becomes a CommandError (one line)."""
+async def run(
+    parsed: Parsed, ctx: Context, progress: Progress | None = None, *, remote: bool = False
+) -> dict[str, Any]:
+    """Call the handler; a ClusterError becomes a CommandError (one line).
+
+    ``remote``: the command came in a request from a console elsewhere, so one that
+    reads or writes a LOCAL path is refused: that console runs it itself."""
     cmd = parsed.command
+    if remote and cmd.where is Where.CONSOLE:
+        raise CommandError(
+            f"{cmd.name} reads or writes a file where the console runs, so the console does "
+            "it and streams the bytes; nodes never open a local path named in a request"
+        )
+    if cmd.name == "help":
+        return {"help": help_text(*parsed.values)}
+    if cmd.handler is None:  # exit, quit: the interactive console answers them itself
+        raise CommandError(f"{cmd.name} is a console command; nodes do not run it")
     node = ctx.node
     if cmd.test_mode_only and node is not None and not node.test_mode:
         raise CommandError(f"{cmd.name} is only available in test mode (start the node with -t)")
-    if cmd.handler is None:  # help, exit, quit: the console answers them itself
-        raise CommandError(f"{cmd.name} is answered by the console, not run on a node")
     args: tuple[Any, ...] = parsed.values
     if cmd.name in _WITH_PROGRESS:
         args = (*args, progress)
