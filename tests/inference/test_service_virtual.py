@@ -11,6 +11,7 @@ at a time per worker, as the worker process runs them), so every time below is e
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections import Counter
@@ -253,6 +254,11 @@ def assert_each_query_once(cluster: Cluster, leader: str, job_id: str, model: st
     assert [json.loads(x)["input"] for x in lines] == [f"{model}/{i}" for i in range(n)]
 
 
+def timing_rows(data_dir: Path) -> list[dict[str, str]]:
+    with (data_dir / "query_timings.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
 def lost_queries(cluster: Cluster, lost: list[BatchLost]) -> list[int]:
     sent = {a.batch_id: a for _, _, a in cluster.assigns()}
     return sorted(i for b in lost for i, _ in sent[b.batch_id].queries)
@@ -325,6 +331,12 @@ async def test_the_standby_takes_over_mid_job_and_every_query_runs_once(
     assert t_done == pytest.approx(t_resume + rounds * BATCH_TIME, abs=1e-9)
     assert t_done == pytest.approx(8.15, abs=1e-9)
     # Without the crash: the probe, then ceil(195 / 25) rounds on five workers (4.1 s).
+
+    # The two leaders' timing logs (query_timings.csv) together list every query once,
+    # each under its job and model, the batches H2 adopted from H1 included.
+    logged = timing_rows(tmp_path / "H1") + timing_rows(tmp_path / "H2")
+    assert sorted(int(r["query"]) for r in logged) == list(range(n))
+    assert {(r["job_id"], r["model"]) for r in logged} == {(job.job_id, "quick")}
 
     # The new leader's standby is H3, and its copy is current.
     leader = services["H2"].leader.state()
