@@ -225,6 +225,18 @@ def report_attempts(finished: float, until: float) -> list[float]:
     return times
 
 
+def first_report(finished: list[float], takeover: float) -> float:
+    """When the first of the results of batches ``finished`` while there was no leader
+    reaches the new one, which took over at ``takeover``."""
+    return min(next(t for t in report_attempts(f, takeover + 1) if t >= takeover) for f in finished)
+
+
+def copy_on(cluster: Cluster, node: str) -> tuple[str | None, int]:
+    """Whose scheduler ``node`` holds a standby copy of, and as of which event."""
+    copy = cluster.services[node].copy
+    return copy.leader, copy.seq
+
+
 def failed_at(cluster: Cluster, observer: str, name: str) -> float:
     ((t, _),) = cluster.rpc.sim.members[observer].events_of("failed", name)
     return t
@@ -285,8 +297,7 @@ async def test_the_standby_takes_over_mid_job_and_every_query_runs_once(
     # next batch in its second slot.
     await trio.sleep(2.25)
     t_crash = trio.current_time()
-    assert services["H2"].copy.leader == "H1"
-    assert services["H2"].copy.seq == services["H1"].leader.seq  # the hot standby is current
+    assert copy_on(cluster, "H2") == ("H1", services["H1"].leader.seq)  # the standby is current
     cluster.rpc.crash("H1")
     t_done = await wait_done(client, job.job_id)
 
@@ -308,9 +319,7 @@ async def test_the_standby_takes_over_mid_job_and_every_query_runs_once(
     # batches at 2.6 and 3.1 and have offered the results every 0.25 s since.
     stuck = [r.end for r in paced.runs if r.node != "H1" and t_crash < r.end <= t_failed]
     assert sorted(set(stuck)) == [2.6, 3.1] and len(stuck) == 8
-    t_resume = min(
-        next(t for t in report_attempts(end, t_failed + 1) if t >= t_failed) for end in stuck
-    )
+    t_resume = first_report(stuck, t_failed)
     assert t_resume == pytest.approx(6.65, abs=1e-9)
     after = cluster.assigns(since=t_failed)
     assert after[0][0] == pytest.approx(t_resume, abs=1e-9)
@@ -341,8 +350,9 @@ async def test_the_standby_takes_over_mid_job_and_every_query_runs_once(
     # The new leader's standby is H3, and its copy is current.
     leader = services["H2"].leader.state()
     assert leader is not None
-    await cluster.rpc.wait_until(lambda: services["H3"].copy.seq == services["H2"].leader.seq, 5)
-    assert services["H3"].copy.leader == "H2"
+    await cluster.rpc.wait_until(
+        lambda: copy_on(cluster, "H3") == ("H2", services["H2"].leader.seq), timeout=5
+    )
     assert services["H3"].copy.scheduler is not None
     assert services["H3"].copy.scheduler.snapshot() == leader[0].snapshot()
 
@@ -442,3 +452,55 @@ async def test_two_jobs_under_the_fair_policy_get_the_same_query_rate(
     assert t_quick == pytest.approx(end + left / (5 / COST), abs=BATCH_TIME)
     assert_each_query_once(cluster, "H1", quick.job_id, "quick", 600)
     assert_each_query_once(cluster, "H1", slow.job_id, "slow", 300)
+
+
+async def test_when_the_standby_dies_first_the_next_member_becomes_standby_and_takes_over(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    paced: Paced,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    n = 600
+    cluster = await start_cluster(nursery, 5, paced, tmp_path, monkeypatch)
+    services = cluster.services
+    client = cluster.client("H5")
+    job = await client.submit("quick", count=n)
+    await trio.sleep(2.25)
+    t_crash2 = trio.current_time()
+    cluster.rpc.crash("H2")  # the standby (and a worker)
+    await trio.sleep(2.0)
+    t_failed2 = detection(cluster, "H2", t_crash2)
+    assert copy_on(cluster, "H3") == (None, 0)  # not yet: H2 is still the standby to H1
+    await trio.sleep(6.0)
+    # H1 dropped H2 as a worker when it learnt of the failure, and H3 became its standby.
+    (down,) = [a for a in cluster.applied if isinstance(a.event, WorkerDown)]
+    assert (down.node, down.event) == ("H1", WorkerDown("H2", t_failed2))
+    t_crash1 = trio.current_time()
+    assert t_crash1 == 10.25  # mid-batch again: H1 runs [10.1, 10.6]
+    assert copy_on(cluster, "H3") == ("H1", services["H1"].leader.seq)
+    cluster.rpc.crash("H1")
+    t_done = await wait_done(client, job.job_id)
+
+    t_failed1 = detection(cluster, "H1", t_crash1)
+    (takeover,) = [a for a in cluster.applied if isinstance(a.event, Takeover)]
+    assert (takeover.node, takeover.time) == ("H3", failed_at(cluster, "H3", "H1"))
+    assert takeover.time == pytest.approx(t_failed1, abs=1e-9)
+    assert takeover.event == Takeover(("H3", "H4", "H5"), takeover.time)
+    # Only H1's batches were left to requeue: H2's went back when it was detected.
+    lost = [x for x in takeover.actions if isinstance(x, BatchLost)]
+    assert [(b.worker, b.requeued) for b in lost] == [("H1", BATCH), ("H1", BATCH)]
+    stuck = [r.end for r in paced.runs if r.node != "H1" and t_crash1 < r.end <= t_failed1]
+    assert sorted(set(stuck)) == [10.6, 11.1]
+    t_resume = first_report(stuck, t_failed1)
+    assert cluster.assigns(since=t_failed1)[0][0] == pytest.approx(t_resume, abs=1e-9)
+
+    # Every query once, in the time the rates predict.  Done by t_resume: the probes,
+    # H2's four batches (to 2.1), H1's twenty (to 10.1), the twenty-two of each of H3, H4
+    # and H5 (to 11.1); the rest on three workers.
+    assert_each_query_once(cluster, "H3", job.job_id, "quick", n)
+    done = 5 + 4 * BATCH + 20 * BATCH + 3 * 22 * BATCH
+    assert sum(len(r.indices) for r in paced.runs if r.end <= t_resume) == done
+    rounds = math.ceil((n - done) / (3 * BATCH))
+    assert t_done == pytest.approx(t_resume + rounds * BATCH_TIME, abs=1e-9)
+    assert t_done == pytest.approx(19.65, abs=1e-9)
