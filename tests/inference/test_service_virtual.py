@@ -41,7 +41,7 @@ from inference.kinds.base import BatchOutput, WorkerContext
 from inference.scheduler import SchedulerConfig
 from inference.service import InferenceService
 from inference.worker import REPORT_RETRY_MAX_DELAY
-from membership.peers import LEADER_RETRY_FIRST
+from membership.peers import LEADER_RETRY_FIRST, LEADER_RETRY_MAX
 from net.errors import Invalid
 from net.messages import Ping
 from tests.helpers.dictfiles import DictFiles
@@ -60,10 +60,12 @@ class Run:
     start: float
     end: float
     indices: tuple[int, ...]
+    inputs: tuple[str, ...]
 
 
 class Paced:
-    """A toy kind: query ``i`` of a job over COUNT inputs is ``MODEL/i``; a batch holds
+    """A toy kind: query ``i`` of a job over COUNT inputs is ``PATTERN/i`` (``MODEL/i``
+    without a pattern), so each job's inputs are its own; a batch holds
     its worker for ``COSTS[model]`` virtual seconds per query and reports that much per
     query.  Every batch that runs to the end is noted in :attr:`runs`."""
 
@@ -81,7 +83,7 @@ class Paced:
     ) -> list[str]:
         if count is None:
             raise Invalid("a paced job needs a COUNT")
-        return [f"{model}/{i}" for i in range(count)]
+        return [f"{pattern or model}/{i}" for i in range(count)]
 
     async def run_batch(
         self, ctx: WorkerContext, model: str, queries: Sequence[Query]
@@ -91,7 +93,8 @@ class Paced:
         async with ctx.slot:  # one batch at a time, as in the worker process
             start = trio.current_time()
             await trio.sleep(cost * len(queries))
-        self.runs.append(Run(node, model, start, trio.current_time(), tuple(i for i, _ in queries)))
+        indices, inputs = tuple(i for i, _ in queries), tuple(x for _, x in queries)
+        self.runs.append(Run(node, model, start, trio.current_time(), indices, inputs))
         rows = tuple((i, {"input": name, "by": node}) for i, name in queries)
         return BatchOutput(rows, tuple(cost for _ in rows))
 
@@ -252,18 +255,20 @@ def detection(cluster: Cluster, name: str, crashed: float) -> float:
     return first_ping + config.ping_timeout + config.cleanup_time
 
 
-def assert_each_query_once(cluster: Cluster, leader: str, job_id: str, model: str, n: int) -> None:
-    """One result per query index, and every query ran to the end exactly once."""
+def assert_each_query_once(cluster: Cluster, leader: str, job_id: str, prefix: str, n: int) -> None:
+    """One result per query index, and every query ran to the end exactly once.
+
+    The job's inputs are ``PREFIX/0`` .. ``PREFIX/n-1`` (see :meth:`Paced.queries`)."""
+    inputs = [f"{prefix}/{i}" for i in range(n)]
     sched = cluster.services[leader].leader.sched
     assert sched is not None
-    rows = sched.results(job_id)
-    assert [row["input"] for row in rows] == [f"{model}/{i}" for i in range(n)]
+    assert [row["input"] for row in sched.results(job_id)] == inputs
     assert sched.duplicates == sched.strays == 0
-    ran = Counter(i for r in cluster.kind.runs if r.model == model for i in r.indices)
-    assert sorted(ran) == list(range(n)) and set(ran.values()) == {1}
+    ran = Counter(x for r in cluster.kind.runs for x in r.inputs if x.startswith(f"{prefix}/"))
+    assert sorted(ran) == sorted(inputs) and set(ran.values()) == {1}
     # The output file the leader wrote says the same, one line per query, in order.
     lines = cluster.files.data[f"outputs/{job_id}.jsonl"].decode().splitlines()
-    assert [json.loads(x)["input"] for x in lines] == [f"{model}/{i}" for i in range(n)]
+    assert [json.loads(x)["input"] for x in lines] == inputs
 
 
 def timing_rows(data_dir: Path) -> list[dict[str, str]]:
@@ -504,3 +509,56 @@ async def test_when_the_standby_dies_first_the_next_member_becomes_standby_and_t
     rounds = math.ceil((n - done) / (3 * BATCH))
     assert t_done == pytest.approx(t_resume + rounds * BATCH_TIME, abs=1e-9)
     assert t_done == pytest.approx(19.65, abs=1e-9)
+
+
+async def test_a_new_leader_writes_the_output_the_old_one_died_writing_and_takes_new_jobs(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    paced: Paced,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    n, put_time = 200, 1.0
+    cluster = await start_cluster(nursery, 5, paced, tmp_path, monkeypatch)
+    store, real_put = cluster.files, cluster.files.put
+    puts: list[tuple[float, str]] = []  # (when a write began, what)
+
+    async def slow_put(local: Path, name: str) -> None:  # a store that takes its time
+        puts.append((trio.current_time(), name))
+        await trio.sleep(put_time)
+        await real_put(local, name)
+
+    monkeypatch.setattr(store, "put", slow_put)
+    client = cluster.client("H5")
+    job = await client.submit("quick", count=n)
+    # No crash yet: the probe, then ceil(195 / 25) rounds on five workers.
+    assert await wait_done(client, job.job_id) == pytest.approx(COST + 8 * BATCH_TIME)
+    await trio.sleep_until(4.5)
+    assert [name for _, name in puts] == ["outputs/job-1.jsonl"]
+    assert puts[0][0] == pytest.approx(4.1)
+    assert "outputs/job-1.jsonl" not in store.data  # H1 is still writing it
+    t_crash = trio.current_time()
+    cluster.rpc.crash("H1")
+    job2 = await client.submit("quick", pattern="second", count=2 * 4 * BATCH)
+    t_accepted = trio.current_time()
+
+    # H2 took over and wrote job-1's output at once, from its copy of the results.
+    t_failed = detection(cluster, "H1", t_crash)
+    assert [name for _, name in puts] == ["outputs/job-1.jsonl"] * 2
+    assert puts[1][0] == pytest.approx(t_failed, abs=1e-9)
+    # The client's C4 was refused until then, retrying with call_leader's back-off; the
+    # first attempt after the takeover was accepted, and job ids carry on.
+    attempts = [t_crash]
+    while attempts[-1] < t_failed:
+        delay = min(LEADER_RETRY_FIRST * 2 ** (len(attempts) - 1), LEADER_RETRY_MAX)
+        attempts.append(attempts[-1] + delay)
+    assert t_accepted == pytest.approx(attempts[-1], abs=1e-9)
+    assert t_accepted == pytest.approx(9.0, abs=1e-9)
+    assert job2.job_id == "job-2"
+    # The copy's cost estimates came along: no probing, two full rounds on four workers.
+    assert await wait_done(client, job2.job_id) == pytest.approx(t_accepted + 2 * BATCH_TIME)
+    out = await client.get_output(job.job_id, tmp_path / "out.jsonl")
+    assert (out.results, out.state) == (n, "done")
+    assert_each_query_once(cluster, "H2", job.job_id, "quick", n)
+    await client.get_output(job2.job_id, tmp_path / "out2.jsonl")  # waits for its write
+    assert_each_query_once(cluster, "H2", job2.job_id, "second", 2 * 4 * BATCH)
