@@ -123,7 +123,6 @@ class Leader:
         self._on_applied = on_applied
         self.sched: Scheduler | None = None
         self.seq = 0  # events applied by this scheduler, across leaders
-        self._batch_jobs: dict[int, tuple[str, str]] = {}  # batch -> (job, model)
         self._outputs_written: set[str] = set()
         self.timings = TimingLog(data_dir / "query_timings.csv")
         self._timer_wake = trio.Event()
@@ -205,7 +204,9 @@ class Leader:
         if self.sched is None:
             return []
         if isinstance(event, BatchDone):
-            job_id, model = self._batch_jobs.get(event.batch_id, ("?", "?"))
+            # Asked before the event releases the batch; after a takeover only the
+            # scheduler knows the old leader's batches.
+            job_id, model = self.sched.batch_job(event.batch_id) or ("?", "?")
             self.timings.record(event, job_id, model)
         actions = self.sched.handle(event)
         self.seq += 1
@@ -218,7 +219,6 @@ class Leader:
         assert self._nursery is not None
         for a in actions:
             if isinstance(a, Assign):
-                self._batch_jobs[a.batch_id] = (a.job_id, a.model)
                 self._nursery.start_soon(self._send_batch, a)
             elif isinstance(a, JobFinished):
                 self.log.warning("%s %s", a.job_id, a.state)

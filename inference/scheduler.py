@@ -362,6 +362,14 @@ class Scheduler:
             for w in sorted(self._workers.values(), key=lambda w: w.name)
         }
 
+    def batch_job(self, batch_id: int) -> tuple[str, str] | None:
+        """``(job_id, model)`` of a live batch or one given up on; None once its job is done.
+
+        The shell labels a batch's answers with it (a new leader knows the batches the
+        old one dispatched only through this state)."""
+        b = self._batches.get(batch_id) or self._retired.get(batch_id)
+        return None if b is None else (b.job_id, b.model)
+
     def cost_estimate(self, model: str, worker: str) -> float | None:
         """Seconds per query of ``model`` on ``worker``: measured, else borrowed, else None."""
         own = self._costs.get((model, worker))

@@ -97,9 +97,11 @@ class RpcCluster:
         delay: float = 0.0,
         drop: float = 0.0,
         seed: int = 1,
+        trace: bool = False,
     ) -> None:
         self.nursery = nursery
-        self.sim = SimCluster(nursery, n, config=membership, seed=seed)
+        # trace keeps every datagram for sim.sent() (when did whom ping whom).
+        self.sim = SimCluster(nursery, n, config=membership, seed=seed, trace=trace)
         # RPC faults (delay, drop) are the RPC network's; datagrams keep SimCluster's
         # zero-delay, lossless network unless the test sets sim.network's own.
         self.rpc = MemoryRpc(nursery, delay=delay, drop=drop, seed=seed)

@@ -9,7 +9,6 @@ in a dict.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import random
 import tempfile
@@ -30,10 +29,10 @@ from inference.service import InferenceService
 from membership.core import MembershipCore
 from membership.peers import LEADER_RETRY_WINDOW, call_leader
 from net.errors import Invalid, NotFound
-from net.progress import Progress
 from net.rpc import RPC_TIMEOUT, RpcError, frame_codec
 from net.transport import Address
 from net.wire import decode, encode
+from tests.helpers.dictfiles import DictFiles
 
 
 class Shout:
@@ -71,35 +70,6 @@ class Shout:
         if "failure" in row:
             return {"line": row["input"], "failure": row["failure"]}
         return {"line": row["input"], "shout": row["loud"]}
-
-
-class DictFiles:
-    """A :class:`~inference.files.FileStore` in a dict (name -> bytes, one version)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    async def list(self, pattern: str) -> list[str]:
-        return sorted(n for n in self.data if fnmatch.fnmatchcase(n, pattern))
-
-    async def newest_version(self, name: str) -> int:
-        if name not in self.data:
-            raise NotFound(f"no such file: {name}")
-        return 1
-
-    async def get_bytes(self, name: str) -> bytes:
-        if name not in self.data:
-            raise NotFound(f"no such file: {name}")
-        return self.data[name]
-
-    async def get(self, name: str, local: Path, progress: Progress | None = None) -> None:
-        local.write_bytes(await self.get_bytes(name))
-
-    async def put(self, local: Path, name: str) -> None:
-        self.data[name] = local.read_bytes()
-
-    def local_replica(self, name: str) -> Path | None:
-        return None
 
 
 class MemView:

@@ -187,6 +187,20 @@ def test_late_answer_for_a_requeued_query_counts_and_leaves_the_queue() -> None:
     assert s.duplicates == 0
 
 
+def test_a_batch_names_its_job_while_live_or_given_up_and_survives_a_snapshot() -> None:
+    s = fixed()
+    two_workers(s)
+    a1, a2 = assigns(s.submit(None, FAST, inputs(16), 0.0))
+    s.worker_down("H1", 1.0)  # a1 is given up on; a late answer may still come
+    copy = Scheduler.restore(s.snapshot())  # what a standby takes over with
+    for sched in (s, copy):
+        assert sched.batch_job(a1.batch_id) == sched.batch_job(a2.batch_id) == ("job-1", FAST)
+        assert sched.batch_job(99) is None
+    (a3,) = assigns(answer(s, a2, 1.5))
+    answer(s, a3, 2.0)  # the job is done: nothing is kept of its batches
+    assert s.batch_job(a1.batch_id) is None and s.batch_job(a3.batch_id) is None
+
+
 def test_late_answer_after_reassignment_counts_once() -> None:
     s = fixed()
     two_workers(s)
