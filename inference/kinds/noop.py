@@ -10,38 +10,26 @@ worker process, with the row ``{"input", "top5": []}`` and a processing time of 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from inference.events import Query, Row
-from inference.files import FileStore
-from inference.kinds.base import BatchOutput, WorkerContext, matching_files
+from inference.events import Query
+from inference.kinds.base import BatchOutput, WorkerContext
+from inference.kinds.image import ImageClassification
 
 NOOP_MODEL = "noop"
 
 
-class Noop:
+class Noop(ImageClassification):
+    """Image classification's inputs, rows and output lines, without the model: what
+    the benchmark measures is everything around it."""
+
     name = "noop"
     models: tuple[str, ...] = ()  # bench-only: not offered in error messages
 
     def canonical(self, model: str) -> str | None:
         return NOOP_MODEL if model.lower() == NOOP_MODEL else None
 
-    async def queries(
-        self, files: FileStore, model: str, pattern: str | None, count: int | None
-    ) -> list[str]:
-        return await matching_files(files, pattern, count, "images/*", "images")
-
     async def run_batch(
         self, ctx: WorkerContext, model: str, queries: Sequence[Query]
     ) -> BatchOutput:
         rows = tuple((i, {"input": name, "top5": []}) for i, name in queries)
         return BatchOutput(rows, tuple(0.0 for _ in rows))
-
-    def error_row(self, input: str, error: str) -> Row:
-        return {"input": input, "top5": [], "error": error}
-
-    def output_line(self, row: Row) -> dict[str, Any]:
-        out = {"input": row.get("input"), "top5": row.get("top5", [])}
-        if row.get("error"):
-            out["error"] = row["error"]
-        return out
