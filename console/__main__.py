@@ -143,7 +143,8 @@ async def _run_here(
     except ClusterError as e:  # the node is unreachable or not in the cluster
         raise RpcError(str(e)) from None
     tcp = TcpTransfer(frames)
-    sdfs = SdfsClient(view, PeerDirectory(view, config), lambda node: tcp, config.replication)
+    peers = PeerDirectory(view, config, ask=False)  # tcp only: the servers resolve names
+    sdfs = SdfsClient(view, peers, lambda node: tcp, config.replication)
 
     def progress(done: int, total: int, label: str) -> None:
         show_progress(sys.stderr, done, total, label)

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from config.topology import ClusterConfig
-from membership.core import MembershipCore
 from net.codec import Codec
 from net.errors import ErrorKind, NotReady, from_failure
 from net.messages import ErrorReply, Failure
 from net.rpc import RPC_TIMEOUT, RpcError, call
 from net.transport import Address
+
+if TYPE_CHECKING:  # a console imports this module for call_leader: keep it light
+    from membership.core import MembershipCore
 
 log = logging.getLogger(__name__)
 

@@ -61,11 +61,16 @@ def reply_error(reply: Any) -> NodeError:
 
 
 class PeerDirectory:
-    """Where each member keeps files, asked once per member and forgotten when it changes."""
+    """Where each member keeps files, asked once per member and forgotten when it changes.
 
-    def __init__(self, view: ClusterView, config: ClusterConfig) -> None:
+    ``ask=False`` is for a client whose every copy goes over tcp (a console): the
+    transfer server resolves names inside its own directories, so the peer's paths
+    are not needed and nothing is asked (relative paths stand for them)."""
+
+    def __init__(self, view: ClusterView, config: ClusterConfig, *, ask: bool = True) -> None:
         self.view = view
         self.config = config
+        self.ask = ask
         self._peers: dict[str, Peer] = {}
 
     def forget(self, name: str) -> None:
@@ -74,9 +79,12 @@ class PeerDirectory:
     async def peer(self, name: str) -> Peer:
         peer = self._peers.get(name)
         if peer is None:
-            reply = await self.view.call(name, PeerInfoRequest())
-            if not isinstance(reply, PeerInfo):
-                raise TransferError(f"{name} did not say where it keeps files")
+            incoming_dir = store_dir = ""
+            if self.ask:
+                reply = await self.view.call(name, PeerInfoRequest())
+                if not isinstance(reply, PeerInfo):
+                    raise TransferError(f"{name} did not say where it keeps files")
+                incoming_dir, store_dir = reply.incoming_dir, reply.store_dir
             host, port = self.view.address(name)
             node = self.config.node_named(name)
             peer = Peer(
@@ -84,8 +92,8 @@ class PeerDirectory:
                 host=host,
                 port=port,
                 ssh_port=node.ssh_port if node else None,
-                incoming_dir=reply.incoming_dir,
-                store_dir=reply.store_dir,
+                incoming_dir=incoming_dir,
+                store_dir=store_dir,
             )
             self._peers[name] = peer
         return peer

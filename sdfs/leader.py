@@ -95,6 +95,9 @@ class SdfsLeader:
         self._reported_lost: set[str] = set()
         # Repairs under way: file name -> (the source copying it, a scope to cancel).
         self._repairs: dict[str, tuple[str, trio.CancelScope]] = {}
+        # Failures and departures seen so far: a repair that fails after one of them
+        # is planned again at once, from what is known now (its source may be gone).
+        self._failures = 0
         self._wake_repair = trio.Event()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -113,6 +116,7 @@ class SdfsLeader:
         if event.kind in ("failed", "left"):
             if self.metadata is not None:
                 self.metadata.node_gone(event.name)
+            self._failures += 1
             for source, scope in self._repairs.values():
                 if source == event.name:
                     scope.cancel()  # ordered again from another holder
@@ -289,10 +293,12 @@ class SdfsLeader:
                 if repair.name not in self._repairs:
                     scope = trio.CancelScope()
                     self._repairs[repair.name] = (repair.source, scope)
-                    self._nursery.start_soon(self._run_repair, metadata, repair, scope)
+                    self._nursery.start_soon(
+                        self._run_repair, metadata, repair, scope, self._failures
+                    )
 
     async def _run_repair(
-        self, metadata: Metadata, repair: Repair, scope: trio.CancelScope
+        self, metadata: Metadata, repair: Repair, scope: trio.CancelScope, failures: int
     ) -> None:
         started = self.clock()
         size = sum(r.size for r in repair.records)
@@ -313,6 +319,12 @@ class SdfsLeader:
             return
         finally:
             self._repairs.pop(repair.name, None)
+            if self._failures != failures:
+                # Someone failed while this order ran (its source, or a target): plan
+                # again now, from what is known now, rather than at the next interval.
+                # Without new failures the interval paces retries against a source
+                # that refuses but is not yet known to be dead.
+                self._wake_repair.set()
         copied = tuple(reply.detail.get("copied", ())) if isinstance(reply, StoreAck) else ()
         # The metadata this repair was ordered from: if leadership moved meanwhile it is
         # no longer anyone's, and updating it is harmless.
