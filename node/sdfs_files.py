@@ -10,10 +10,13 @@ the other's vocabulary.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from net.progress import Progress
-from sdfs.client import SdfsClient
-from sdfs.store import ReplicaStore
+
+if TYPE_CHECKING:  # a console imports this adapter too: it needs neither at run time
+    from sdfs.client import SdfsClient
+    from sdfs.store import ReplicaStore
 
 
 class SdfsFiles:

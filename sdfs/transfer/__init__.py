@@ -17,10 +17,15 @@ One concept per module:
 - ``hostkeys``: which SSH hosts scp trusts (known_hosts, new keys)
 - ``scp``: ScpTransfer, scp over cached paramiko connections
 
-Callers import from here: ``from sdfs.transfer import TcpTransfer, Peer, ...``.
+Callers import from here: ``from sdfs.transfer import TcpTransfer, Peer, ...``.  The
+transports and the server are loaded on first use: a console that only streams over
+tcp (``python -m console put``, run in loops by scripts) does not pay for scp's.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from config.topology import ClusterConfig
 from net.codec import Codec
@@ -44,17 +49,37 @@ from sdfs.transfer.files import (
     resolve_inside,
     temp_sibling,
 )
-from sdfs.transfer.local import LocalTransfer
-from sdfs.transfer.scp import ScpTransfer
-from sdfs.transfer.server import TransferServer
-from sdfs.transfer.tcp import TcpTransfer
+
+if TYPE_CHECKING:
+    from sdfs.transfer.local import LocalTransfer
+    from sdfs.transfer.scp import ScpTransfer
+    from sdfs.transfer.server import TransferServer
+    from sdfs.transfer.tcp import TcpTransfer
+
+_LAZY = {
+    "LocalTransfer": "local",
+    "ScpTransfer": "scp",
+    "TransferServer": "server",
+    "TcpTransfer": "tcp",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sdfs.transfer' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"sdfs.transfer.{module}"), name)
 
 
 def make_transfer(config: ClusterConfig, codec: Codec) -> Transfer:
     """The transfer the cluster file asks for (``transfer = "scp" | "tcp"``)."""
     if config.transfer == "tcp":
+        from sdfs.transfer.tcp import TcpTransfer
+
         return TcpTransfer(codec)
     if config.transfer == "scp":
+        from sdfs.transfer.scp import ScpTransfer
+
         return ScpTransfer(config.ssh)
     raise ValueError(f"cluster.transfer: expected 'scp' or 'tcp', got {config.transfer!r}")
 
