@@ -62,6 +62,9 @@ REPLICA_REQUESTS = (
 # after this long (the writer died or gave up long ago).
 PENDING_TTL = 600.0
 GC_INTERVAL = 60.0
+# How often the store's directories are checked (two stats): a store deleted under a
+# running node is noticed, and its copies re-replicated, within seconds.
+STORE_CHECK_INTERVAL = 5.0
 
 
 def committed(record: VersionRecord) -> VersionRecord:
@@ -97,8 +100,9 @@ class Replica:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         report_due = False  # our holdings changed behind the leader's back: tell it
+        next_gc = trio.current_time() + GC_INTERVAL
         while True:
-            await trio.sleep(GC_INTERVAL)
+            await trio.sleep(STORE_CHECK_INTERVAL)
             try:
                 lost = await self.blocking.run(self.store.recover_if_deleted)
                 if lost is not None:
@@ -111,16 +115,21 @@ class Replica:
                         len({r.name for r in lost}),
                     )
                     report_due = True
-                removed = await self.blocking.run(self.store.gc_pending, PENDING_TTL)
-                if removed:
-                    self.log.info("dropped %d pending copies of puts that never finished", removed)
-                removed = await self.blocking.run(self.store.gc_incoming, PENDING_TTL)
-                if removed:
-                    self.log.info("dropped %d incoming files that were never ingested", removed)
+                if trio.current_time() >= next_gc:
+                    next_gc += GC_INTERVAL
+                    await self._collect()
             except OSError as e:  # the disk failed: keep serving, try again next round
                 self.log.error("%s: SDFS store upkeep failed: %s", self.name, e)
             if report_due:
                 report_due = not await self._report_holdings()
+
+    async def _collect(self) -> None:
+        removed = await self.blocking.run(self.store.gc_pending, PENDING_TTL)
+        if removed:
+            self.log.info("dropped %d pending copies of puts that never finished", removed)
+        removed = await self.blocking.run(self.store.gc_incoming, PENDING_TTL)
+        if removed:
+            self.log.info("dropped %d incoming files that were never ingested", removed)
 
     async def _report_holdings(self) -> bool:
         """Send the leader what we hold now; whether it took it."""

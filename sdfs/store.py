@@ -427,7 +427,6 @@ class ReplicaStore:
             lost = [r for versions in self._index.values() for r in versions.values()]
             self._index.clear()
             self._unsynced.clear()
-            self.arrivals = Arrivals()
             self._make_layout()
             fsync_dir(self.root)
             return sorted(lost, key=lambda r: (r.name, r.version))
