@@ -144,8 +144,12 @@ class ReplicaStore:
         self._load()
 
     def _make_layout(self) -> None:
+        """Create ``incoming/`` and ``files/`` where missing (durably: fsync the root)."""
+        missing = not (self.incoming.is_dir() and self.files.is_dir())
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.files.mkdir(parents=True, exist_ok=True)
+        if missing:
+            fsync_dir(self.root)
 
     # --- opening -----------------------------------------------------------------
 
@@ -428,7 +432,6 @@ class ReplicaStore:
             self._index.clear()
             self._unsynced.clear()
             self._make_layout()
-            fsync_dir(self.root)
             return sorted(lost, key=lambda r: (r.name, r.version))
 
     def _prune(self, name: str) -> None:
