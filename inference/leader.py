@@ -124,7 +124,7 @@ class Leader:
         self.sched: Scheduler | None = None
         self.seq = 0  # events applied by this scheduler, across leaders
         self._outputs_written: set[str] = set()
-        self.timings = TimingLog(data_dir / "query_timings.csv")
+        self.timings = TimingLog(data_dir / "query_timings.csv", log)
         self._timer_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
 

@@ -4,11 +4,22 @@ One row per answered query (finished_at, job_id, model, query, input, worker,
 batch_id, seconds), appended as each batch's answer is applied.  The file is opened
 once, on the first answer, and flushed per batch: people and tests read it while jobs
 run, and opening it per batch would cost the leader's event loop more than the write.
+
+The log is a record, never a gate: a row that cannot be written (disk full, the
+file or its directory removed, no permission) is dropped, never the batch's result.
+The first failure is logged once; each later batch tries again (the file is
+reopened), and the first row that lands again is logged with how many batches were
+missed.  A file removed while open is noticed (its link count is 0) and recreated,
+so rows never go to a file nobody can see.  A row cut short by a full disk is ended
+before the next one, so a reader never sees two rows run together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
+import os
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,19 +29,44 @@ HEADER = ("finished_at", "job_id", "model", "query", "input", "worker", "batch_i
 
 
 class TimingLog:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, log: logging.Logger | None = None) -> None:
         self.path = path
+        self.log = log or logging.getLogger(__name__)
         self._file: TextIO | None = None
         self._writer: Any = None  # csv writer (its type is private to the csv module)
+        # Batches whose rows were not written since the last failure (0: writing works).
+        self.missed = 0
 
     def record(self, event: BatchDone, job_id: str, model: str) -> None:
+        """Append the batch's rows; a failure is logged (once), never raised."""
+        try:
+            self._write(event, job_id, model)
+        except (OSError, ValueError) as e:  # ValueError: a file closed under us
+            self._drop_file()
+            if not self.missed:
+                self.log.error(
+                    "cannot append to %s: %s; query timings are not logged until it "
+                    "works again (results are not affected)",
+                    self.path,
+                    e.strerror if isinstance(e, OSError) and e.strerror else e,
+                )
+            self.missed += 1
+            return
+        if self.missed:
+            self.log.warning(
+                "query timings are logged to %s again (%d batch%s missed)",
+                self.path,
+                self.missed,
+                "" if self.missed == 1 else "es",
+            )
+            self.missed = 0
+
+    def _write(self, event: BatchDone, job_id: str, model: str) -> None:
+        if self._file is not None and os.fstat(self._file.fileno()).st_nlink == 0:
+            self._drop_file()  # removed while open: write where people will look
         if self._file is None:
-            new = not self.path.exists()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", newline="")
-            self._writer = csv.writer(self._file)
-            if new:
-                self._writer.writerow(HEADER)
+            self._open()
+        assert self._file is not None
         for (index, row), seconds in zip(event.results, event.timings, strict=False):
             self._writer.writerow(
                 [
@@ -46,7 +82,35 @@ class TimingLog:
             )
         self._file.flush()
 
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = self.path.open("a", newline="")
+        try:
+            writer = csv.writer(f)
+            if f.tell() == 0:
+                writer.writerow(HEADER)
+            elif _last_byte(self.path) != b"\n":
+                f.write("\n")  # end the row a full disk cut short
+            f.flush()
+        except BaseException:
+            with contextlib.suppress(OSError, ValueError):
+                f.close()
+            raise
+        self._file, self._writer = f, writer
+
+    def _drop_file(self) -> None:
+        """Forget the open file (rows buffered in it are lost with the failure)."""
+        f, self._file, self._writer = self._file, None, None
+        if f is not None:
+            # Its buffer may not be writable either; the descriptor is closed anyway.
+            with contextlib.suppress(OSError, ValueError):
+                f.close()
+
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._drop_file()
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)

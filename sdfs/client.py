@@ -57,6 +57,7 @@ from net.progress import Progress
 from net.rpc import RpcError
 from sdfs import putcoord
 from sdfs.copies import PeerDirectory, Transfers, ingest, push
+from sdfs.durable import fsync_dir
 from sdfs.metadata import read_quorum, write_quorum
 from sdfs.names import check_name
 from sdfs.store import StoreError, relative_data_path
@@ -319,7 +320,7 @@ class SdfsClient:
                 await self._fetch(v.record, v.holders, part, None)
             versions = [v.record.version for v in chosen]
             await self.blocking.run(_concatenate, name, versions, parts, tmp)
-            os.replace(tmp, local)
+            await self.blocking.run(_replace_durably, tmp, local)
         except OSError as e:
             raise ClusterError(f"cannot write {local}: {e.strerror or e}") from None
         finally:
@@ -383,6 +384,12 @@ class SdfsClient:
         if not errors:
             errors.append("no live node holds it")
         raise ClusterError(f"get {record.name} v{record.version} failed: " + "; ".join(errors))
+
+
+def _replace_durably(tmp: Path, local: Path) -> None:
+    """Rename ``tmp`` over ``local`` and make the rename survive a power cut."""
+    os.replace(tmp, local)
+    fsync_dir(local.parent)
 
 
 def _concatenate(name: str, versions: list[int], parts: list[Path], out_path: Path) -> None:

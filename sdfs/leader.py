@@ -16,6 +16,12 @@ clients retry (``membership.peers.call_leader``).  When READY it grants versions
 (PutBegin), records finished puts (PutDone), answers Locate / ListFiles, deletes
 everywhere (DeleteFile), and re-replicates files that lost copies as soon as a
 failure is detected (and every ``REPAIR_INTERVAL`` besides).
+
+A node that does not answer the rebuild's inventory round (slow, or cut off for a
+moment) is asked again every ``INVENTORY_RETRY_INTERVAL`` until it answers or
+leaves, and what it holds is folded in then.  A node whose holdings changed behind
+the leader's back (its store was deleted) reports them with an ``Inventory``, which
+replaces what the leader thought it held.
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ from net.rpc import RPC_TIMEOUT, RpcError
 from sdfs.metadata import Metadata, Repair, placement, write_quorum
 from sdfs.names import check_name
 
-LEADER_REQUESTS = (PutBegin, PutDone, Locate, ListFiles, DeleteFile)
+# Inventory: a node's report of its holdings after they changed outside the protocol.
+LEADER_REQUESTS = (PutBegin, PutDone, Locate, ListFiles, DeleteFile, Inventory)
 
 # How often the leader checks for under-replicated files besides failure events.
 REPAIR_INTERVAL = 2.0
@@ -64,6 +71,10 @@ REPAIR_INTERVAL = 2.0
 # own idle timeout and a source that dies is cancelled on its failure.  Low, so a big
 # file on a slow link is never given up while it still moves.
 REPAIR_BYTES_PER_SECOND_FLOOR = 100e3
+# How often a node that missed the rebuild's inventory round is asked again: the
+# round's own window (RPC_TIMEOUT), so a node that was only slow is counted a few
+# seconds late rather than at its next join.
+INVENTORY_RETRY_INTERVAL = 5.0
 # How often expired grants are forgotten.
 GRANT_SWEEP_INTERVAL = 60.0
 
@@ -171,9 +182,37 @@ class SdfsLeader:
             len(inventories),
             len(metadata.names()),
             self.clock() - started,
-            f"; no answer from {', '.join(sorted(silent))}" if silent else "",
+            f"; no answer from {', '.join(sorted(silent))} (asking again every "
+            f"{INVENTORY_RETRY_INTERVAL:g} s)"
+            if silent
+            else "",
         )
         self._wake_repair.set()
+        assert self._nursery is not None
+        for node in sorted(silent):
+            self._nursery.start_soon(self._ask_until_answered, metadata, node, started)
+
+    async def _ask_until_answered(self, metadata: Metadata, node: str, since: float) -> None:
+        """``node`` missed the rebuild: ask again until it answers, leaves, or this
+        metadata is no longer the leader's."""
+        while True:
+            await trio.sleep(INVENTORY_RETRY_INTERVAL)
+            if self.metadata is not metadata or node not in self.view.ring():
+                return  # leadership moved on, or it left (a rejoin is absorbed then)
+            try:
+                reply = await self.view.call(node, InventoryRequest(), RPC_TIMEOUT)
+            except RpcError:
+                continue
+            if isinstance(reply, Inventory) and self.metadata is metadata:
+                stale = self._fold(metadata, node, reply.records)
+                self.log.warning(
+                    "added %s's inventory (%d versions), %.2f s after it missed the rebuild",
+                    node,
+                    len(reply.records),
+                    self.clock() - since,
+                )
+                await self._send_tombstones(node, stale)
+                return
 
     async def _absorb_inventory(self, node: str) -> None:
         """A node (re)joined: learn what it holds; tell it what was deleted meanwhile."""
@@ -183,7 +222,26 @@ class SdfsLeader:
             return
         if not isinstance(reply, Inventory) or self.metadata is None:
             return
-        for name, tombstone in self.metadata.add_inventory(node, reply.records):
+        await self._send_tombstones(node, self._fold(self.metadata, node, reply.records))
+
+    def _fold(
+        self,
+        metadata: Metadata,
+        node: str,
+        records: tuple[VersionRecord, ...],
+        *,
+        replace: bool = False,
+    ) -> list[tuple[str, int]]:
+        """Count ``records`` as ``node``'s (instead of what it held before, if
+        ``replace``); returns the tombstones it missed."""
+        if replace:
+            metadata.node_gone(node)
+        stale = metadata.add_inventory(node, records)
+        self._wake_repair.set()
+        return stale
+
+    async def _send_tombstones(self, node: str, stale: list[tuple[str, int]]) -> None:
+        for name, tombstone in stale:
             with contextlib.suppress(RpcError):
                 await self.view.call(node, DeleteReplica(name, tombstone))
 
@@ -226,6 +284,18 @@ class SdfsLeader:
             return FileList(tuple(metadata.names(request.pattern or "*")))
         if isinstance(request, DeleteFile):
             return await self._delete_everywhere(metadata, check_name(request.name))
+        if isinstance(request, Inventory):  # a node's holdings changed (its store was lost)
+            if request.node not in self.view.ring():
+                raise NotFound(f"{request.node} is not a member")
+            self.log.warning(
+                "%s reports it now holds %d versions; re-replicating what it lost",
+                request.node,
+                len(request.records),
+            )
+            stale = self._fold(metadata, request.node, request.records, replace=True)
+            assert self._nursery is not None  # tombstones go out after the answer
+            self._nursery.start_soon(self._send_tombstones, request.node, stale)
+            return StoreAck(True)
         raise TypeError(f"not a leader request: {type(request).__name__}")
 
     def _grant(self, metadata: Metadata, request: PutBegin) -> PutGrant:

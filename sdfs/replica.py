@@ -5,7 +5,9 @@ keeps files (PeerInfoRequest), what it holds (StatRequest, InventoryRequest), ta
 an arrival as a pending version (Ingest), committing or aborting a put
 (CommitVersion, AbortPut), tombstoning a file (DeleteReplica), and copying what it
 holds to other nodes when the leader orders a repair (ReplicateOrder).  It also
-collects what puts that never finished left behind.
+collects what puts that never finished left behind, and notices when its store's
+directory was deleted under it: it says so, starts again with an empty store, and
+reports its (now empty) holdings to the leader, which re-replicates what was there.
 
 A refusal is a :class:`~net.messages.Failure` whose kind says what went wrong (a
 version taken by another put is CONFLICT, so the writer asks for a fresh number).
@@ -23,7 +25,7 @@ import trio
 
 from membership.peers import ClusterView
 from net.blocking import Blocking, to_thread
-from net.errors import ClusterError, to_failure
+from net.errors import ClusterError, expect, to_failure
 from net.messages import (
     AbortPut,
     CommitVersion,
@@ -40,6 +42,7 @@ from net.messages import (
     VersionRecord,
     VersionState,
 )
+from net.rpc import RpcError
 from sdfs.copies import PeerDirectory, Transfers, ingest, push
 from sdfs.names import check_name
 from sdfs.store import ReplicaStore
@@ -59,6 +62,9 @@ REPLICA_REQUESTS = (
 # after this long (the writer died or gave up long ago).
 PENDING_TTL = 600.0
 GC_INTERVAL = 60.0
+# How often the store's directories are checked (two stats): a store deleted under a
+# running node is noticed, and its copies re-replicated, within seconds.
+STORE_CHECK_INTERVAL = 5.0
 
 
 def committed(record: VersionRecord) -> VersionRecord:
@@ -93,14 +99,47 @@ class Replica:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        report_due = False  # our holdings changed behind the leader's back: tell it
+        next_gc = trio.current_time() + GC_INTERVAL
         while True:
-            await trio.sleep(GC_INTERVAL)
-            removed = await self.blocking.run(self.store.gc_pending, PENDING_TTL)
-            if removed:
-                self.log.info("dropped %d pending copies of puts that never finished", removed)
-            removed = await self.blocking.run(self.store.gc_incoming, PENDING_TTL)
-            if removed:
-                self.log.info("dropped %d incoming files that were never ingested", removed)
+            await trio.sleep(STORE_CHECK_INTERVAL)
+            try:
+                lost = await self.blocking.run(self.store.recover_if_deleted)
+                if lost is not None:
+                    self.log.error(
+                        "%s: the SDFS store %s was deleted while the node ran; %d copies "
+                        "(of %d files) are gone; started again with an empty store",
+                        self.name,
+                        self.store.root,
+                        len(lost),
+                        len({r.name for r in lost}),
+                    )
+                    report_due = True
+                if trio.current_time() >= next_gc:
+                    next_gc += GC_INTERVAL
+                    await self._collect()
+            except OSError as e:  # the disk failed: keep serving, try again next round
+                self.log.error("%s: SDFS store upkeep failed: %s", self.name, e)
+            if report_due:
+                report_due = not await self._report_holdings()
+
+    async def _collect(self) -> None:
+        removed = await self.blocking.run(self.store.gc_pending, PENDING_TTL)
+        if removed:
+            self.log.info("dropped %d pending copies of puts that never finished", removed)
+        removed = await self.blocking.run(self.store.gc_incoming, PENDING_TTL)
+        if removed:
+            self.log.info("dropped %d incoming files that were never ingested", removed)
+
+    async def _report_holdings(self) -> bool:
+        """Send the leader what we hold now; whether it took it."""
+        try:
+            reply = await self.view.call_leader(Inventory(self.name, tuple(self.store.records())))
+            expect(reply, StoreAck, f"report what {self.name} holds")
+        except (ClusterError, RpcError) as e:
+            self.log.warning("could not tell the leader what %s holds now: %s", self.name, e)
+            return False
+        return True
 
     async def handle(self, request: Any) -> Any:
         try:

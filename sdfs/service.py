@@ -63,7 +63,7 @@ class SdfsService:
             local = transfer if isinstance(transfer, TcpTransfer) else LocalTransfer()
         self.local = local
         self.log = logger or logging.getLogger(f"sdfs.{me.name}")
-        self.store = ReplicaStore(root, keep=config.versions_kept)
+        self.store = ReplicaStore(root, keep=config.versions_kept, node=me.name)
         # caller and blocking are seams for tests on virtual time (net.memrpc,
         # net.blocking.inline); a node uses TCP and worker threads.
         self.peers = Peers(membership, config, frames, self.handle, caller)

@@ -15,7 +15,16 @@ process already checked it on arrival: :class:`Arrivals`) and moved into
 written the same way (temporary file, fsync, rename, fsync of the directory).
 The meta file is written *after* the data, so a crash at any point leaves either
 no version or a complete one: a ``.data`` without a ``.meta`` is an orphan and is
-removed when the store opens.
+removed when the store opens.  A file's directory is fsynced into ``files/`` when
+it is created, and every removal (pruned, aborted, collected or deleted versions)
+ends with an fsync of the directory it was in, so what is gone stays gone after a
+power cut.
+
+A disk that fails mid-change (full, or an I/O error) leaves the change undone: a
+version whose meta did not land has its data removed and is not indexed, and the
+caller gets a one-line :class:`StoreError` ("disk full on H2: ...").  A store whose
+directories are deleted while the node runs (:meth:`ReplicaStore.recover_if_deleted`)
+forgets every version, since they are gone, and starts again empty.
 
 States: a put first lands PENDING (never served), becomes COMMITTED once its
 write quorum is reached, and a delete leaves a DELETED tombstone at a version
@@ -36,6 +45,7 @@ worker thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -109,18 +119,37 @@ class Arrivals:
             return False
 
 
+def disk_error(node: str, error: OSError, what: str) -> StoreError:
+    """A one-line StoreError for a failed disk operation: "disk full on H2: ..." ."""
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return StoreError(
+        f"{'disk full' if full else 'disk error'} on {node}: {what} "
+        f"({error.strerror or type(error).__name__})"
+    )
+
+
 class ReplicaStore:
-    def __init__(self, root: Path, keep: int = 5) -> None:
+    def __init__(self, root: Path, keep: int = 5, node: str = "this node") -> None:
         self.root = root.resolve()
         self.keep = keep
+        self.node = node  # named in error messages ("disk full on H2: ...")
         self.incoming = self.root / "incoming"
         self.files = self.root / "files"
-        self.incoming.mkdir(parents=True, exist_ok=True)
-        self.files.mkdir(parents=True, exist_ok=True)
+        self._make_layout()
         self._lock = threading.Lock()
         self._index: dict[str, dict[int, VersionRecord]] = {}
+        # Directories with removals not yet fsynced (see _sync_removals).
+        self._unsynced: set[Path] = set()
         self.arrivals = Arrivals()
         self._load()
+
+    def _make_layout(self) -> None:
+        """Create ``incoming/`` and ``files/`` where missing (durably: fsync the root)."""
+        missing = not (self.incoming.is_dir() and self.files.is_dir())
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.files.mkdir(parents=True, exist_ok=True)
+        if missing:
+            fsync_dir(self.root)
 
     # --- opening -----------------------------------------------------------------
 
@@ -211,14 +240,37 @@ class ReplicaStore:
     def _dir(self, name: str) -> Path:
         return self.files / disk_name(name)
 
+    def _make_dir(self, name: str) -> Path:
+        """``name``'s directory, created (and made durable in ``files/``) if new."""
+        d = self._dir(name)
+        if not d.is_dir():
+            d.mkdir()
+            fsync_dir(self.files)
+        return d
+
+    def _drop_dir_if_unused(self, name: str) -> None:
+        """Remove ``name``'s directory if no version of it is indexed (after a failure)."""
+        if name in self._index:
+            return
+        with contextlib.suppress(OSError):
+            self._dir(name).rmdir()
+            self._unsynced.discard(self._dir(name))
+            self._unsynced.add(self.files)
+
     def _write_meta(self, record: VersionRecord) -> None:
+        """Write ``record``'s meta atomically; on failure no temporary is left."""
         d = self._dir(record.name)
         tmp = d / f".tmp-{record.version}.meta"
-        with tmp.open("w") as f:
-            json.dump(asdict(record), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, d / f"{record.version}.meta")
+        try:
+            with tmp.open("w") as f:
+                json.dump(asdict(record), f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, d / f"{record.version}.meta")
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         fsync_dir(d)
 
     def _tombstone(self, name: str) -> int:
@@ -256,14 +308,26 @@ class ReplicaStore:
                             f"{record.name} v{record.version} already belongs to another put"
                         )
                     return existing  # a retry of the same put: nothing to do
-                d = self._dir(record.name)
-                d.mkdir(exist_ok=True)
-                fsync_file(src)
-                os.replace(src, self.data_path(record.name, record.version))
-                fsync_dir(d)
-                self._write_meta(record)
+                data = self.data_path(record.name, record.version)
+                try:
+                    d = self._make_dir(record.name)
+                    fsync_file(src)
+                    os.replace(src, data)
+                    fsync_dir(d)
+                    self._write_meta(record)
+                except OSError as e:
+                    # Undo: no data without its meta, no empty directory of ours.
+                    with contextlib.suppress(OSError):
+                        data.unlink()
+                        self._unsynced.add(data.parent)
+                    self._drop_dir_if_unused(record.name)
+                    self._sync_removals()
+                    raise disk_error(
+                        self.node, e, f"cannot store {record.name} v{record.version}"
+                    ) from None
                 self._index.setdefault(record.name, {})[record.version] = record
                 self._prune(record.name)
+                self._sync_removals()
                 return record
         finally:
             with contextlib.suppress(OSError):
@@ -279,9 +343,13 @@ class ReplicaStore:
             if existing.state != VersionState.PENDING:
                 raise StoreError(f"{name} v{version} was deleted")
             record = VersionRecord(**{**asdict(existing), "state": int(VersionState.COMMITTED)})
-            self._write_meta(record)
+            try:
+                self._write_meta(record)  # on failure the PENDING meta is still whole
+            except OSError as e:
+                raise disk_error(self.node, e, f"cannot commit {name} v{version}") from None
             self._index[name][version] = record
             self._prune(name)
+            self._sync_removals()
             return record
 
     def abort(self, name: str, version: int, put_id: str) -> None:
@@ -291,6 +359,7 @@ class ReplicaStore:
                 return
             if existing.state == VersionState.PENDING:
                 self._remove(name, version)
+                self._sync_removals()
 
     def delete(self, name: str, version: int) -> None:
         """Tombstone ``name`` at ``version``: every version up to it goes."""
@@ -298,16 +367,22 @@ class ReplicaStore:
             versions = self._index.get(name, {})
             if any(r.state == VersionState.DELETED and v >= version for v, r in versions.items()):
                 return
-            d = self._dir(name)
-            d.mkdir(exist_ok=True)
             tomb = VersionRecord(name, version, "", 0, "", int(VersionState.DELETED))
-            self._write_meta(tomb)
+            try:
+                self._make_dir(name)
+                self._write_meta(tomb)
+            except OSError as e:
+                self._drop_dir_if_unused(name)
+                self._sync_removals()
+                raise disk_error(self.node, e, f"cannot delete {name} v{version}") from None
             versions = self._index.setdefault(name, {})
             versions[version] = tomb
             with contextlib.suppress(FileNotFoundError):  # a version at the tombstone itself
                 self.data_path(name, version).unlink()
+                self._unsynced.add(self._dir(name))
             for v in [v for v in versions if v < version]:
                 self._remove(name, v)
+            self._sync_removals()
 
     def gc_pending(self, older_than_s: float) -> int:
         """Drop PENDING versions whose put never finished (the writer died)."""
@@ -325,6 +400,7 @@ class ReplicaStore:
                     if mtime < cutoff:
                         self._remove(name, v)
                         removed += 1
+            self._sync_removals()
         return removed
 
     def gc_incoming(self, older_than_s: float) -> int:
@@ -332,7 +408,11 @@ class ReplicaStore:
         failed, or its writer died) and have not been touched for ``older_than_s``."""
         cutoff = time.time() - older_than_s
         removed = 0
-        for path in self.incoming.iterdir():
+        try:
+            arrived = list(self.incoming.iterdir())
+        except OSError:  # incoming/ is gone: recover_if_deleted deals with that
+            return 0
+        for path in arrived:
             try:
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
@@ -340,6 +420,19 @@ class ReplicaStore:
             except OSError:
                 continue
         return removed
+
+    def recover_if_deleted(self) -> list[VersionRecord] | None:
+        """If the store's directories were deleted while we ran: forget every version
+        (their files are gone), recreate the layout empty, and return what was lost.
+        None while the store is whole."""
+        if self.incoming.is_dir() and self.files.is_dir():
+            return None
+        with self._lock:
+            lost = [r for versions in self._index.values() for r in versions.values()]
+            self._index.clear()
+            self._unsynced.clear()
+            self._make_layout()
+            return sorted(lost, key=lambda r: (r.name, r.version))
 
     def _prune(self, name: str) -> None:
         """Keep the newest ``keep`` committed versions; older ones go."""
@@ -357,18 +450,29 @@ class ReplicaStore:
                     self._remove(name, v)
 
     def _remove(self, name: str, version: int) -> None:
+        """Unlink one version (made durable by the caller's :meth:`_sync_removals`)."""
         d = self._dir(name)
         for suffix in ("meta", "data"):  # meta first: a crash leaves an orphan, not a lie
             with contextlib.suppress(FileNotFoundError):
                 (d / f"{version}.{suffix}").unlink()
+        self._unsynced.add(d)
         self._index.get(name, {}).pop(version, None)
         if not self._index.get(name):
             self._index.pop(name, None)
             with contextlib.suppress(OSError):
                 d.rmdir()
+                self._unsynced.discard(d)
+                self._unsynced.add(self.files)
+
+    def _sync_removals(self) -> None:
+        """fsync each directory something was removed from, once per change."""
+        for d in sorted(self._unsynced):
+            fsync_dir(d)  # a no-op for a directory that is itself gone
+        self._unsynced.clear()
 
     def clear(self, names: Iterable[str]) -> None:
         with self._lock:
             for name in names:
                 for v in list(self._index.get(name, {})):
                     self._remove(name, v)
+            self._sync_removals()

@@ -29,6 +29,7 @@ from inference.client import InferenceClient
 from inference.events import (
     Action,
     Assign,
+    BatchDone,
     BatchLost,
     Event,
     Query,
@@ -562,3 +563,49 @@ async def test_a_new_leader_writes_the_output_the_old_one_died_writing_and_takes
     assert_each_query_once(cluster, "H2", job.job_id, "quick", n)
     await client.get_output(job2.job_id, tmp_path / "out2.jsonl")  # waits for its write
     assert_each_query_once(cluster, "H2", job2.job_id, "second", 2 * 4 * BATCH)
+
+
+async def test_a_timings_log_that_cannot_be_written_loses_no_result(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    paced: Paced,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    n = 100
+    # H1 will lead; where its query_timings.csv goes is a directory, so every append
+    # fails (as on a full disk, or where the file cannot be created) until it goes.
+    blocked = tmp_path / "H1" / "query_timings.csv"
+    blocked.mkdir(parents=True)
+    cluster = await start_cluster(nursery, 5, paced, tmp_path, monkeypatch)
+    client = cluster.client("H5")
+    job = await client.submit("quick", count=n)
+    t_fixed = 1.05  # between batches
+    await trio.sleep_until(t_fixed)
+    blocked.rmdir()
+    with trio.fail_after(60):
+        await wait_done(client, job.job_id)
+
+    # Every result reached the scheduler and the output, the failing appends included.
+    assert_each_query_once(cluster, "H1", job.job_id, "quick", n)
+    done = [a for a in cluster.applied if isinstance(a.event, BatchDone)]
+    before = [a for a in done if a.time < t_fixed]
+    assert before and len(before) < len(done)
+    # Said once when it broke and once when it worked again, not per batch.
+    lines = [r.getMessage() for r in caplog.records if r.name == "inference.H1"]
+    broke = [x for x in lines if x.startswith("cannot append")]
+    assert broke == [
+        f"cannot append to {blocked}: Is a directory; query timings are not logged until "
+        "it works again (results are not affected)"
+    ]
+    resumed = [x for x in lines if "logged to" in x]
+    missed = len(before)
+    assert resumed == [f"query timings are logged to {blocked} again ({missed} batches missed)"]
+    # The rows of every batch answered after the fix are there, each once.
+    logged = sorted(int(r["query"]) for r in timing_rows(tmp_path / "H1"))
+    after = sorted(
+        i for a in done if a.time > t_fixed and isinstance(a.event, BatchDone)
+        for i, _ in a.event.results
+    )  # fmt: skip
+    assert logged == after

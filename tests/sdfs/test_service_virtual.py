@@ -22,18 +22,22 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 import trio
 
+import sdfs.client
 from config.topology import MembershipConfig
 from membership.peers import LEADER_RETRY_FIRST, LEADER_RETRY_MAX
 from net.errors import NoQuorum, NotFound
 from net.messages import VersionState
+from net.rpc import RPC_TIMEOUT
 from sdfs.client import PutResult, delimiter
-from sdfs.leader import LeaderState
+from sdfs.leader import INVENTORY_RETRY_INTERVAL, LeaderState
 from sdfs.metadata import placement
+from sdfs.replica import GC_INTERVAL, STORE_CHECK_INTERVAL
 from sdfs.store import relative_data_path
 from tests.helpers.sdfs_cluster import MIB_PER_SECOND, SdfsCluster
 
@@ -516,3 +520,121 @@ async def test_a_failure_during_a_repair_is_repaired_as_soon_as_that_repair_ends
     assert second.error is None
     holders = cluster.holders("repair.txt", 1)
     assert len(holders) == 4 and victim not in holders and "H6" not in holders
+
+
+async def test_get_versions_fsyncs_the_directory_it_renames_into(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = await running(nursery, tmp_path, 5)
+    first, second = payload(14, 1000), payload(15, 2000)
+    await cluster.put("H3", "v.txt", first)
+    await cluster.put("H3", "v.txt", second)
+    out = tmp_path / "H3" / "out" / "versions.txt"
+    out.parent.mkdir(parents=True)
+    fsyncs: list[tuple[Path, bytes]] = []
+    monkeypatch.setattr(
+        sdfs.client, "fsync_dir", lambda p: fsyncs.append((Path(p), out.read_bytes()))
+    )
+
+    await cluster.client("H3").get_versions("v.txt", 2, out)
+
+    # One fsync of the destination's directory, once the file is in place.
+    expected = delimiter("v.txt", 2) + second + delimiter("v.txt", 1) + first
+    assert fsyncs == [(out.parent, expected)]
+
+
+async def test_a_node_whose_store_is_deleted_says_so_runs_on_and_the_file_gets_4_copies(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    cluster = await running(nursery, tmp_path, 5)
+    data = payload(16, MiB)
+    await cluster.put("H3", "a.txt", data)
+    assert cluster.holders("a.txt", 1) == ["H1", "H2", "H4", "H5"]
+    h4 = cluster.service("H4")
+    t_deleted = trio.current_time()
+    shutil.rmtree(h4.store.root)
+
+    # At its next check (every STORE_CHECK_INTERVAL) H4 says so in one line, and runs
+    # on.  (Nothing used to check: its next GC, within GC_INTERVAL, raised and ended
+    # the node's SDFS service.)
+    await cluster.wait_until(lambda: bool(cluster.log("was deleted", "H4")), GC_INTERVAL + 1)
+    (said,) = cluster.log("was deleted", "H4")
+    assert said.time - t_deleted <= STORE_CHECK_INTERVAL
+    assert said.message == (
+        f"H4: the SDFS store {h4.store.root} was deleted while the node ran; 1 copies "
+        "(of 1 files) are gone; started again with an empty store"
+    )
+    # It tells the leader (H1) at once, which drops it as a holder and copies the
+    # file to the first node of its placement without a copy: H4 again.
+    await cluster.wait_until(lambda: bool(cluster.log("reports it now holds", "H1")), 1)
+    (told,) = cluster.log("reports it now holds", "H1")
+    assert told.time == said.time + D
+    assert told.message == "H4 reports it now holds 0 versions; re-replicating what it lost"
+    await cluster.wait_until(lambda: bool(cluster.log("re-replicated a.txt", "H1")), 30)
+    assert cluster.holders("a.txt", 1) == ["H1", "H2", "H4", "H5"]
+    assert (h4.store.root / relative_data_path("a.txt", 1)).read_bytes() == data
+    status = await cluster.client("H3").ls("a.txt")
+    assert status.replicas == ("H1", "H2", "H4", "H5")
+    # Its service is still running (a task that ended would have ended the test):
+    # it serves reads and takes new puts.
+    assert "H4" in cluster.services and "H4" in cluster.live()
+    assert await cluster.read("H4", "a.txt") == data
+    again = await cluster.put("H3", "a.txt", payload(17, MiB))
+    assert "H4" in again.replicas
+    await trio.sleep(2 * GC_INTERVAL)
+    assert len(cluster.log("was deleted", "H4")) == 1
+
+
+@pytest.mark.parametrize(("heal_after", "asks"), [(1.0, 1), (6.0, 2)])
+async def test_a_node_that_misses_the_rebuild_is_asked_again_until_it_answers(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    heal_after: float,
+    asks: int,
+) -> None:
+    cluster = await running(nursery, tmp_path, 5)
+    await cluster.put("H3", "a.txt", payload(18, MiB))
+    assert cluster.holders("a.txt", 1) == ["H1", "H2", "H4", "H5"]
+    # The leader H1 dies while H5's RPC is cut off (its membership still pings).
+    rpc = cluster.nodes.rpc
+    h5 = cluster.nodes.sim.node("H5").address
+    rpc.partition([h5], [cluster.nodes.sim.node(n).address for n in ("H1", "H2", "H3", "H4")])
+    cluster.crash("H1")
+    await cluster.wait_until(lambda: bool(cluster.log("is the SDFS leader", "H2")), 60)
+    (rebuilt,) = cluster.log("is the SDFS leader", "H2")
+    took_over = detected(cluster, "H2", "H1")
+    assert rebuilt.time == took_over + RPC_TIMEOUT  # H5's inventory request timed out
+    assert rebuilt.message.endswith(
+        "rebuilt from 3 nodes (1 files) in 5.00 s; no answer from H5 (asking again every 5 s)"
+    )
+
+    def holders() -> set[str]:
+        metadata = cluster.leader("H2").metadata
+        assert metadata is not None
+        return metadata.locate("a.txt")[0][0].holders
+
+    assert "H5" not in holders()
+    await trio.sleep_until(rebuilt.time + heal_after)
+    rpc.heal()
+    # Asked every INVENTORY_RETRY_INTERVAL after the rebuild (a timed-out ask takes
+    # RPC_TIMEOUT first); the answer takes a round trip.
+    counted = rebuilt.time + asks * INVENTORY_RETRY_INTERVAL + (asks - 1) * RPC_TIMEOUT + RTT
+    await trio.sleep_until(counted - 1 / 64)
+    if asks == 1:
+        # (Later, a repair order that copies a.txt to H5 once it is reachable again
+        # makes it a holder by itself, before the second ask.)
+        assert "H5" not in holders()
+    await trio.sleep_until(counted + 1 / 64)
+    assert "H5" in holders()
+    (added,) = cluster.log("added H5's inventory", "H2")
+    assert added.time == counted
+    assert added.message == (
+        f"added H5's inventory (1 versions), {counted - took_over:.2f} s after it missed "
+        "the rebuild"
+    )
+    await trio.sleep(30)
+    assert len(cluster.log("added H5's inventory")) == 1

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from net.messages import VersionRecord, VersionState
+import sdfs.durable
+import sdfs.store
+from net.blocking import InlineRunner
+from net.errors import ErrorKind
+from net.messages import Failure, Ingest, VersionRecord, VersionState
 from sdfs.durable import sha256_file
 from sdfs.names import BadName, disk_name
+from sdfs.replica import Replica
 from sdfs.store import ReplicaStore, StoreError, relative_data_path
+from tests.helpers.tinydisk import fill, free, tiny_disk
 
 PENDING = int(VersionState.PENDING)
 COMMITTED = int(VersionState.COMMITTED)
@@ -571,3 +580,149 @@ def test_old_incoming_leftovers_are_collected(store: ReplicaStore) -> None:
     arrive(store, b"y", "new")
     assert store.gc_incoming(600) == 1
     assert [p.name for p in store.incoming.iterdir()] == ["new"]
+
+
+# --- durability: directory fsyncs ----------------------------------------------------------
+
+
+Fsyncs = list[tuple[Path, list[str]]]
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Fsyncs:
+    """Every directory fsync the store makes, with what the directory held at that moment."""
+    calls: Fsyncs = []
+    real = sdfs.durable.fsync_dir
+
+    def spy(path: Path | str) -> None:
+        p = Path(path)
+        calls.append((p, sorted(f.name for f in p.iterdir()) if p.is_dir() else []))
+        real(path)
+
+    monkeypatch.setattr(sdfs.store, "fsync_dir", spy)
+    return calls
+
+
+def test_a_new_files_directory_is_fsynced_into_files(store: ReplicaStore, fsyncs: Fsyncs) -> None:
+    put(store, NAME, 1)
+    d = store.files / disk_name(NAME)
+    # files/ is fsynced once the file's directory is in it, before anything lands there.
+    first = fsyncs.index((store.files, [disk_name(NAME)]))
+    assert all(p != d for p, _ in fsyncs[:first])
+    fsyncs.clear()
+    put(store, NAME, 2)  # the directory exists: files/ is not fsynced again
+    assert store.files not in [p for p, _ in fsyncs]
+
+
+def test_pruned_versions_are_fsynced_away(tmp_path: Path, fsyncs: Fsyncs) -> None:
+    store = ReplicaStore(tmp_path / "sdfs", keep=2)
+    put(store, NAME, 1)
+    put(store, NAME, 2)
+    fsyncs.clear()
+    put(store, NAME, 3)  # v1 is pruned
+    d = store.files / disk_name(NAME)
+    assert fsyncs[-1] == (d, ["2.data", "2.meta", "3.data", "3.meta"])
+
+
+def test_an_aborted_version_is_fsynced_away(store: ReplicaStore, fsyncs: Fsyncs) -> None:
+    put(store, NAME, 1)
+    pending = put(store, NAME, 2, state=PENDING)
+    fsyncs.clear()
+    store.abort(NAME, 2, pending.put_id)
+    assert fsyncs == [(store.files / disk_name(NAME), ["1.data", "1.meta"])]
+    # The last version of a file: its directory goes, and files/ is fsynced.
+    only = put(store, "other.txt", 1, state=PENDING)
+    fsyncs.clear()
+    store.abort("other.txt", 1, only.put_id)
+    assert fsyncs[-1] == (store.files, [disk_name(NAME)])
+
+
+def test_deleted_and_collected_versions_are_fsynced_away(
+    store: ReplicaStore, fsyncs: Fsyncs
+) -> None:
+    put(store, NAME, 1)
+    put(store, NAME, 2)
+    fsyncs.clear()
+    store.delete(NAME, 3)
+    assert fsyncs[-1] == (store.files / disk_name(NAME), ["3.meta"])
+    put(store, "p.txt", 1, state=PENDING)
+    put(store, "p.txt", 2, state=PENDING)
+    fsyncs.clear()
+    assert store.gc_pending(-1.0) == 2
+    assert fsyncs == [(store.files, [disk_name(NAME)])]
+
+
+# --- durability: a full disk -----------------------------------------------------------------
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Iterator[Path]:
+    with tiny_disk(tmp_path / "disk") as d:
+        yield d
+
+
+def test_a_full_disk_during_a_meta_write_leaves_nothing_behind(disk: Path) -> None:
+    store = ReplicaStore(disk / "sdfs", node="H2")
+    put(store, NAME, 1)
+    pending = put(store, NAME, 2, state=PENDING)
+    data = b"v3 bytes" * 1000
+    arrive(store, data, "xfer-3")
+    fill(disk)
+
+    # The data is renamed into place (no space needed); its meta cannot be written.
+    message = store_error(store.ingest, rec(NAME, 3, data), "xfer-3")
+    assert message == f"disk full on H2: cannot store {NAME} v3 (No space left on device)"
+    assert on_disk(store, NAME) == ["1.data", "1.meta", "2.data", "2.meta"]
+    assert versions(store.records(NAME)) == [1, 2]
+    assert list(store.incoming.iterdir()) == []
+    # A commit whose meta cannot be rewritten leaves the pending version as it was.
+    fill(disk)  # what v3's data took is free again
+    message = store_error(store.commit, NAME, 2, pending.put_id)
+    assert message == f"disk full on H2: cannot commit {NAME} v2 (No space left on device)"
+    assert [(r.version, r.state) for r in store.records(NAME)] == [(1, COMMITTED), (2, PENDING)]
+    assert on_disk(store, NAME) == ["1.data", "1.meta", "2.data", "2.meta"]
+    # A first version of a new file: no directory is left for it either.
+    arrive(store, b"", "xfer-new")
+    fill(disk)
+    message = store_error(store.ingest, rec("new.txt", 1, b""), "xfer-new")
+    assert message.startswith("disk full on H2: cannot store new.txt v1")
+    assert sorted(p.name for p in store.files.iterdir()) == [disk_name(NAME)]
+
+    # What reopens is what was there; once there is room, the same writes succeed.
+    free(disk)
+    assert by_key(ReplicaStore(disk / "sdfs").records()) == by_key(store.records())
+    store.ingest(rec(NAME, 3, data), arrive(store, data, "xfer-3"))
+    store.commit(NAME, 2, pending.put_id)
+    assert [r.state for r in store.records(NAME)] == [COMMITTED, COMMITTED, PENDING]
+
+
+async def test_a_full_disk_is_a_one_line_failure_from_the_replica(disk: Path) -> None:
+    store = ReplicaStore(disk / "sdfs", node="H2")
+    put(store, NAME, 1)
+    data = b"x" * 5000
+    arrive(store, data, "xfer-2")
+    fill(disk)
+    replica = Replica("H2", store, cast(Any, None), cast(Any, None), cast(Any, None),
+                      logging.getLogger("test"), InlineRunner())  # fmt: skip
+    reply = await replica.handle(Ingest(rec(NAME, 2, data), "xfer-2"))
+    assert reply == Failure(
+        int(ErrorKind.FAILED), f"disk full on H2: cannot store {NAME} v2 (No space left on device)"
+    )
+    assert on_disk(store, NAME) == ["1.data", "1.meta"]
+
+
+# --- a store deleted while the node runs ------------------------------------------------------
+
+
+def test_a_deleted_store_is_recreated_empty_and_says_what_was_lost(store: ReplicaStore) -> None:
+    assert store.recover_if_deleted() is None
+    put(store, NAME, 1)
+    put(store, "b.txt", 1, state=PENDING)
+    shutil.rmtree(store.root)
+    assert store.gc_incoming(0) == 0  # it used to raise
+    lost = store.recover_if_deleted()
+    assert lost is not None and [(r.name, r.version) for r in lost] == [("b.txt", 1), (NAME, 1)]
+    assert store.records() == [] and store.incoming.is_dir() and store.files.is_dir()
+    assert store.recover_if_deleted() is None
+    put(store, NAME, 2)
+    assert versions(store.records(NAME)) == [2]
