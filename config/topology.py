@@ -88,6 +88,13 @@ class MembershipConfig:
     tombstone_time: float = 60.0
     # Largest datagram we send; stays under a 1500-byte Ethernet MTU with headers.
     max_datagram: int = 1400
+    # How often a member sends one random member it removed as failed its view (a
+    # Merge), so a healed partition or a reconnected host merges back by itself.
+    # 5 s: a merge within seconds, at one small datagram per member per 5 s.
+    reconnect_interval: float = 5.0
+    # How long removed-as-failed members stay on that list (Serf's reconnect_timeout):
+    # 24 h outlasts any partition worth merging; a member gone longer must rejoin.
+    reconnect_timeout: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,7 @@ def profile(name: str, base: ClusterConfig | None = None) -> ClusterConfig:
             ping_timeout=m.ping_timeout / 10,
             cleanup_time=m.cleanup_time / 10,
             gossip_interval=m.gossip_interval / 10,
+            reconnect_interval=m.reconnect_interval / 10,
         )
         return dataclasses.replace(base, membership=fast)
     raise ConfigError(f"unknown profile {name!r} (known: lan, test)")
@@ -210,6 +218,8 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "gossip_fanout": int,
     "retransmit_mult": int,
     "tombstone_time": (int, float),
+    "reconnect_interval": (int, float),
+    "reconnect_timeout": (int, float),
 }
 _SSH_KEYS: dict[str, type | tuple[type, ...]] = {
     "user": str,
@@ -351,6 +361,8 @@ def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
         gossip_fanout=cluster.get("gossip_fanout", base.gossip_fanout),
         retransmit_mult=cluster.get("retransmit_mult", base.retransmit_mult),
         tombstone_time=float(cluster.get("tombstone_time", base.tombstone_time)),
+        reconnect_interval=float(cluster.get("reconnect_interval", base.reconnect_interval)),
+        reconnect_timeout=float(cluster.get("reconnect_timeout", base.reconnect_timeout)),
     )
     for key, value in (
         ("cluster.ping_duration", membership.ping_duration),
@@ -358,6 +370,8 @@ def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
         ("cluster.cleanup_time", membership.cleanup_time),
         ("cluster.gossip_interval", membership.gossip_interval),
         ("cluster.tombstone_time", membership.tombstone_time),
+        ("cluster.reconnect_interval", membership.reconnect_interval),
+        ("cluster.reconnect_timeout", membership.reconnect_timeout),
     ):
         _check_positive(key, value)
     for key, ivalue in (

@@ -20,6 +20,20 @@ is fresh, and again every ``gossip_interval`` until each update has gone to
 rides on every ping and ack.  A slow anti-entropy exchange (``Sync``) repairs any
 member that missed news for good.
 
+Partitions and reconnection
+---------------------------
+Nothing above ever contacts a removed member again, so after a partition each
+side would stay alone for good.  As Serf does, a member remembers the members it
+removed as failed (not those that left) for ``reconnect_timeout``, and every
+``reconnect_interval`` sends one of them, at random, a :class:`Merge`: its live
+members as ALIVE records.  A receiver that is alive merges them and answers with
+its own.  A listed member that the receiver holds as failed at the listed
+incarnation or above cannot simply be taken back (only the member may raise its
+incarnation, invariant 2), so the receiver tells that member its verdict
+directly; the member refutes at once, and sends the refutation to its accuser as
+well as to its own live members.  Both sides thus learn each other at the first
+Merge after the heal, within a round trip or two and a few gossip pushes.
+
 Because monitors are recomputed from the live members at every round, a failure
 shifts the monitoring duty to the next live predecessors: detection stays
 complete after any number of successive failures, and with up to M
@@ -36,6 +50,8 @@ Invariants
    incarnation >= X's own makes X (if it is running) take incarnation + 1.
 3. Failed and departed members stay as tombstones for ``tombstone_time`` so stale
    news cannot bring them back, and so a restarted process can join above them.
+   Failed ones stay on the reconnect list for ``reconnect_timeout`` (much longer),
+   address only.
 4. The core never awaits, never reads a clock and never touches a socket: every
    call takes ``now`` and returns the :class:`Send`s and :class:`Event`s to carry out.
 """
@@ -54,6 +70,7 @@ from net.messages import (
     Ack,
     Gossip,
     MemberRecord,
+    Merge,
     Ping,
     PingReq,
     Status,
@@ -133,6 +150,15 @@ class _Relay:
 
 
 @dataclass
+class _Lost:
+    """A member removed as failed, kept to try reaching it again (Serf's failedMembers)."""
+
+    host: str
+    port: int
+    since: float
+
+
+@dataclass
 class Stats:
     pings_sent: int = 0
     # Suspicions this member raised against members that then proved alive.
@@ -142,6 +168,9 @@ class Stats:
     declared_failed_self: int = 0
     stale_updates: int = 0
     unknown_senders: int = 0
+    # Merges sent to members removed as failed, and received.
+    merges_sent: int = 0
+    merges_received: int = 0
 
 
 def _update_for(m: Member, by: str = "") -> Update:
@@ -183,6 +212,8 @@ class MembershipCore:
         self._next_round = math.inf
         self._next_gossip = math.inf
         self._next_sync = math.inf
+        self._next_reconnect = math.inf
+        self._lost: dict[str, _Lost] = {}
         self._reset_self(0.0)
 
     # --- queries ---------------------------------------------------------------
@@ -223,7 +254,7 @@ class MembershipCore:
         """When :meth:`tick` next has work to do."""
         if not self.active:
             return math.inf
-        times = [self._next_round, self._next_sync]
+        times = [self._next_round, self._next_sync, self._next_reconnect]
         if len(self.broadcasts):
             times.append(self._next_gossip)
         for p in self._probes.values():
@@ -255,6 +286,7 @@ class MembershipCore:
         self._probes.clear()
         self._relays.clear()
         self._suspicion_deadline.clear()
+        self._lost.clear()
         self._reset_self(now)
         actions: list[Action] = []
         for r in records:
@@ -279,6 +311,8 @@ class MembershipCore:
         self._next_round = now + self.rng.uniform(0, self.config.ping_duration)
         self._next_gossip = now
         self._next_sync = now + self.rng.uniform(0.5, 1.0) * self._sync_interval()
+        # In phase with our rounds (already spread), without another random draw.
+        self._next_reconnect = self._next_round + self.config.reconnect_interval
         live = sum(1 for m in self.members.values() if m.live)
         detail = f"this node joined at incarnation {self.incarnation}; {live} live members known"
         actions.append(Event("joined", self.me.name, self.incarnation, detail))
@@ -300,7 +334,9 @@ class MembershipCore:
         self._probes.clear()
         self._relays.clear()
         self._suspicion_deadline.clear()
+        self._lost.clear()
         self._next_round = self._next_gossip = self._next_sync = math.inf
+        self._next_reconnect = math.inf
         # Keep our incarnation: a later join goes above it.
         self.incarnation += 1
         self._reset_self(now)
@@ -314,12 +350,12 @@ class MembershipCore:
             return []
         actions: list[Action] = []
         if isinstance(msg, Ping):
-            actions += self._apply_all(msg.updates, now)
+            actions += self._apply_all(msg.updates, now, src)
             actions += self._check_sender(msg.sender, msg.incarnation, src)
             ack = Ack(msg.seq, self.me.name, self.incarnation, self._piggyback(msg.sender))
             actions.append(Send(src, ack))
         elif isinstance(msg, Ack):
-            actions += self._apply_all(msg.updates, now)
+            actions += self._apply_all(msg.updates, now, src)
             probe = self._probes.get(msg.seq)
             if probe is not None and probe.target == msg.sender:
                 del self._probes[msg.seq]
@@ -333,7 +369,9 @@ class MembershipCore:
             ping = Ping(seq, self.me.name, self.incarnation, self._piggyback(msg.target))
             actions.append(Send((msg.host, msg.port), ping))
         elif isinstance(msg, Gossip):
-            actions += self._apply_all(msg.updates, now)
+            actions += self._apply_all(msg.updates, now, src)
+        elif isinstance(msg, Merge):
+            actions += self._merge(msg, src, now)
         actions += self._push_if_fresh(now)
         return actions
 
@@ -349,20 +387,23 @@ class MembershipCore:
 
     # --- applying news ---------------------------------------------------------
 
-    def _apply_all(self, updates: Iterable[Update], now: float) -> list[Action]:
+    def _apply_all(
+        self, updates: Iterable[Update], now: float, src: Address | None = None
+    ) -> list[Action]:
         actions: list[Action] = []
         for u in updates:
-            actions += self._apply(u, now)
+            actions += self._apply(u, now, src)
         return actions
 
-    def _apply(self, u: Update, now: float) -> list[Action]:
+    def _apply(self, u: Update, now: float, src: Address | None = None) -> list[Action]:
+        """Apply one piece of news; ``src`` sent it (to answer news about ourselves)."""
         try:
             kind = UpdateKind(u.kind)
         except ValueError:
             self.stats.stale_updates += 1
             return []
         if u.name == self.me.name:
-            return self._about_me(kind, u, now)
+            return self._about_me(kind, u, now, src)
         m = self.members.get(u.name)
         if kind == UpdateKind.ALIVE:
             return self._apply_alive(m, u, now)
@@ -394,17 +435,21 @@ class MembershipCore:
         self._drop_probes_of(m.name)
         self.broadcasts.push(u)
         if status == Status.LEFT:
+            self._lost.pop(m.name, None)
             return [Event("left", m.name, m.incarnation, "it announced its departure")]
+        self._remember_lost(m, now)
         return [Event("failed", m.name, m.incarnation, f"declared failed by {u.by or '?'}")]
 
     def _apply_alive(self, m: Member | None, u: Update, now: float) -> list[Action]:
         if m is None:
             self.members[u.name] = Member(u.name, u.host, u.port, u.incarnation, Status.ALIVE, now)
+            self._lost.pop(u.name, None)
             self.broadcasts.push(u)
             return [Event("joined", u.name, u.incarnation, f"at {u.host}:{u.port}")]
         if u.incarnation <= m.incarnation:
             self.stats.stale_updates += 1
             return []
+        self._lost.pop(m.name, None)
         old_status, old_inc = m.status, m.incarnation
         m.status, m.incarnation, m.changed_at = Status.ALIVE, u.incarnation, now
         if u.host:
@@ -421,10 +466,22 @@ class MembershipCore:
             return [Event("rejoined", m.name, m.incarnation, detail)]
         return []
 
-    def _about_me(self, kind: UpdateKind, u: Update, now: float) -> list[Action]:
+    def _about_me(
+        self, kind: UpdateKind, u: Update, now: float, src: Address | None = None
+    ) -> list[Action]:
         if kind == UpdateKind.ALIVE and u.incarnation <= self.incarnation:
             return []
+        # A sender that is not one of our live members (one we removed, say, across a
+        # partition that has healed) would never hear our refutation by gossip: it
+        # gets it directly.
+        outsider = src is not None and src not in {
+            m.address for m in self.live_members() if m.name != self.me.name
+        }
         if kind != UpdateKind.ALIVE and u.incarnation < self.incarnation:
+            if outsider and src is not None:
+                # Old news of us, from someone who missed our refutation: tell it.
+                current = _update_for(self.members[self.me.name])
+                return [Send(src, Gossip(self.me.name, (current,)))]
             return []
         # Someone believes we are suspect, failed, gone, or alive at an incarnation
         # of a previous life: overrule it.
@@ -445,6 +502,8 @@ class MembershipCore:
             for m in self.live_members()
             if m.name != self.me.name
         ]
+        if outsider and src is not None:
+            actions.append(Send(src, Gossip(self.me.name, (alive,))))
         what = {
             UpdateKind.ALIVE: "an older life",
             UpdateKind.SUSPECT: "a suspicion",
@@ -473,6 +532,12 @@ class MembershipCore:
         if now >= self._next_sync:
             actions += self._sync(now)
             self._next_sync = now + self._sync_interval()
+        if now >= self._next_reconnect:
+            actions += self._reconnect(now)
+            # Keep the phase: the next attempt is on the same grid, after now.
+            interval = self.config.reconnect_interval
+            behind = math.floor((now - self._next_reconnect) / interval) + 1
+            self._next_reconnect += behind * interval
         if now >= self._next_gossip:
             actions += self._push(now)
         else:
@@ -553,6 +618,7 @@ class MembershipCore:
                 continue
             m.status, m.changed_at = Status.FAILED, now
             self._drop_probes_of(name)
+            self._remember_lost(m, now)
             self.broadcasts.push(_update_for(m, by=self.me.name))
             who = m.suspected_by or "?"
             detail = (
@@ -572,6 +638,9 @@ class MembershipCore:
             if name != self.me.name:
                 del self.members[name]
         self._raised = {(n, i) for (n, i) in self._raised if n in self.members}
+        horizon = now - self.config.reconnect_timeout
+        for name in [n for n, lost in self._lost.items() if lost.since < horizon]:
+            del self._lost[name]
 
     # --- gossip ----------------------------------------------------------------
 
@@ -637,3 +706,77 @@ class MembershipCore:
             chosen.append(u)
             used += size
         return [Send(targets[0].address, Gossip(self.me.name, tuple(chosen)))]
+
+    # --- reconnecting after a partition ---------------------------------------------
+
+    def lost(self) -> list[str]:
+        """Members removed as failed that we still try to reach, by name."""
+        return sorted(self._lost, key=self._ring_key)
+
+    def next_reconnect(self) -> float:
+        """When the next Merge goes to a member removed as failed (if any is left)."""
+        return self._next_reconnect
+
+    def _remember_lost(self, m: Member, now: float) -> None:
+        if m.host and m.port and m.name != self.me.name:
+            self._lost[m.name] = _Lost(m.host, m.port, now)
+
+    def _merge_records(self) -> tuple[Update, ...]:
+        """Our live members as ALIVE updates, ourselves first, within one datagram.
+
+        Suspects are left out: a suspect that is really gone would come back on the
+        other side only to be detected again.
+        """
+        others = [
+            m for m in self.live_members() if m.name != self.me.name and m.status == Status.ALIVE
+        ]
+        chosen = [_update_for(self.members[self.me.name])]
+        used = encoded_size(chosen[0])
+        updates = [_update_for(m) for m in others]
+        if sum(encoded_size(u) for u in updates) + used > self._budget():
+            self.rng.shuffle(updates)  # too many for one datagram: a different sample each time
+        for u in updates:
+            size = encoded_size(u)
+            if used + size > self._budget():
+                break
+            chosen.append(u)
+            used += size
+        return tuple(chosen)
+
+    def _reconnect(self, now: float) -> list[Action]:
+        """Send our view to one random member removed as failed: is it back?"""
+        if not self._lost:
+            return []
+        name = self.rng.choice(sorted(self._lost))
+        lost = self._lost[name]
+        self.stats.merges_sent += 1
+        merge = Merge(self.me.name, True, self._merge_records())
+        return [Send((lost.host, lost.port), merge)]
+
+    def _merge(self, msg: Merge, src: Address, now: float) -> list[Action]:
+        """Take in another member's view; answer with ours if asked.
+
+        A listed member we hold as failed at that incarnation or above gets our
+        verdict directly, so it refutes (to us too: we are not among its live
+        members) and comes back here at a higher incarnation.
+        """
+        self.stats.merges_received += 1
+        actions: list[Action] = []
+        for u in msg.members:
+            if u.kind != UpdateKind.ALIVE or not u.host:
+                self.stats.stale_updates += 1
+                continue
+            m = self.members.get(u.name)
+            if (
+                u.name != self.me.name
+                and m is not None
+                and m.status == Status.FAILED
+                and u.incarnation <= m.incarnation
+            ):
+                verdict = _update_for(m, by=self.me.name)
+                actions.append(Send((u.host, u.port), Gossip(self.me.name, (verdict,))))
+                continue
+            actions += self._apply(u, now, src)
+        if msg.reply:
+            actions.append(Send(src, Merge(self.me.name, False, self._merge_records())))
+        return actions

@@ -7,7 +7,9 @@ there is work and runs unchanged on trio's ``MockClock``.
 
 Nothing a peer sends can stop the service: datagrams that fail authentication or
 decoding are counted by the codec and dropped, and an error in the core while
-handling one message is logged and counted, not raised.
+handling one message is logged and counted, not raised.  Nor can the network: a
+send the local stack refuses (a withdrawn route, our own link down) is counted per
+errno and dropped; the detector treats the peer as silent, as it should.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import trio
 
 from membership.core import Action, Event, MembershipCore, Send
 from net.codec import Codec, Rejected
-from net.messages import Ack, Gossip, MemberRecord, Ping, PingReq
-from net.transport import DatagramTransport
+from net.messages import Ack, Gossip, MemberRecord, Merge, Ping, PingReq
+from net.transport import DatagramTransport, SendErrors
 
-DATAGRAM_TYPES = (Ping, Ack, PingReq, Gossip)
+DATAGRAM_TYPES = (Ping, Ack, PingReq, Gossip, Merge)
 
 EventListener = Callable[[Event, float], None]
 
@@ -42,6 +44,8 @@ class MembershipService:
         self.log = logger or logging.getLogger(f"membership.{core.me.name}")
         self.listeners: list[EventListener] = []
         self.errors: collections.Counter[str] = collections.Counter()
+        # Transports count their own refused sends; this catches any that raise anyway.
+        self.send_errors = SendErrors(core.me.name, self.log)
         self._timer: trio.CancelScope | None = None
         self._changed = trio.Event()
 
@@ -110,7 +114,10 @@ class MembershipService:
                     self.errors["oversize_send"] += 1
                     self.log.exception("refused to send an oversize %s", type(a.message).__name__)
                     continue
-                await self.transport.send(data, a.addr)
+                try:
+                    await self.transport.send(data, a.addr)
+                except OSError as e:
+                    self.send_errors.record(e, a.addr)
             else:
                 changed = True
                 self._log_event(a)

@@ -3,20 +3,25 @@
 Dozens of members run in one trio process (usually on ``MockClock`` virtual time)
 and talk through :class:`MemoryTransport` endpoints of one :class:`MemoryNetwork`.
 The network drops datagrams with probability ``loss`` and delivers the rest after
-``delay`` seconds; ``block`` (a crash) and ``partition`` cut members off.  Nothing
+``delay`` seconds; ``block`` (a crash) and ``partition`` cut members off, silently;
+``fail_sends`` makes the local stack refuse sends instead, as a real socket does
+with EINVAL for a blackhole route or ENETUNREACH when its own link is down (the
+endpoint counts and drops them, as :class:`~net.transport.UdpTransport` does).  Nothing
 here is used by a real node.  :mod:`net.memrpc` is the request/response twin, and
 shares :class:`Partition` so one test can cut both at once.
 """
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import random
 from collections.abc import Iterable
 
 import trio
 
-from net.transport import Address
+from net.transport import Address, SendErrors
 
 
 class Partition:
@@ -56,6 +61,8 @@ class MemoryNetwork:
         self._endpoints: dict[Address, MemoryTransport] = {}
         self._blocked: set[Address] = set()
         self._partition = Partition()
+        # src -> (errno, destinations it applies to; None = every destination)
+        self._send_faults: dict[Address, tuple[int, frozenset[Address] | None]] = {}
         self.delivered = 0
         self.lost = 0
 
@@ -79,6 +86,29 @@ class MemoryNetwork:
 
     def heal(self) -> None:
         self._partition.heal()
+
+    def fail_sends(
+        self, src: Address, code: int = errno.EINVAL, to: Iterable[Address] | None = None
+    ) -> None:
+        """Make every send from ``src`` (to ``to`` only, if given) fail with ``code``.
+
+        EINVAL is what a blackhole route gives, ENETUNREACH what a member whose own
+        link is down gets.  Replaces any earlier fault of ``src``.
+        """
+        self._send_faults[src] = (code, None if to is None else frozenset(to))
+
+    def restore_sends(self, src: Address | None = None) -> None:
+        """Undo :meth:`fail_sends` for ``src`` (every address if None)."""
+        if src is None:
+            self._send_faults.clear()
+        else:
+            self._send_faults.pop(src, None)
+
+    def _send_error(self, src: Address, dst: Address) -> OSError | None:
+        fault = self._send_faults.get(src)
+        if fault is None or (fault[1] is not None and dst not in fault[1]):
+            return None
+        return OSError(fault[0], os.strerror(fault[0]))
 
     def _deliver(self, data: bytes, src: Address, dst: Address) -> None:
         # Checked on arrival: a datagram in flight when the cut happens is lost.
@@ -108,6 +138,7 @@ class MemoryTransport:
         self._inbox_send, self._inbox_recv = trio.open_memory_channel[tuple[bytes, Address]](1024)
         self.closed = False
         self._delayed: list[tuple[float, bytes, Address]] = []
+        self.send_errors = SendErrors(f"memory {addr[0]}:{addr[1]}")
 
     @property
     def local_address(self) -> Address:
@@ -115,6 +146,10 @@ class MemoryTransport:
 
     async def send(self, data: bytes, addr: Address) -> None:
         if self.closed:
+            return
+        err = self._network._send_error(self._address, addr)
+        if err is not None:
+            self.send_errors.record(err, addr)
             return
         if self._network.delay:
             # Deliver later without a task per datagram: the receiver's inbox is fed

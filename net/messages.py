@@ -114,6 +114,20 @@ class Gossip:
     updates: tuple[Update, ...]
 
 
+@message(tag=5)
+@dataclass(frozen=True)
+class Merge:
+    """Push-pull with a member we removed as failed: maybe a partition has healed.
+
+    ``members`` are the sender's live members as ALIVE updates (itself first); a
+    receiver merges them and, if ``reply``, answers with its own Merge (reply False).
+    """
+
+    sender: str
+    reply: bool
+    members: tuple[Update, ...]
+
+
 # --- admission (TCP) ----------------------------------------------------------------
 
 

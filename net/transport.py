@@ -8,12 +8,19 @@ receive the next datagram.  Three implementations compose:
   benchmark, with loss and delay;
 * :class:`MeteredTransport` - wraps either, drops datagrams at random in both
   directions (test mode ``-t``), and counts bytes for ``bps``.
+
+A send never raises: a datagram that the local stack refuses (EINVAL for a
+blackhole route, ENETUNREACH when our own link is down, EPERM, ENOBUFS, ...) is a
+datagram the network lost, and the failure detector already treats a peer that
+stays silent as a suspect.  :class:`SendErrors` counts such refusals per errno
+and logs the cause once per errno, so a flapping link cannot flood the log.
 """
 
 from __future__ import annotations
 
 import collections
 import errno
+import logging
 import random
 from typing import Protocol
 
@@ -27,6 +34,37 @@ Address = tuple[str, int]
 # rejected by the codec as malformed.
 RECEIVE_BUFFER = 65536
 
+log = logging.getLogger(__name__)
+
+
+class SendErrors:
+    """Sends the local stack refused, counted per errno name; each cause logged once."""
+
+    def __init__(self, owner: str, logger: logging.Logger | None = None) -> None:
+        self.owner = owner
+        self.log = logger or log
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def record(self, err: OSError, addr: Address) -> None:
+        name = errno.errorcode.get(err.errno or 0, str(err.errno))
+        first = name not in self.counts
+        self.counts[name] += 1
+        if first:
+            self.log.warning(
+                "%s: send to %s:%s failed: %s (%s); treating the peer as silent, "
+                "further %s errors are counted, not logged",
+                self.owner,
+                addr[0],
+                addr[1],
+                err.strerror or err,
+                name,
+                name,
+            )
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
 
 class DatagramTransport(Protocol):
     """An unreliable, unordered datagram service."""
@@ -35,12 +73,17 @@ class DatagramTransport(Protocol):
     def local_address(self) -> Address: ...
 
     async def send(self, data: bytes, addr: Address) -> None:
-        """Send one datagram; failures are dropped silently, like the network would."""
+        """Send one datagram; failures are dropped (and counted), never raised."""
 
     async def receive(self) -> tuple[bytes, Address]:
         """The next datagram and the address it came from."""
 
     def close(self) -> None: ...
+
+
+_ICMP_ERRORS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+)
 
 
 class UdpTransport:
@@ -49,6 +92,7 @@ class UdpTransport:
     def __init__(self, sock: trio.socket.SocketType, address: Address) -> None:
         self._sock = sock
         self._address = address
+        self.send_errors = SendErrors(f"udp {address[0]}:{address[1]}")
 
     @classmethod
     async def bind(cls, host: str, port: int) -> UdpTransport:
@@ -70,16 +114,23 @@ class UdpTransport:
             await self._sock.sendto(data, addr)
         except OSError as e:
             # ECONNREFUSED and friends arrive from ICMP errors of earlier sends to a
-            # dead peer; unreachable hosts are exactly what the detector is for.
-            if e.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                raise
+            # dead peer; EINVAL (a blackhole route), ENETUNREACH (our link is down),
+            # EPERM, ENOBUFS come from the local stack.  Every one of them is a lost
+            # datagram to the failure detector, which exists for unreachable peers:
+            # none may end the node.
+            self.send_errors.record(e, addr)
 
     async def receive(self) -> tuple[bytes, Address]:
         while True:
             try:
                 data, addr = await self._sock.recvfrom(RECEIVE_BUFFER)
-            except ConnectionRefusedError:
-                continue  # an ICMP error for an earlier send; not a datagram
+            except OSError as e:
+                # An ICMP error for an earlier send (refused, unreachable), reported
+                # on the next receive: not a datagram.  Anything else (a closed
+                # socket) is a real error.
+                if e.errno in _ICMP_ERRORS:
+                    continue
+                raise
             return data, (addr[0], addr[1])
 
     def close(self) -> None:

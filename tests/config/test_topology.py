@@ -118,6 +118,7 @@ def test_test_profile_is_ten_times_faster_with_the_same_protocol():
     assert f.ping_timeout == pytest.approx(m.ping_timeout / 10)
     assert f.cleanup_time == pytest.approx(m.cleanup_time / 10)
     assert f.gossip_interval == pytest.approx(m.gossip_interval / 10)
+    assert f.reconnect_interval == pytest.approx(m.reconnect_interval / 10)
     # Everything that is not a timer is unchanged.
     assert (f.monitors, f.indirect_probes, f.retransmit_mult) == (
         m.monitors,
@@ -180,6 +181,8 @@ def test_every_key_is_read(tmp_path: Path):
             gossip_fanout = 5
             retransmit_mult = 2
             tombstone_time = 30
+            reconnect_interval = 2.5
+            reconnect_timeout = 3600
 
             [ssh]
             user = "me"
@@ -217,6 +220,8 @@ def test_every_key_is_read(tmp_path: Path):
         gossip_fanout=5,
         retransmit_mult=2,
         tombstone_time=30.0,
+        reconnect_interval=2.5,
+        reconnect_timeout=3600.0,
     )
     assert isinstance(cfg.membership.ping_duration, float)
     assert (cfg.replication, cfg.transfer) == (2, "tcp")
@@ -365,6 +370,8 @@ def test_bad_transfer_is_refused(transfer):
         ("cleanup_time", 0.0),
         ("gossip_interval", -0.2),
         ("tombstone_time", 0),
+        ("reconnect_interval", 0),
+        ("reconnect_timeout", -1.0),
         ("ping_duration", float("nan")),
         ("ping_timeout", float("inf")),
         ("M", 0),

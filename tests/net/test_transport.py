@@ -268,3 +268,45 @@ async def test_udp_bind_conflict_raises_and_leaks_nothing():
             await UdpTransport.bind("127.0.0.1", a.local_address[1])
     finally:
         a.close()
+
+
+async def test_udp_send_the_stack_refuses_is_counted_not_raised(caplog):
+    # Port 0 is refused by the local stack with EINVAL, as a blackhole route is.
+    a = await UdpTransport.bind("127.0.0.1", 0)
+    b = await UdpTransport.bind("127.0.0.1", 0)
+    try:
+        with trio.fail_after(5):
+            for _ in range(3):
+                await a.send(b"nowhere", ("127.0.0.1", 0))
+            await a.send(b"still sending", b.local_address)
+            assert await b.receive() == (b"still sending", a.local_address)
+        assert a.send_errors.counts == {"EINVAL": 3}
+        logged = [r.getMessage() for r in caplog.records if "EINVAL" in r.getMessage()]
+        assert len(logged) == 1 and "127.0.0.1:0" in logged[0]
+    finally:
+        a.close()
+        b.close()
+
+
+# --- refused sends on the in-memory network -----------------------------------------------
+
+
+async def test_memory_fail_sends_refuses_only_the_named_links_until_restored():
+    import errno
+
+    net = MemoryNetwork()
+    c_addr = ("10.0.0.3", 3)
+    a, b, c = net.endpoint(A), net.endpoint(B), net.endpoint(c_addr)
+    net.fail_sends(A, errno.EINVAL, [B])
+    await a.send(b"to b", B)  # refused: counted, not raised, not delivered
+    await a.send(b"to c", c_addr)
+    assert await drain(c) == [b"to c"]
+    assert await drain(b) == []
+    assert a.send_errors.counts == {"EINVAL": 1}
+    net.fail_sends(A, errno.ENETUNREACH)  # every destination now (our link is down)
+    await a.send(b"to c", c_addr)
+    assert a.send_errors.counts == {"EINVAL": 1, "ENETUNREACH": 1}
+    net.restore_sends(A)
+    await a.send(b"back", B)
+    assert await drain(b) == [b"back"]
+    assert b.send_errors.total == 0
