@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trio
 
-from config.topology import ConfigError, load_config
+from config.topology import ConfigError, check_secret, load_config
 from node.app import NodeApp
 from node.process import first_os_error, setup_logging
 
@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         config = load_config(args.config)
+        # Before anything is bound or sent: the public default secret only on loopback.
+        check_secret(config, ("--hostname", args.hostname))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -59,6 +59,7 @@ setup(
             "idunno-node = main:main",
             "idunno-introducer = introducer.__main__:main",
             "idunno-console = console.__main__:main",
+            "idunno-secret = config.secret:main",
         ],
     },
     classifiers=[

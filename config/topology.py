@@ -14,7 +14,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import os
+import stat
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +42,20 @@ CLEANUP_TIME = 3.0
 lets a refutation cross several lossy gossip hops (each retried every 0.2 s)."""
 
 INTRODUCER_PORT = 8888
+
 DEFAULT_SECRET = "change-me"
+"""The built-in secret.  It is public (it is in this file), so it is accepted only
+while every address in play is loopback: see :func:`check_secret`."""
+
+SECRET_ENV = "IDUNNO_SECRET"
+"""Environment variable that overrides the cluster file's secret (and the default)."""
+
+MIN_SECRET_BYTES = 16
+"""Shortest secret accepted beyond loopback, in bytes: the HMAC tag's length.  Only a
+floor against the obviously weak (16 typed characters hold far fewer than 128
+bits); ``python -m config.secret new`` writes 64 hex digits, 256 random bits."""
+
+SECRET_SOURCES = ("built-in default", "cluster.secret", "cluster.secret_file", SECRET_ENV)
 
 
 class ConfigError(ValueError):
@@ -132,9 +148,12 @@ class ClusterConfig:
 
     nodes: tuple[Node, ...]
     introducer: tuple[str, int] = ("127.0.0.1", INTRODUCER_PORT)
-    # Key for the HMAC on every datagram and frame.  The default is for loopback
-    # demos only; a real cluster file sets its own.
-    secret: str = DEFAULT_SECRET
+    # Key for the HMAC on every datagram and frame.  The default is public, so the
+    # entry points accept it only on loopback (check_secret); kept out of repr so
+    # that a logged config does not print it.
+    secret: str = field(default=DEFAULT_SECRET, repr=False)
+    # Where the secret came from (one of SECRET_SOURCES), so that errors name it.
+    secret_source: str = "built-in default"
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     # Copies of every SDFS file: survives three simultaneous failures.
     replication: int = 4
@@ -205,6 +224,8 @@ def profile(name: str, base: ClusterConfig | None = None) -> ClusterConfig:
 _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "introducer": str,
     "secret": str,
+    # Beyond INTERFACE.md: a file holding the secret (see read_secret_file).
+    "secret_file": str,
     "M": int,
     "ping_duration": (int, float),
     "ping_timeout": (int, float),
@@ -296,8 +317,18 @@ def _check_host(key: str, host: str) -> None:
             raise ConfigError(f"{key}: not a host name: {host!r}") from None
 
 
-def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
-    """Validate a parsed cluster file; every error names the key at fault."""
+def config_from_dict(
+    data: dict[str, Any],
+    base_dir: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ClusterConfig:
+    """Validate a parsed cluster file; every error names the key at fault.
+
+    ``base_dir`` is where a relative ``secret_file`` is looked for (the cluster
+    file's directory; the working directory when None).  ``environ`` is read for
+    ``IDUNNO_SECRET`` only; None (the default) means an empty environment, so that
+    this function stays a pure function of its arguments but for the secret file.
+    """
     for key in data:
         if key not in ("cluster", "ssh", "inference", "nodes"):
             raise ConfigError(f"{key}: unknown key")
@@ -387,9 +418,7 @@ def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
     if "introducer" in cluster:
         introducer = parse_address(cluster["introducer"], "cluster.introducer")
         _check_host("cluster.introducer", introducer[0])
-    secret = cluster.get("secret", DEFAULT_SECRET)
-    if not secret:
-        raise ConfigError("cluster.secret: must not be empty")
+    secret, secret_source = _resolve_secret(cluster, base_dir, environ or {})
     replication = cluster.get("replication", 4)
     if replication < 1:
         raise ConfigError(f"cluster.replication: must be at least 1, got {replication}")
@@ -406,6 +435,7 @@ def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
         nodes=tuple(nodes),
         introducer=introducer,
         secret=secret,
+        secret_source=secret_source,
         membership=membership,
         replication=replication,
         versions_kept=versions_kept,
@@ -415,10 +445,17 @@ def config_from_dict(data: dict[str, Any]) -> ClusterConfig:
     )
 
 
-def load_config(path: str | Path | None) -> ClusterConfig:
-    """The cluster file at ``path``, or the built-in cluster when ``path`` is None."""
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> ClusterConfig:
+    """The cluster file at ``path``, or the built-in cluster when ``path`` is None.
+
+    ``IDUNNO_SECRET`` in ``environ`` (default: this process's environment) overrides
+    the secret of either.
+    """
+    env = os.environ if environ is None else environ
     if path is None:
-        return default_config()
+        config = default_config()
+        secret, source = _resolve_secret({}, None, env)
+        return dataclasses.replace(config, secret=secret, secret_source=source)
     p = Path(path)
     try:
         text = p.read_text()
@@ -428,4 +465,131 @@ def load_config(path: str | Path | None) -> ClusterConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    return config_from_dict(data)
+    return config_from_dict(data, p.parent, env)
+
+
+# --- the secret -----------------------------------------------------------------
+#
+# Precedence, highest first: IDUNNO_SECRET, then [cluster] secret_file or secret (a
+# file may give one of them, not both), then DEFAULT_SECRET.  What is refused at
+# load time is refused everywhere: an empty secret, a secret file that cannot be
+# read, is empty, holds more than one line, or is open to group or others (as ssh
+# refuses such a private key).  What depends on the addresses in play is refused by
+# check_secret, which the entry points call before they bind or send anything.
+
+
+def _resolve_secret(
+    cluster: dict[str, Any], base_dir: str | Path | None, environ: Mapping[str, str]
+) -> tuple[str, str]:
+    """(secret, where it came from); one-line ConfigError naming the key otherwise."""
+    if "secret" in cluster and "secret_file" in cluster:
+        raise ConfigError("cluster.secret_file: give secret or secret_file, not both")
+    if SECRET_ENV in environ:
+        # An overriding variable is enough: a secret file named in the cluster file
+        # need not exist on this machine (a console on a laptop, say).
+        value = environ[SECRET_ENV].strip()
+        if not value:
+            raise ConfigError(
+                f"{SECRET_ENV}: is set but empty (unset it to use the cluster file's secret)"
+            )
+        return value, SECRET_ENV
+    if "secret_file" in cluster:
+        path = Path(cluster["secret_file"]).expanduser()
+        if base_dir is not None and not path.is_absolute():
+            path = Path(base_dir) / path
+        return read_secret_file(path), "cluster.secret_file"
+    if "secret" in cluster:
+        if not cluster["secret"]:
+            raise ConfigError("cluster.secret: must not be empty")
+        return cluster["secret"], "cluster.secret"
+    return DEFAULT_SECRET, "built-in default"
+
+
+def read_secret_file(path: Path, key: str = "cluster.secret_file") -> str:
+    """The secret in ``path``: its one line, without surrounding whitespace.
+
+    Refused when group or others may access the file: a secret others can read is
+    no secret, and saying so at once beats finding out from a leak (ssh does the
+    same for private keys).  ``chmod 600 FILE`` fixes it.
+    """
+    try:
+        with path.open("rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError(f"{key}: {path} is not a regular file")
+            if os.name == "posix" and mode & 0o077:
+                raise ConfigError(
+                    f"{key}: {path} is accessible by group or others "
+                    f"(mode {stat.S_IMODE(mode):04o}); run chmod 600 {path}"
+                )
+            raw = f.read(4096 + 1)
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {path}: {e.strerror}") from None
+    if len(raw) > 4096:
+        raise ConfigError(f"{key}: {path} is larger than 4096 bytes; is it a secret file?")
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
+    if not text:
+        raise ConfigError(f"{key}: {path} is empty")
+    if "\n" in text or "\r" in text:
+        raise ConfigError(f"{key}: {path} holds more than one line; the secret is one line")
+    return text
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (also IPv4-mapped) and ``localhost``; no name is resolved."""
+    h = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+    if h == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(h)
+    except ValueError:
+        return False  # a host name: it may resolve anywhere, so it counts as remote
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def addresses_in_play(config: ClusterConfig, *own: tuple[str, str]) -> list[tuple[str, str]]:
+    """(where, host) of every address a process of this cluster will use.
+
+    ``own`` are the process's own (e.g. ``("--hostname", host)``); then the
+    introducer and every configured node."""
+    where_from = [*own, ("cluster.introducer", config.introducer[0])]
+    where_from += [(f"nodes[{i}].host", n.host) for i, n in enumerate(config.nodes)]
+    return where_from
+
+
+def check_secret(config: ClusterConfig, *own: tuple[str, str]) -> None:
+    """Refuse a secret that is unfit for the addresses in play.
+
+    On loopback only this machine's users can reach the ports, so any secret will
+    do, the public default included (the tests, ``make demo`` and the benchmarks
+    rely on that).  Once any address is not loopback, the public default and
+    secrets shorter than MIN_SECRET_BYTES are refused: the secret is the cluster's
+    only credential.
+    """
+    remote = [
+        (where, host) for where, host in addresses_in_play(config, *own) if not is_loopback(host)
+    ]
+    if not remote:
+        return
+    where, host = remote[0]
+    how = (
+        "make one with 'python -m config.secret new FILE' and set "
+        f'secret_file = "FILE" under [cluster] in the cluster file, or set {SECRET_ENV}'
+    )
+    key = "cluster.secret" if config.secret_source == "built-in default" else config.secret_source
+    if config.secret == DEFAULT_SECRET:
+        raise ConfigError(
+            f"{key}: the public default secret {DEFAULT_SECRET!r} is accepted only on "
+            f"loopback, and {host} ({where}) is not loopback; {how}"
+        )
+    size = len(config.secret.encode())
+    if size < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{key}: the secret is {size} bytes, too short for {host} ({where}), which is "
+            f"not loopback: at least {MIN_SECRET_BYTES} are needed beyond loopback; {how}"
+        )

@@ -5,7 +5,8 @@ data as one JSON line) and exits with:
 
     0  the command succeeded
     1  the node refused or failed the command (the reason is on stderr)
-    2  usage: unknown command, wrong arguments, bad --node, --config or --timeout
+    2  usage: unknown command, wrong arguments, bad --node, --config or --timeout,
+       or a secret unfit for the addresses (the public default beyond loopback)
     3  no usable reply: the node is unreachable, too slow, or uses another secret
 
 Scripts call this in loops, so it imports only what one request needs; ``help`` is
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if parsed.where is Where.SHELL:
         return _fail(f"{command} only means something in the interactive console", EXIT_USAGE)
 
-    from config.topology import ConfigError, load_config, parse_address
+    from config.topology import ConfigError, check_secret, load_config, parse_address
 
     if opts.node is None:
         return _fail("--node HOST:PORT is required to run a command on a node", EXIT_USAGE)
@@ -197,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         addr = parse_address(opts.node, "--node")
         config = load_config(opts.config)
+        # Before anything is sent: the public default secret only on loopback.
+        check_secret(config, ("--node", addr[0]))
     except ConfigError as e:
         return _fail(str(e), EXIT_USAGE)
 

@@ -14,7 +14,7 @@ import sys
 
 import trio
 
-from config.topology import ConfigError, load_config
+from config.topology import ConfigError, check_secret, load_config
 from introducer.service import Introducer
 from net.rpc import RpcServer
 from node.process import first_os_error, setup_logging
@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port if args.port is not None else config.introducer[1]
     if not 1 <= port <= 65535:
         print(f"error: --port: {port} is outside 1..65535", file=sys.stderr)
+        return 2
+    # Before anything is bound or sent (refresh() asks the configured members).
+    try:
+        check_secret(config, *([("--hostname", host)] if args.hostname else []))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     setup_logging(args.log_level, None)
     try:
