@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 
 import trio
 
+from membership.checks import datagram_problem
 from membership.core import Action, Event, MembershipCore, Send
 from net.codec import Codec, Rejected
 from net.messages import Ack, Gossip, MemberRecord, Ping, PingReq
@@ -76,6 +77,11 @@ class MembershipService:
             if not isinstance(msg, DATAGRAM_TYPES):
                 self.codec.rejected["unexpected_type"] += 1
                 continue
+            problem = datagram_problem(msg)
+            if problem is not None:
+                self.codec.rejected["out_of_range"] += 1
+                self.log.debug("dropped datagram from %s:%s: %s", addr[0], addr[1], problem)
+                continue
             try:
                 actions = self.core.on_message(msg, addr, trio.current_time())
             except Exception:
@@ -106,11 +112,19 @@ class MembershipService:
             if isinstance(a, Send):
                 try:
                     data = self.codec.seal(a.message)
-                except ValueError:
+                except Exception:  # oversize, or a value msgpack refuses
                     self.errors["oversize_send"] += 1
                     self.log.exception("refused to send an oversize %s", type(a.message).__name__)
                     continue
-                await self.transport.send(data, a.addr)
+                try:
+                    await self.transport.send(data, a.addr)
+                except (OSError, ValueError, OverflowError) as e:
+                    # An address no datagram can go to (a port beyond 65535, a host
+                    # name that does not resolve): that message is lost, nothing more.
+                    self.errors["send_failed"] += 1
+                    self.log.warning(
+                        "cannot send %s to %s: %s", type(a.message).__name__, a.addr, e
+                    )
             else:
                 changed = True
                 self._log_event(a)
