@@ -32,6 +32,7 @@ from typing import Any
 import trio
 
 from net.codec import Codec, Rejected
+from net.errors import one_line
 from net.messages import ErrorReply
 from net.transport import Address
 
@@ -82,12 +83,6 @@ async def read_frame(stream: trio.abc.ReceiveStream, codec: Codec) -> Any:
     return codec.open(body)
 
 
-def one_line(text: str, limit: int = 300) -> str:
-    """``text`` as one line of at most ``limit`` characters, for an error message."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
 def seal_frame(codec: Codec, msg: Any) -> bytes:
     """The frame (header and sealed body) of ``msg``; RpcError if it cannot be sealed.
 
@@ -97,7 +92,7 @@ def seal_frame(codec: Codec, msg: Any) -> bytes:
     try:
         data = codec.seal(msg)
     except Exception as e:  # TypeError, ValueError, OverflowError, RecursionError, ...
-        reason = one_line(f"{type(e).__name__}: {e}")
+        reason = one_line(f"{type(e).__name__}: {e}", 300)
         raise RpcError(f"cannot send {type(msg).__name__}: {reason}") from None
     return HEADER.pack(len(data)) + data
 
@@ -209,7 +204,8 @@ class RpcServer:
                     except Exception as e:  # a handler bug must not kill the server
                         log.exception("handler failed on %s from %s", type(request).__name__, addr)
                         self.errors["handler"] += 1
-                        reply = ErrorReply(one_line(f"internal error: {type(e).__name__}: {e}"))
+                        error = f"internal error: {type(e).__name__}: {e}"
+                        reply = ErrorReply(one_line(error, 300))
                     await stream.send_all(self._reply_frame(request, reply, addr))
         except Rejected as r:
             log.debug("dropped connection from %s: %s", addr, r)

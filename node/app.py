@@ -102,6 +102,7 @@ class NodeApp:
         self.context = Context(self.sdfs.client, self, InferenceClient(self.inference.view, files))
         self.transport: MeteredTransport | None = None
         self.membership: MembershipService | None = None
+        self.server: RpcServer | None = None
         self._join_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._join_lock = trio.Lock()
@@ -116,7 +117,7 @@ class NodeApp:
         self.membership = MembershipService(self.core, self.transport, codec, self.log)
         self.membership.listeners.append(self.sdfs.on_membership_event)
         self.membership.listeners.append(self.inference.on_membership_event)
-        server = RpcServer(
+        server = self.server = RpcServer(
             self.frames,
             self.handle_request,
             stream_handler=self.handle_stream,
@@ -265,6 +266,17 @@ class NodeApp:
             "port": self.me.port,
             "incarnation": self.core.incarnation,
             "member": self.core.active,
+            # What peers (or strangers) sent that was dropped, by reason: TCP frames
+            # and UDP datagrams that were oversize, forged (bad_mac), malformed or out
+            # of range; and what went wrong on our side instead of ending the node.
+            "rejected": {
+                "frames": dict(self.frames.rejected),
+                "datagrams": dict(self.membership.codec.rejected) if self.membership else {},
+            },
+            "errors": {
+                "rpc": dict(self.server.errors) if self.server else {},
+                "membership": dict(self.membership.errors) if self.membership else {},
+            },
         }
 
     def bps(self) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""Bad input from peers to the scheduler's leader requests: numbers are checked on arrival.
+
+C3 and C4 arrive as typed requests from any node's client, which skip the console's
+command table: the leader checks BATCH, COUNT, GLOB and the processing times workers
+report, and answers ``Failure(INVALID)`` (one line) for one out of range.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from config.topology import InferenceConfig
+from inference.leader import Leader
+from inference.scheduler import Scheduler, SchedulerConfig
+from net.errors import ErrorKind
+from net.limits import MAX_BATCH, MAX_COUNT
+from net.messages import (
+    BatchResult,
+    BatchSizeSet,
+    Failure,
+    SetBatchSizeRequest,
+    StoreAck,
+    SubmitJob,
+)
+from tests.helpers.dictfiles import DictFiles
+
+pytestmark = pytest.mark.timeout(30)
+
+TOP = 2**64 - 1
+
+
+@pytest.fixture
+def leader(nursery: trio.Nursery, tmp_path) -> Iterator[Leader]:
+    """A Leader that schedules (as if it had become leader), with no other node."""
+    leader = Leader(
+        "H1",
+        None,  # type: ignore[arg-type]  # no request here reaches another node
+        DictFiles(),
+        InferenceConfig(),
+        tmp_path,
+        lambda: 100.0,
+        logging.getLogger("test"),
+        lambda seq, event: None,
+    )
+    leader._nursery = nursery
+    leader.sched = Scheduler(SchedulerConfig())
+    yield leader
+    leader.timings.close()
+
+
+def assert_invalid(reply: Any, *words: str) -> None:
+    assert isinstance(reply, Failure), reply
+    assert reply.kind == ErrorKind.INVALID, reply
+    assert "\n" not in reply.error and len(reply.error) < 200
+    for w in words:
+        assert w in reply.error, reply.error
+
+
+BAD = [
+    (SetBatchSizeRequest("resnet50", 0), "BATCH"),
+    (SetBatchSizeRequest("resnet50", -1), "BATCH"),
+    (SetBatchSizeRequest("resnet50", MAX_BATCH + 1), "BATCH"),
+    (SetBatchSizeRequest("resnet50", TOP), "BATCH"),
+    (SubmitJob("resnet50", None, 0), "COUNT"),
+    (SubmitJob("resnet50", None, -(2**63)), "COUNT"),
+    (SubmitJob("resnet50", None, MAX_COUNT + 1), "COUNT"),
+    (SubmitJob("resnet50", "*" * 5000, None), "GLOB"),
+    (BatchResult("H2", 1, (), (float("nan"),)), "processing time"),
+    (BatchResult("H2", 1, (), (float("inf"),)), "processing time"),
+    (BatchResult("H2", 1, (), (-1.0,)), "processing time"),
+]
+
+
+@pytest.mark.parametrize(("request_", "word"), BAD, ids=[repr(r[0])[:50] for r in BAD])
+async def test_the_scheduler_refuses_numbers_out_of_range_as_invalid(leader, request_, word):
+    assert_invalid(await leader.handle(request_), word)
+    assert leader.seq == 0  # no event was applied
+    assert leader.sched is not None and leader.sched.batch_size("resnet50") == 8
+
+
+async def test_numbers_in_range_are_still_accepted(leader):
+    reply = await leader.handle(SetBatchSizeRequest("ResNet50", MAX_BATCH))
+    assert reply == BatchSizeSet("resnet50", MAX_BATCH)
+    assert await leader.handle(BatchResult("H2", 99, (), (0.0,))) == StoreAck(True)
