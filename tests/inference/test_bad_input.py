@@ -17,6 +17,7 @@ import trio
 from config.topology import InferenceConfig
 from inference.leader import Leader
 from inference.scheduler import Scheduler, SchedulerConfig
+from inference.standby import StandbyCopy
 from net.errors import ErrorKind
 from net.limits import MAX_BATCH, MAX_COUNT
 from net.messages import (
@@ -24,6 +25,7 @@ from net.messages import (
     BatchSizeSet,
     Failure,
     SetBatchSizeRequest,
+    StandbySnapshot,
     StoreAck,
     SubmitJob,
 )
@@ -87,3 +89,19 @@ async def test_numbers_in_range_are_still_accepted(leader):
     reply = await leader.handle(SetBatchSizeRequest("ResNet50", MAX_BATCH))
     assert reply == BatchSizeSet("resnet50", MAX_BATCH)
     assert await leader.handle(BatchResult("H2", 99, (), (0.0,))) == StoreAck(True)
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [{}, {"version": 1}, {"version": 1, "config": {"deep": [[[[]]]]}}, {"version": "1" * 5000}],
+    ids=["empty", "no-fields", "bad-config", "long-version"],
+)
+def test_the_standby_refuses_an_unusable_snapshot_and_keeps_its_copy(snapshot):
+    copy = StandbyCopy(logging.getLogger("test"))
+    good = Scheduler(SchedulerConfig()).snapshot()
+    assert copy.snapshot(StandbySnapshot("H1", 7, good)) == StoreAck(True)
+    reply = copy.snapshot(StandbySnapshot("H1", 9, snapshot))
+    assert isinstance(reply, StoreAck) and not reply.ok
+    assert reply.error.startswith("unusable scheduler snapshot: ")
+    assert "\n" not in reply.error and len(reply.error) <= 1000
+    assert copy.seq == 7 and copy.scheduler is not None
