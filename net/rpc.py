@@ -83,17 +83,22 @@ async def read_frame(stream: trio.abc.ReceiveStream, codec: Codec) -> Any:
     return codec.open(body)
 
 
-def seal_frame(codec: Codec, msg: Any) -> bytes:
-    """The frame (header and sealed body) of ``msg``; RpcError if it cannot be sealed.
+def seal(codec: Codec, msg: Any) -> bytes:
+    """``msg`` sealed; RpcError if it cannot be.
 
     msgpack refuses some values (an int beyond 64 bits, a set, nesting deeper than
     its limit) with one of several exception types; a sealed message may be over the
     codec's size limit.  Either way nothing is sent and the caller learns why."""
     try:
-        data = codec.seal(msg)
+        return codec.seal(msg)
     except Exception as e:  # TypeError, ValueError, OverflowError, RecursionError, ...
         reason = one_line(f"{type(e).__name__}: {e}", 300)
         raise RpcError(f"cannot send {type(msg).__name__}: {reason}") from None
+
+
+def seal_frame(codec: Codec, msg: Any) -> bytes:
+    """The frame (header and sealed body) of ``msg``; RpcError if it cannot be sealed."""
+    data = seal(codec, msg)
     return HEADER.pack(len(data)) + data
 
 
