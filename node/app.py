@@ -23,7 +23,7 @@ from inference.service import INFERENCE_REQUESTS, InferenceService
 from membership.core import MembershipCore
 from membership.service import MembershipService
 from net.codec import Codec
-from net.errors import ClusterError, Conflict, NotReady
+from net.errors import ClusterError, Conflict, NotReady, one_line
 from net.messages import (
     ConsoleProgress,
     ConsoleReply,
@@ -249,6 +249,11 @@ class NodeApp:
                 reply = ConsoleReply(True, data)
             except CommandError as e:
                 reply = ConsoleReply(False, {}, str(e))
+            except Exception as e:  # a handler bug: the console hears one line, as for any
+                self.log.exception("console command %r failed", request.command[:40])
+                reply = ConsoleReply(
+                    False, {}, one_line(f"internal error: {type(e).__name__}: {e}")
+                )
             nursery.cancel_scope.cancel()
         return reply
 
