@@ -93,6 +93,8 @@ LEADER_REQUESTS = (
 # The longest processing time a worker may report for one query (a day): anything
 # more, or NaN, or a negative time, is a broken or hostile worker.
 MAX_QUERY_SECONDS = 86_400.0
+# What a worker that does not say what it can run is taken to run.
+DEFAULT_CAPACITY: dict[str, Any] = {"threads": 1, "slots": 1}
 # How long a new worker has to say what it can run.
 CAPACITY_TIMEOUT = 2.0
 # Attempts at writing a finished job's output (a second more between each).
@@ -199,7 +201,15 @@ class Leader:
         except RpcError:
             return  # not reachable: membership will tell us if it is gone
         if self.sched is not None and name in self.view.ring():
-            self.apply(WorkerUp(name, capacity or {"threads": 1, "slots": 1}, self.clock()))
+            try:
+                self.apply(WorkerUp(name, capacity or DEFAULT_CAPACITY, self.clock()))
+            except ValueError as e:
+                # A peer's answer: an unusable one must not end this node (this task
+                # runs in the leader's nursery).  The worker still gets the least work.
+                self.log.warning(
+                    "%s: unusable capacity (%s); taken as %s", name, e, DEFAULT_CAPACITY
+                )
+                self.apply(WorkerUp(name, DEFAULT_CAPACITY, self.clock()))
 
     # --- applying events ------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from net.limits import MAX_BATCH, MAX_COUNT
 from net.messages import (
     BatchResult,
     BatchSizeSet,
+    Capacity,
     Failure,
     SetBatchSizeRequest,
     StandbySnapshot,
@@ -105,3 +106,30 @@ def test_the_standby_refuses_an_unusable_snapshot_and_keeps_its_copy(snapshot):
     assert reply.error.startswith("unusable scheduler snapshot: ")
     assert "\n" not in reply.error and len(reply.error) <= 1000
     assert copy.seq == 7 and copy.scheduler is not None
+
+
+class AnsweringView:
+    """A cluster of H1 and H2 where H2 answers CapacityRequest with ``capacity``."""
+
+    def __init__(self, capacity: dict[str, Any]) -> None:
+        self.capacity = capacity
+
+    def ring(self) -> list[str]:
+        return ["H1", "H2"]
+
+    async def call(self, node: str, request: Any, timeout: float = 5.0) -> Any:
+        return Capacity(node, self.capacity)
+
+
+@pytest.mark.parametrize(
+    "capacity",
+    [{"threads": 0}, {"threads": "many"}, {"slots": -1}, {"gpu": 7}, {"threads": 2.5}],
+)
+async def test_a_worker_with_an_unusable_capacity_is_taken_at_the_least(leader, capacity):
+    # The reply of a peer, handled in a task of the leader's nursery: a ValueError
+    # there used to end the whole node.
+    leader.view = AnsweringView(capacity)
+    await leader.add_worker("H2")
+    assert leader.sched is not None
+    workers = leader.sched.workers()
+    assert {n: (w["threads"], w["slots"]) for n, w in workers.items()} == {"H2": (1, 1)}
