@@ -57,6 +57,7 @@ from inference.scheduler import Scheduler, SchedulerConfig
 from inference.timings import TimingLog
 from membership.peers import ClusterView
 from net.errors import ClusterError, Invalid, NotFound, NotReady, to_failure
+from net.limits import MAX_BATCH, MAX_COUNT, check_finite, check_pattern, check_range
 from net.messages import (
     AssignBatch,
     Assignments,
@@ -89,6 +90,11 @@ LEADER_REQUESTS = (
     JobStatusRequest,
     AssignmentsRequest,
 )
+# The longest processing time a worker may report for one query (a day): anything
+# more, or NaN, or a negative time, is a broken or hostile worker.
+MAX_QUERY_SECONDS = 86_400.0
+# What a worker that does not say what it can run is taken to run.
+DEFAULT_CAPACITY: dict[str, Any] = {"threads": 1, "slots": 1}
 # How long a new worker has to say what it can run.
 CAPACITY_TIMEOUT = 2.0
 # Attempts at writing a finished job's output (a second more between each).
@@ -195,7 +201,15 @@ class Leader:
         except RpcError:
             return  # not reachable: membership will tell us if it is gone
         if self.sched is not None and name in self.view.ring():
-            self.apply(WorkerUp(name, capacity or {"threads": 1, "slots": 1}, self.clock()))
+            try:
+                self.apply(WorkerUp(name, capacity or DEFAULT_CAPACITY, self.clock()))
+            except ValueError as e:
+                # A peer's answer: an unusable one must not end this node (this task
+                # runs in the leader's nursery).  The worker still gets the least work.
+                self.log.warning(
+                    "%s: unusable capacity (%s); taken as %s", name, e, DEFAULT_CAPACITY
+                )
+                self.apply(WorkerUp(name, DEFAULT_CAPACITY, self.clock()))
 
     # --- applying events ------------------------------------------------------------
 
@@ -313,6 +327,8 @@ class Leader:
         if sched is None:
             raise NotReady(f"not ready: {self.me} is not the scheduler")
         if isinstance(request, BatchResult):
+            for t in request.timings:  # NaN or inf would poison C2's statistics
+                check_finite(t, 0.0, MAX_QUERY_SECONDS, "a query's processing time")
             now = self.clock()
             if request.error:
                 self.apply(BatchFailed(request.worker, request.batch_id, request.error, now))
@@ -333,10 +349,7 @@ class Leader:
             return Latency(sched.c2()["models"])
         if isinstance(request, SetBatchSizeRequest):
             _, model = kinds.resolve(request.model)
-            if request.batch_size < 1:
-                raise Invalid(
-                    f"BATCH must be a whole number of at least 1, got {request.batch_size}"
-                )
+            check_range(request.batch_size, 1, MAX_BATCH, "BATCH")
             self.apply(SetBatchSize(model, request.batch_size))
             return BatchSizeSet(model, sched.batch_size(model))
         if isinstance(request, SubmitJob):
@@ -352,6 +365,10 @@ class Leader:
 
     async def _submit(self, sched: Scheduler, request: SubmitJob) -> JobSubmitted:
         kind, model = kinds.resolve(request.model)
+        if request.count is not None:
+            check_range(request.count, 1, MAX_COUNT, "COUNT")
+        if request.pattern is not None:
+            check_pattern(request.pattern, "GLOB")
         inputs = await kind.queries(self.files, model, request.pattern, request.count)
         if self.sched is not sched:
             raise NotReady("not ready: leadership moved while submitting")

@@ -32,6 +32,7 @@ from inference.events import EVENT_TYPES
 from inference.scheduler import Scheduler
 from membership.peers import ClusterView
 from net import wire
+from net.errors import one_line
 from net.messages import StandbyEvent, StandbySnapshot, StoreAck
 from net.rpc import RpcError
 
@@ -51,7 +52,13 @@ class StandbyCopy:
         self.leader: str | None = None
 
     def snapshot(self, msg: StandbySnapshot) -> StoreAck:
-        self.scheduler = Scheduler.restore(msg.snapshot)
+        try:
+            scheduler = Scheduler.restore(msg.snapshot)
+        except Exception as e:  # a peer's plain data: any shape at all
+            return StoreAck(
+                False, one_line(f"unusable scheduler snapshot: {type(e).__name__}: {e}")
+            )
+        self.scheduler = scheduler
         self.seq = msg.seq
         self.leader = msg.leader
         self.log.info("standby copy of %s's scheduler at event %d", msg.leader, msg.seq)
@@ -67,7 +74,14 @@ class StandbyCopy:
                 return StoreAck(False, f"undecodable scheduler event: {e}")
             if not isinstance(event, EVENT_TYPES):
                 return StoreAck(False, f"{type(event).__name__} is not a scheduler event")
-            self.scheduler.handle(event)
+            try:
+                self.scheduler.handle(event)
+            except Exception as e:
+                # Half applied, the copy is no longer the leader's: drop it, so the
+                # leader sends a snapshot (and a takeover never starts from it).
+                self.scheduler = None
+                why = one_line(f"{type(event).__name__} failed: {type(e).__name__}: {e}")
+                return StoreAck(False, f"standby copy dropped: {why}")
             self.seq += 1
         return StoreAck(True)
 

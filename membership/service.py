@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 
 import trio
 
+from membership.checks import datagram_problem
 from membership.core import Action, Event, MembershipCore, Send
 from net.codec import Codec, Rejected
 from net.messages import Ack, Gossip, MemberRecord, Merge, Ping, PingReq
@@ -80,6 +81,11 @@ class MembershipService:
             if not isinstance(msg, DATAGRAM_TYPES):
                 self.codec.rejected["unexpected_type"] += 1
                 continue
+            problem = datagram_problem(msg)
+            if problem is not None:
+                self.codec.rejected["out_of_range"] += 1
+                self.log.debug("dropped datagram from %s:%s: %s", addr[0], addr[1], problem)
+                continue
             try:
                 actions = self.core.on_message(msg, addr, trio.current_time())
             except Exception:
@@ -110,14 +116,21 @@ class MembershipService:
             if isinstance(a, Send):
                 try:
                     data = self.codec.seal(a.message)
-                except ValueError:
+                except Exception:  # oversize, or a value msgpack refuses
                     self.errors["oversize_send"] += 1
                     self.log.exception("refused to send an oversize %s", type(a.message).__name__)
                     continue
                 try:
                     await self.transport.send(data, a.addr)
                 except OSError as e:
-                    self.send_errors.record(e, a.addr)
+                    self.send_errors.record(e, a.addr)  # by errno, each logged once
+                except (ValueError, OverflowError) as e:
+                    # An address no datagram can go to (a port beyond 65535, a host
+                    # name that does not resolve): that message is lost, nothing more.
+                    self.errors["send_failed"] += 1
+                    self.log.warning(
+                        "cannot send %s to %s: %s", type(a.message).__name__, a.addr, e
+                    )
             else:
                 changed = True
                 self._log_event(a)

@@ -76,10 +76,21 @@ def typed_error(kind: int, text: str) -> ClusterError:
     return _BY_KIND.get(kind, ClusterError)(text)
 
 
+# The longest error text a Failure carries: messages quote what they were sent
+# ("unknown model '...'"), and what a peer sent may be megabytes.
+MAX_ERROR_TEXT = 1000
+
+
+def one_line(text: str, limit: int = MAX_ERROR_TEXT) -> str:
+    """``text`` on one line of at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def to_failure(error: ClusterError) -> Failure:
     from net.messages import Failure
 
-    return Failure(int(error.kind), str(error))
+    return Failure(int(error.kind), one_line(str(error)))
 
 
 def from_failure(reply: Failure | ErrorReply) -> ClusterError:

@@ -11,15 +11,15 @@ that module is datagrams (no replies, no codec), this one is conversations.
 What it keeps of TCP, because services depend on it:
 
 * Both codecs see every message: the caller's seals the request and opens the reply,
-  the server's opens the request and seals the reply.  A message that does not
-  encode raises in the caller as it would from ``write_frame``; a server with
-  another secret rejects the request (counted in its codec) and closes without
-  answering, so the caller gets RpcError, as on TCP.
+  the server's opens the request and seals the reply.  A request that cannot be
+  sealed is an RpcError in the caller, nothing sent, as from ``net.rpc.call``; a
+  server with another secret rejects the request (counted in its codec) and closes
+  without answering, so the caller gets RpcError, as on TCP.
 * A request once sent is served even if its caller gives up (timeout, cancel): its
   side effects happen and its reply is thrown away.
 * A handler that raises answers ``ErrorReply("internal error: ...")`` and is logged,
-  as :class:`net.rpc.RpcServer` does.  A reply that cannot be sealed is a bug in the
-  service: it raises out of the network's nursery and fails the test.
+  as :class:`net.rpc.RpcServer` does; so does a reply that cannot be sealed
+  (``internal error: cannot send ...``), counted in ``unsealable_replies``.
 
 Faults, each as the caller would see it on a real network:
 
@@ -54,9 +54,11 @@ from typing import Any, NoReturn
 import trio
 
 from net.codec import Codec, Rejected
+from net.errors import one_line
 from net.memory import Partition
 from net.messages import ErrorReply
 from net.rpc import RPC_TIMEOUT, Handler, RpcError
+from net.rpc import seal as rpc_seal
 from net.transport import Address
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,8 @@ class MemoryRpc:
         self.failures: collections.Counter[str] = collections.Counter()
         # Messages lost to ``drop`` (not to a partition).
         self.dropped = 0
+        # Replies that could not be sealed (answered ErrorReply instead).
+        self.unsealable_replies = 0
         # Requests that reached each address's handler.
         self.served: collections.Counter[Address] = collections.Counter()
 
@@ -180,9 +184,8 @@ class MemoryRpc:
     ) -> Any:
         host, port = addr
         await trio.lowlevel.checkpoint()
-        # A request that does not encode raises here (ValueError, TypeError), as it
-        # does from net.rpc.write_frame: a bug to see, not a network failure.
-        data = codec.seal(request)
+        # A request that cannot be sealed is an RpcError here, as from net.rpc.call.
+        data = rpc_seal(codec, request)
         server = self._servers.get(addr)
         refused = server is None or not server.alive
         if refused and not self._partition.cut(src, addr):
@@ -269,9 +272,14 @@ class MemoryRpc:
                 return None  # as RpcServer: the conversation broke, close the connection
             except Exception as e:  # a handler bug answers, as RpcServer does
                 log.exception("handler failed on %s from %s", type(request).__name__, src)
-                reply = ErrorReply(f"internal error: {type(e).__name__}: {e}")
+                reply = ErrorReply(one_line(f"internal error: {type(e).__name__}: {e}", 300))
             finally:
                 server.in_flight.discard(scope)
         if scope.cancelled_caught or not server.alive:
             return None  # crashed while handling: it never answers
-        return server.codec.seal(reply)
+        try:
+            return rpc_seal(server.codec, reply)
+        except RpcError as e:  # as RpcServer: the caller hears why
+            self.unsealable_replies += 1
+            log.error("cannot answer %s from %s: %s", type(request).__name__, src, e)
+            return server.codec.seal(ErrorReply(f"internal error: {e}"))

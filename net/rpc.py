@@ -11,11 +11,17 @@ as it needs (``Chunk``s) and returns the final reply.
 
 Servers never let a peer hurt them: a frame that is too long, fails its MAC or
 does not decode closes that connection and is counted; a peer that goes quiet
-mid-frame is cut off after ``IDLE_TIMEOUT``.
+mid-frame is cut off after ``IDLE_TIMEOUT``.  A handler that raises, or returns a
+reply that cannot be sealed (a value msgpack refuses, a frame over ``MAX_FRAME``),
+answers an :class:`ErrorReply` instead; anything else that goes wrong with one
+connection drops it and is counted in ``RpcServer.errors``.  No request ends the
+server.  A caller's request that cannot be sealed is an :class:`RpcError`, like any
+other call that gets no usable reply.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import struct
@@ -26,6 +32,7 @@ from typing import Any
 import trio
 
 from net.codec import Codec, Rejected
+from net.errors import one_line
 from net.messages import ErrorReply
 from net.transport import Address
 
@@ -76,9 +83,28 @@ async def read_frame(stream: trio.abc.ReceiveStream, codec: Codec) -> Any:
     return codec.open(body)
 
 
+def seal(codec: Codec, msg: Any) -> bytes:
+    """``msg`` sealed; RpcError if it cannot be.
+
+    msgpack refuses some values (an int beyond 64 bits, a set, nesting deeper than
+    its limit) with one of several exception types; a sealed message may be over the
+    codec's size limit.  Either way nothing is sent and the caller learns why."""
+    try:
+        return codec.seal(msg)
+    except Exception as e:  # TypeError, ValueError, OverflowError, RecursionError, ...
+        reason = one_line(f"{type(e).__name__}: {e}", 300)
+        raise RpcError(f"cannot send {type(msg).__name__}: {reason}") from None
+
+
+def seal_frame(codec: Codec, msg: Any) -> bytes:
+    """The frame (header and sealed body) of ``msg``; RpcError if it cannot be sealed."""
+    data = seal(codec, msg)
+    return HEADER.pack(len(data)) + data
+
+
 async def write_frame(stream: trio.abc.SendStream, codec: Codec, msg: Any) -> None:
-    data = codec.seal(msg)
-    await stream.send_all(HEADER.pack(len(data)) + data)
+    """Send one sealed message; RpcError (nothing sent) if it cannot be sealed."""
+    await stream.send_all(seal_frame(codec, msg))
 
 
 class Connection:
@@ -140,6 +166,9 @@ class RpcServer:
         self.stream_handler = stream_handler
         self.streams = streams
         self.connections = 0
+        # Connections dropped for a fault of ours rather than the peer's (a reply that
+        # could not be sealed even as an error, an unexpected exception), by cause.
+        self.errors: collections.Counter[str] = collections.Counter()
 
     async def serve(
         self,
@@ -179,14 +208,28 @@ class RpcServer:
                         raise  # the conversation broke; close the connection
                     except Exception as e:  # a handler bug must not kill the server
                         log.exception("handler failed on %s from %s", type(request).__name__, addr)
-                        reply = ErrorReply(f"internal error: {type(e).__name__}: {e}")
-                    await write_frame(stream, self.codec, reply)
+                        self.errors["handler"] += 1
+                        error = f"internal error: {type(e).__name__}: {e}"
+                        reply = ErrorReply(one_line(error, 300))
+                    await stream.send_all(self._reply_frame(request, reply, addr))
         except Rejected as r:
             log.debug("dropped connection from %s: %s", addr, r)
         except (EOFError, trio.TooSlowError):
             log.debug("connection from %s ended mid-conversation", addr)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             pass
+        except Exception:  # the last line of defence: this connection ends, the server runs
+            self.errors["connection"] += 1
+            log.exception("dropped connection from %s after an unexpected error", addr)
+
+    def _reply_frame(self, request: Any, reply: Any, addr: Address) -> bytes:
+        """The sealed ``reply``, or an ErrorReply saying why it could not be sealed."""
+        try:
+            return seal_frame(self.codec, reply)
+        except RpcError as e:
+            self.errors["unsealable_reply"] += 1
+            log.error("cannot answer %s from %s: %s", type(request).__name__, addr, e)
+            return seal_frame(self.codec, ErrorReply(f"internal error: {e}"))
 
 
 def _reason(e: BaseException) -> str:
@@ -208,16 +251,18 @@ def _reason(e: BaseException) -> str:
 async def call(addr: Address, codec: Codec, request: Any, timeout: float = RPC_TIMEOUT) -> Any:
     """Send one request to ``addr`` and return its reply.
 
-    Raises :class:`RpcError` when the peer cannot be reached, does not answer within
-    ``timeout`` seconds, or answers with something that does not authenticate.
+    Raises :class:`RpcError` when ``request`` cannot be sealed (nothing is sent), the
+    peer cannot be reached, does not answer within ``timeout`` seconds, or answers
+    with something that does not authenticate.
     An :class:`ErrorReply` is returned as is; callers decide what it means.
     """
     host, port = addr
+    frame = seal_frame(codec, request)  # RpcError, before connecting, if it cannot be sent
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)
             async with stream:
-                await write_frame(stream, codec, request)
+                await stream.send_all(frame)
                 return await read_frame(stream, codec)
     except trio.TooSlowError:
         raise RpcError(f"{host}:{port} did not answer within {timeout:g} s") from None

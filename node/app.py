@@ -23,7 +23,7 @@ from inference.service import INFERENCE_REQUESTS, InferenceService
 from membership.core import MembershipCore
 from membership.service import MembershipService
 from net.codec import Codec
-from net.errors import ClusterError, Conflict, NotReady
+from net.errors import ClusterError, Conflict, NotReady, one_line
 from net.messages import (
     ConsoleProgress,
     ConsoleReply,
@@ -102,6 +102,7 @@ class NodeApp:
         self.context = Context(self.sdfs.client, self, InferenceClient(self.inference.view, files))
         self.transport: MeteredTransport | None = None
         self.membership: MembershipService | None = None
+        self.server: RpcServer | None = None
         self._join_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._join_lock = trio.Lock()
@@ -116,7 +117,7 @@ class NodeApp:
         self.membership = MembershipService(self.core, self.transport, codec, self.log)
         self.membership.listeners.append(self.sdfs.on_membership_event)
         self.membership.listeners.append(self.inference.on_membership_event)
-        server = RpcServer(
+        server = self.server = RpcServer(
             self.frames,
             self.handle_request,
             stream_handler=self.handle_stream,
@@ -248,6 +249,11 @@ class NodeApp:
                 reply = ConsoleReply(True, data)
             except CommandError as e:
                 reply = ConsoleReply(False, {}, str(e))
+            except Exception as e:  # a handler bug: the console hears one line, as for any
+                self.log.exception("console command %r failed", request.command[:40])
+                reply = ConsoleReply(
+                    False, {}, one_line(f"internal error: {type(e).__name__}: {e}")
+                )
             nursery.cancel_scope.cancel()
         return reply
 
@@ -265,6 +271,17 @@ class NodeApp:
             "port": self.me.port,
             "incarnation": self.core.incarnation,
             "member": self.core.active,
+            # What peers (or strangers) sent that was dropped, by reason: TCP frames
+            # and UDP datagrams that were oversize, forged (bad_mac), malformed or out
+            # of range; and what went wrong on our side instead of ending the node.
+            "rejected": {
+                "frames": dict(self.frames.rejected),
+                "datagrams": dict(self.membership.codec.rejected) if self.membership else {},
+            },
+            "errors": {
+                "rpc": dict(self.server.errors) if self.server else {},
+                "membership": dict(self.membership.errors) if self.membership else {},
+            },
         }
 
     def bps(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from net.errors import ClusterError
+from net.limits import MAX_BATCH, MAX_COUNT
 from net.progress import Progress
 from sdfs.names import BadName, check_name
 
@@ -67,9 +68,8 @@ class Where(enum.Enum):
 # --- argument types ------------------------------------------------------------------
 
 # Bounds on numbers from outside: what a person could mean, with room to spare.
-MAX_BATCH = 4096
+# MAX_BATCH and MAX_COUNT (net.limits) are checked again where peers' requests arrive.
 MAX_VERSIONS = 1000
-MAX_COUNT = 10_000_000
 _DIGITS = re.compile(r"[0-9]{1,12}")  # ASCII only: "²".isdigit() is true in Python
 
 

@@ -39,6 +39,7 @@ from config.topology import ClusterConfig
 from membership.core import Event
 from membership.peers import ClusterView
 from net.errors import ClusterError, NoQuorum, NotFound, NotReady, to_failure
+from net.limits import check_pattern
 from net.messages import (
     AbortPut,
     DeleteFile,
@@ -58,6 +59,7 @@ from net.messages import (
     VersionRecord,
 )
 from net.rpc import RPC_TIMEOUT, RpcError
+from sdfs.checks import check_record, check_size, usable_records
 from sdfs.metadata import Metadata, Repair, placement, write_quorum
 from sdfs.names import check_name
 
@@ -164,7 +166,7 @@ class SdfsLeader:
                 silent.append(node)
                 return
             if isinstance(reply, Inventory):
-                inventories[node] = list(reply.records)
+                inventories[node] = self._usable(node, reply.records)
 
         async with trio.open_nursery() as n:
             for node in self.view.ring():
@@ -236,7 +238,7 @@ class SdfsLeader:
         ``replace``); returns the tombstones it missed."""
         if replace:
             metadata.node_gone(node)
-        stale = metadata.add_inventory(node, records)
+        stale = metadata.add_inventory(node, self._usable(node, records))
         self._wake_repair.set()
         return stale
 
@@ -244,6 +246,22 @@ class SdfsLeader:
         for name, tombstone in stale:
             with contextlib.suppress(RpcError):
                 await self.view.call(node, DeleteReplica(name, tombstone))
+
+    def _usable(
+        self, node: str, records: tuple[VersionRecord, ...] | list[VersionRecord]
+    ) -> list[VersionRecord]:
+        """The records of ``node``'s inventory that may be folded in (sdfs.checks);
+        a bad one (a name like ../x, a version beyond 2**53) is left out and logged."""
+        good, refused = usable_records(records)
+        if refused:
+            self.log.warning(
+                "left %d record%s of %s's inventory out: %s",
+                len(refused),
+                "" if len(refused) == 1 else "s",
+                node,
+                refused[0],
+            )
+        return good
 
     def _ready(self) -> Metadata:
         leader = self.view.leader()
@@ -271,7 +289,7 @@ class SdfsLeader:
         if isinstance(request, PutBegin):
             return self._grant(metadata, request)
         if isinstance(request, PutDone):
-            metadata.put_done(request.record, request.holders)
+            metadata.put_done(check_record(request.record), request.holders)
             return StoreAck(True)
         if isinstance(request, Locate):
             versions, deleted = metadata.locate(check_name(request.name))
@@ -281,7 +299,8 @@ class SdfsLeader:
             )
             return Location(request.name, located, deleted)
         if isinstance(request, ListFiles):
-            return FileList(tuple(metadata.names(request.pattern or "*")))
+            pattern = check_pattern(request.pattern, "the ls-all pattern")
+            return FileList(tuple(metadata.names(pattern or "*")))
         if isinstance(request, DeleteFile):
             return await self._delete_everywhere(metadata, check_name(request.name))
         if isinstance(request, Inventory):  # a node's holdings changed (its store was lost)
@@ -300,6 +319,7 @@ class SdfsLeader:
 
     def _grant(self, metadata: Metadata, request: PutBegin) -> PutGrant:
         name = check_name(request.name)
+        check_size(request.size, f"put {name}: size")
         ring = self.view.ring()
         w = write_quorum(self.replication)
         if len(ring) < w:

@@ -43,6 +43,7 @@ from net.messages import (
     VersionState,
 )
 from net.rpc import RpcError
+from sdfs.checks import check_record, check_version
 from sdfs.copies import PeerDirectory, Transfers, ingest, push
 from sdfs.names import check_name
 from sdfs.store import ReplicaStore
@@ -155,17 +156,24 @@ class Replica:
             return StatReply(self.name, tuple(store.records(check_name(request.name))))
         if isinstance(request, InventoryRequest):
             return Inventory(self.name, tuple(store.records()))
+        # Every name and number is checked before the store sees it (sdfs.checks).
         if isinstance(request, Ingest):
-            await self.blocking.run(store.ingest, request.record, request.incoming)
+            record = check_record(request.record)
+            await self.blocking.run(store.ingest, record, request.incoming)
         elif isinstance(request, CommitVersion):
             name = check_name(request.name)
-            await self.blocking.run(store.commit, name, request.version, request.put_id)
+            version = check_version(request.version)
+            await self.blocking.run(store.commit, name, version, request.put_id)
         elif isinstance(request, AbortPut):
             name = check_name(request.name)
-            await self.blocking.run(store.abort, name, request.version, request.put_id)
+            version = check_version(request.version)
+            await self.blocking.run(store.abort, name, version, request.put_id)
         elif isinstance(request, DeleteReplica):
-            await self.blocking.run(store.delete, check_name(request.name), request.version)
+            name = check_name(request.name)
+            await self.blocking.run(store.delete, name, check_version(request.version))
         elif isinstance(request, ReplicateOrder):
+            for r in request.records:  # all or nothing: a bad order is refused whole
+                check_record(r)
             return await self._replicate(request)
         else:
             raise TypeError(f"not a replica request: {type(request).__name__}")
@@ -179,7 +187,7 @@ class Replica:
             if not targets:
                 break
             record = committed(record)
-            path = self.store.data_path(check_name(record.name), record.version)
+            path = self.store.data_path(record.name, record.version)
             incoming, digests, failed = await push(self.peers, self.transfers, path, targets)
             errors.update({t: e.text for t, e in failed.items()})
             damaged = [t for t, d in digests.items() if d != record.sha256]

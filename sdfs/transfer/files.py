@@ -34,8 +34,16 @@ from sdfs.durable import fsync_dir
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255  # bytes in one path component on every filesystem we care about
+# Longest path a GetStream may name (Linux's PATH_MAX); a store's paths are far shorter.
+PATH_MAX = 4096
 
 _TEMP_RE = re.compile(r"^\..*\.[0-9a-f]{12}\.part$", re.DOTALL)
+
+
+def quoted(text: str, limit: int = 60) -> str:
+    """``text`` quoted for an error message, shortened: a peer may send megabytes."""
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 4] + "...'"
 
 
 def name_problem(name: str) -> str | None:
@@ -43,19 +51,19 @@ def name_problem(name: str) -> str | None:
     if not name:
         return "the name is empty"
     if name in (".", ".."):
-        return f"{name!r} is not a file name"
+        return f"{quoted(name)} is not a file name"
     if "/" in name:
-        return f"{name!r} contains '/'"
+        return f"{quoted(name)} contains '/'"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return f"{name!r} contains a NUL or control character"
+        return f"{quoted(name)} contains a NUL or control character"
     try:
         encoded = name.encode()
     except UnicodeEncodeError:
-        return f"{name!r} is not valid Unicode"
+        return f"{quoted(name)} is not valid Unicode"
     if len(encoded) > NAME_MAX:
         return f"the name is {len(encoded)} bytes long (limit {NAME_MAX})"
     if is_temp_name(name):
-        return f"{name!r} looks like a transfer's temporary file"
+        return f"{quoted(name)} looks like a transfer's temporary file"
     return None
 
 
@@ -64,8 +72,11 @@ def path_problem(path: str) -> str | None:
     :func:`resolve_inside`'s question)."""
     if not path:
         return "the path is empty"
+    if len(path) > PATH_MAX:
+        # Resolving a path of a million '..' parts takes a worker thread for seconds.
+        return f"the path is {len(path)} characters long (limit {PATH_MAX})"
     if any(ord(c) < 32 or ord(c) == 127 for c in path):
-        return f"{path!r} contains a NUL or control character"
+        return f"{quoted(path)} contains a NUL or control character"
     return None
 
 

@@ -39,14 +39,26 @@ from typing import IO, Any
 
 import trio
 
+from net.errors import one_line
 from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
 from net.progress import human_bytes
 from net.rpc import IDLE_TIMEOUT, Connection
 from sdfs.store import Arrivals
 from sdfs.transfer import rawstream
-from sdfs.transfer.files import AtomicWriter, name_problem, path_problem, resolve_inside
+from sdfs.transfer.files import (
+    AtomicWriter,
+    name_problem,
+    path_problem,
+    quoted,
+    resolve_inside,
+)
 
 log = logging.getLogger(__name__)
+
+
+def _shown(path: str, limit: int = 200) -> str:
+    """``path`` for an error message, shortened: a peer may send megabytes."""
+    return path if len(path) <= limit else path[: limit - 3] + "..."
 
 
 class _Refused(Exception):
@@ -99,7 +111,7 @@ class TransferServer:
 
     async def _upload(self, request: PutStream, conn: Connection) -> Any:
         name, size = request.name, request.size
-        what = f"{self.node_name}: upload of {name!r}"
+        what = f"{self.node_name}: upload of {quoted(name)}"
         problem = name_problem(name)
         if problem:
             return await self._hang_up(conn, f"{what} refused: {problem}")
@@ -171,6 +183,7 @@ class TransferServer:
         returned reply on the closed stream and drops it, which is the point.
         """
         self.refused += 1
+        error = one_line(error)  # it may quote a name a peer sent: megabytes of it
         log.info("%s", error)
         reply = ErrorReply(error)
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -194,7 +207,7 @@ class TransferServer:
         try:
             return resolve_inside(path, self.store_dir)
         except ValueError:
-            error = f"{self.node_name}: refused to send {path}: not inside the store"
+            error = f"{self.node_name}: refused to send {_shown(path)}: not inside the store"
             raise _Refused(error) from None
 
     def _open(self, path: str) -> IO[bytes]:
@@ -202,12 +215,12 @@ class TransferServer:
         try:
             f = open(real, "rb")  # noqa: SIM115  (closed by the caller)
         except FileNotFoundError:
-            raise _Refused(f"{self.node_name}: no such file {path}") from None
+            raise _Refused(f"{self.node_name}: no such file {_shown(path)}") from None
         except OSError as e:
-            raise _Refused(f"{self.node_name}: cannot read {path}: {e.strerror}") from None
+            raise _Refused(f"{self.node_name}: cannot read {_shown(path)}: {e.strerror}") from None
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             f.close()
-            raise _Refused(f"{self.node_name}: {path} is not a regular file")
+            raise _Refused(f"{self.node_name}: {_shown(path)} is not a regular file")
         return f
 
     async def _download(self, request: GetStream, conn: Connection) -> Any:
@@ -215,7 +228,7 @@ class TransferServer:
             f = await trio.to_thread.run_sync(self._open, request.path)
         except _Refused as r:
             self.refused += 1
-            return ErrorReply(str(r))  # the client sent nothing more: a plain answer
+            return ErrorReply(one_line(str(r)))  # the client sent nothing more: a plain answer
         try:
             size = os.fstat(f.fileno()).st_size
             with trio.fail_after(self.idle_timeout):

@@ -15,7 +15,17 @@ import trio
 from config.topology import MembershipConfig
 from membership.core import Send
 from net.codec import Codec
-from net.messages import Ack, ConsoleRequest, ErrorReply, Ping, Status
+from net.messages import (
+    Ack,
+    ConsoleRequest,
+    ErrorReply,
+    Gossip,
+    Ping,
+    PingReq,
+    Status,
+    Update,
+    UpdateKind,
+)
 from tests.helpers.memcluster import SECRET, SimCluster
 
 CFG = MembershipConfig()
@@ -328,3 +338,57 @@ async def test_test_mode_drop_rate_counts_and_survives(nursery, autojump_clock):
     for m in cluster.live():
         sent_rate, received_rate = m.transport.rates()
         assert sent_rate > 0 and received_rate > 0
+
+
+# --- numbers out of range in authentic datagrams -------------------------------------
+
+
+async def test_datagrams_with_numbers_out_of_range_are_dropped_and_counted(nursery, autojump_clock):
+    cluster = await converged_cluster(nursery, 4, seed=14)
+    target = cluster.members["H2"]
+    incarnation = target.core.incarnation
+    rogue = cluster.network.endpoint(("10.6.6.6", 666))
+    codec = Codec(SECRET, CFG.max_datagram)
+    top = 2**64 - 1  # the largest number msgpack carries
+    for msg in (
+        # A suspicion of H2 this high would make it refute at 2**64, which no message
+        # can carry: every later send of H2 failed, and the first one ended it.
+        Ping(1, "H9", 0, (Update(int(UpdateKind.SUSPECT), "H2", top, by="H9"),)),
+        Gossip("H9", (Update(int(UpdateKind.ALIVE), "H8", 1, "127.0.0.1", 70000),)),
+        Gossip("H9", (Update(int(UpdateKind.ALIVE), "H8", -1, "127.0.0.1", 9),)),
+        PingReq(2, "H9", "H3", "127.0.0.1", 99999),
+        PingReq(3, "H9", "H3", "", 9),
+        Ping(-1, "H9", 0),
+        Ack(4, "H9", top),
+    ):
+        await rogue.send(codec.seal(msg), target.node.address)
+    await trio.sleep(0.5)
+    assert target.service.codec.rejected == {"out_of_range": 7}
+    assert target.core.incarnation == incarnation
+    assert "H8" not in target.view()
+    await trio.sleep(10)
+    assert cluster.converged() and false_alarms(cluster, set()) == []
+    assert target.service.errors == {}
+
+
+async def test_a_send_the_transport_refuses_is_counted_not_raised(nursery, autojump_clock):
+    cluster = await converged_cluster(nursery, 3, seed=15)
+    member = cluster.members["H1"]
+    real_send = member.service.transport.send
+
+    async def refusing(data: bytes, addr) -> None:
+        if addr[1] > 65535:
+            raise OverflowError("getsockaddrarg: port must be 0-65535.")
+        if addr[0] == "no.such.host":
+            raise OSError(-2, "Name or service not known")
+        await real_send(data, addr)
+
+    member.service.transport.send = refusing  # type: ignore[method-assign]
+    await member.service._execute(
+        [Send(("127.0.0.1", 70000), Ping(1, "H1", 0)), Send(("no.such.host", 9), Ping(2, "H1", 0))]
+    )
+    # The stack's refusal is counted by errno; an address no socket takes, as an error.
+    assert member.service.errors == {"send_failed": 1}
+    assert member.service.send_errors.total == 1
+    await trio.sleep(5)
+    assert cluster.converged()

@@ -107,3 +107,12 @@ def test_expect_raises_a_cluster_error_for_an_unexpected_reply():
         expect(ConsoleReply(True, {}), Location, "locate a.jpg")
     assert type(caught.value) is ClusterError
     assert str(caught.value) == "locate a.jpg: unexpected answer ConsoleReply"
+
+
+def test_a_failure_carries_one_bounded_line_whatever_the_error_quotes():
+    from net.errors import MAX_ERROR_TEXT, Invalid, to_failure
+
+    failure = to_failure(Invalid("unknown model " + repr("x\n" * 100_000)))
+    assert "\n" not in failure.error and len(failure.error) == MAX_ERROR_TEXT
+    assert failure.error.startswith("unknown model 'x\\nx") and failure.error.endswith("...")
+    assert to_failure(Invalid("two\nlines")).error == "two lines"

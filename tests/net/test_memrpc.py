@@ -235,26 +235,25 @@ async def test_a_reply_the_caller_cannot_open_is_an_rpc_error(nursery, autojump_
     assert net.failures == {"rejected": 1}
 
 
-async def test_a_request_that_does_not_encode_raises_as_on_tcp(nursery, autojump_clock):
+async def test_a_request_that_cannot_be_sealed_is_an_rpc_error_as_on_tcp(nursery, autojump_clock):
     net, echo = network(nursery, B)
-    with pytest.raises(ValueError, match="over 64"):
+    with pytest.raises(RpcError, match=r"cannot send ConsoleRequest: ValueError: .* over 64"):
         await net.call(B, Codec(SECRET, 64), ConsoleRequest("x" * 100))
-    with pytest.raises(TypeError):
+    with pytest.raises(RpcError, match="cannot send object: TypeError"):
         await net.call(B, CODEC, object())
     assert echo.finished == [] and net.failed == 0
 
 
-async def test_a_reply_that_does_not_encode_fails_the_test(autojump_clock):
-    # On TCP it takes the RpcServer down; here it raises out of the network's nursery.
+async def test_a_reply_that_cannot_be_sealed_answers_an_error_as_on_tcp(nursery, autojump_clock):
     async def bad(request: Any, addr: Address) -> Any:
         return object()
 
-    with pytest.raises(ExceptionGroup) as caught:
-        async with trio.open_nursery() as nursery:
-            net = MemoryRpc(nursery)
-            net.serve(B, CODEC, bad)
-            await net.call(B, CODEC, ConsoleRequest("x"))
-    assert caught.group_contains(TypeError)
+    net = MemoryRpc(nursery)
+    net.serve(B, CODEC, bad)
+    reply = await net.call(B, CODEC, ConsoleRequest("x"))
+    assert isinstance(reply, ErrorReply)
+    assert reply.error.startswith("internal error: cannot send object: TypeError")
+    assert net.unsealable_replies == 1
 
 
 # --- drops and counters -----------------------------------------------------------------

@@ -198,3 +198,82 @@ async def test_non_console_request_gets_the_handlers_answer():
     async with serving() as (_, addr):
         reply = await call(addr, frame_codec(SECRET), Ping(1, "H1", 0))
         assert reply == ErrorReply("unexpected Ping")
+
+
+# --- replies and requests that cannot be sealed (bad input never ends a server) -------
+
+
+async def unsealable(request: Any, addr: Address) -> Any:
+    """Replies msgpack or the frame limit refuse, picked by the request's command."""
+    what = request.command if isinstance(request, ConsoleRequest) else ""
+    if what == "huge-int":
+        return ConsoleReply(True, {"n": 2**64})  # msgpack: OverflowError
+    if what == "set":
+        return ConsoleReply(True, {"s": {1, 2}})  # msgpack: TypeError
+    if what == "oversize":
+        return ConsoleReply(True, {"x": "a" * MAX_FRAME})  # over the frame limit
+    if what == "unregistered":
+        return object()  # not a message at all
+    return await echo(request, addr)
+
+
+@pytest.mark.parametrize("what", ["huge-int", "set", "oversize", "unregistered"])
+async def test_a_reply_that_cannot_be_sealed_answers_an_error_and_the_server_lives(what):
+    async with serving(unsealable) as (server, addr):
+        reply = await call(addr, frame_codec(SECRET), ConsoleRequest(what))
+        assert isinstance(reply, ErrorReply)
+        assert reply.error.startswith("internal error: cannot send ")
+        assert "\n" not in reply.error and len(reply.error) < 400
+        assert server.errors["unsealable_reply"] == 1
+        # The server (and this node) still serves.
+        assert (await call(addr, frame_codec(SECRET), ConsoleRequest("after"))).ok
+
+
+async def test_a_stream_handler_whose_reply_cannot_be_sealed_answers_an_error():
+    async def stream_handler(request: Any, conn: rpc.Connection) -> Any:
+        return ConsoleReply(True, {"n": -(2**70)})
+
+    server = RpcServer(frame_codec(SECRET), echo, stream_handler, streams=(ConsoleRequest,))
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(server.serve, "127.0.0.1", 0)
+        addr = listeners[0].socket.getsockname()[:2]
+        reply = await call(addr, frame_codec(SECRET), ConsoleRequest("x"))
+        assert isinstance(reply, ErrorReply) and "OverflowError" in reply.error
+        assert (await call(addr, frame_codec(SECRET), Ping(1, "H1", 0))).error == "unexpected Ping"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_handler_error_with_a_multiline_message_answers_one_line():
+    async def verbose(request: Any, addr: Address) -> Any:
+        raise ValueError("first line\nsecond line\n" + "x" * 10_000)
+
+    async with serving(verbose) as (_, addr):
+        reply = await call(addr, frame_codec(SECRET), ConsoleRequest("x"))
+    assert isinstance(reply, ErrorReply)
+    assert reply.error.startswith("internal error: ValueError: first line second line")
+    assert "\n" not in reply.error and len(reply.error) <= 300
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ConsoleRequest("x", (2**70,)),  # type: ignore[arg-type]  # msgpack: OverflowError
+        ConsoleRequest("x" * MAX_FRAME),  # over the frame limit
+        ConsoleRequest("x", ({1},)),  # type: ignore[arg-type]  # msgpack: TypeError
+        object(),  # not a registered message
+    ],
+    ids=["huge-int", "oversize", "set", "unregistered"],
+)
+async def test_call_with_a_request_that_cannot_be_sealed_is_a_one_line_rpc_error(request_):
+    async with serving() as (server, addr):
+        with pytest.raises(RpcError) as info:
+            await call(addr, frame_codec(SECRET), request_)
+        assert str(info.value).startswith(f"cannot send {type(request_).__name__}: ")
+        assert "\n" not in str(info.value)
+        assert server.connections == 0  # nothing was sent
+
+
+async def test_connection_send_of_an_unsealable_message_is_an_rpc_error():
+    async with serving() as (_, addr), rpc.open_connection(addr, frame_codec(SECRET)) as conn:
+        with pytest.raises(RpcError, match="cannot send ConsoleRequest: OverflowError"):
+            await conn.send(ConsoleRequest("x", (2**64,)))  # type: ignore[arg-type]

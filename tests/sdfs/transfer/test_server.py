@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from net.messages import ErrorReply, PutStream, StreamEnd
+from net.messages import ErrorReply, GetStream, PutStream, StreamEnd
 from net.rpc import frame_codec
 from sdfs.transfer import Peer, TcpTransfer, TransferError, TransferServer
 from tests.helpers.transfers import SECRET, make_env, node_dirs, raw_client, tcp_server, write
@@ -70,3 +70,29 @@ async def test_tcp_disk_full_is_refused_with_the_reason(tmp_path: Path, big_file
         await TcpTransfer(frame_codec(SECRET)).push(write(tmp_path / "s", b"tiny"), peer, "m")
     assert sorted(p.name for p in incoming.iterdir()) == ["m"]
     assert server.refused == 1 and server.uploads == 1
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        PutStream("x/" * 4_000_000, 1),  # a 8 MB name: its repr alone is over the frame limit
+        PutStream("\x00" * 3_000_000, 1),  # each NUL is 4 characters in a repr
+        PutStream("n", -1),
+        GetStream("\x00" * 3_000_000),
+        GetStream("../" * 1_000_000 + "etc/passwd"),
+        GetStream("files/" + "a" * 5000),
+    ],
+    ids=["huge-name", "nul-name", "negative-size", "nul-path", "huge-path", "long-part"],
+)
+async def test_tcp_server_refuses_hostile_requests_with_one_short_line(
+    tmp_path: Path, request_: object
+) -> None:
+    incoming, store = node_dirs(tmp_path)
+    server = TransferServer(incoming, store, node_name="H2", linger=0.1)
+    async with raw_client(server) as conn:
+        await conn.send(request_)
+        reply = await conn.receive()
+    assert isinstance(reply, ErrorReply) and reply.error.startswith("H2: ")
+    assert any(w in reply.error for w in ("refused", "no such file", "cannot read")), reply
+    assert "\n" not in reply.error and len(reply.error) <= 1000
+    assert list(incoming.iterdir()) == []
