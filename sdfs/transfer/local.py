@@ -42,6 +42,18 @@ def _copy_into(src: Path, writer: AtomicWriter, chunk_size: int, report: ThreadR
     return writer.sha256
 
 
+def source_in_store(remote_path: str, peer: Peer, what: str) -> Path:
+    """The file ``remote_path`` names inside ``peer``'s store, for a copy of the same
+    machine's files; TransferError (naming ``what``) for a path that is refused."""
+    problem = path_problem(remote_path)
+    if problem:
+        raise TransferError(f"{what} refused: {problem}")
+    try:
+        return resolve_inside(remote_path, peer.store_dir)
+    except ValueError:
+        raise TransferError(f"{what} refused: not inside the store {peer.store_dir}") from None
+
+
 class LocalTransfer:
     """Copies within this machine: the fast path when the peer is this node itself,
     and the plainest statement of what every transfer must do."""
@@ -92,13 +104,7 @@ class LocalTransfer:
         expected_sha256: str | None = None,
     ) -> TransferResult:
         what = f"copy of {remote_path} from {peer.name}'s store to {local}"
-        problem = path_problem(remote_path)
-        if problem:
-            raise TransferError(f"{what} refused: {problem}")
-        try:
-            src = resolve_inside(remote_path, peer.store_dir)
-        except ValueError:
-            raise TransferError(f"{what} refused: not inside the store {peer.store_dir}") from None
+        src = source_in_store(remote_path, peer, what)
         start = time.perf_counter()
         try:
             total = os.stat(src).st_size

@@ -52,12 +52,11 @@ from sdfs.transfer import (
     TransferError,
     TransferResult,
     name_problem,
-    path_problem,
     pull_label,
     push_label,
-    resolve_inside,
     temp_sibling,
 )
+from sdfs.transfer.local import source_in_store
 
 # Bytes per step of a copy: where it can be interrupted, and how often progress is told.
 CHUNK_SIZE = 64 * 1024
@@ -291,13 +290,7 @@ class MemoryTransfer:
         expected_sha256: str | None = None,
     ) -> TransferResult:
         what = f"copy of {remote_path} from {peer.name}'s store to {local}"
-        problem = path_problem(remote_path)
-        if problem:
-            raise TransferError(f"{what} refused: {problem}")
-        try:
-            src = resolve_inside(remote_path, peer.store_dir)
-        except ValueError:
-            raise TransferError(f"{what} refused: not inside the store {peer.store_dir}") from None
+        src = source_in_store(remote_path, peer, what)
         return await self.net.copy(
             (peer.name, src),
             (self.node, Path(local)),
