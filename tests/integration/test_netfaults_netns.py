@@ -153,10 +153,18 @@ def test_a_5_4_split_heals_into_one_membership(netns_cluster: type[NetnsCluster]
     print(f"5|4 split healed: one membership {took:.2f} s later (bound {MERGE_BOUND:.0f} s)")
     assert took <= MERGE_BOUND
     assert {leader for _, leader in views.values()} == {"H1"}
-    for n in c.names:  # no one removed on the way back
-        assert [
-            e
-            for e in nodelogs.events(c.log_path(n), healed)
-            if e.at >= healed and e.kind == "failed"
-        ] == []
+    # A member of one side can be removed once more on the way back: a FAILED verdict
+    # about it that the other side was still gossiping when the link healed (SWIM lets
+    # a verdict at the member's incarnation stand; memberlist does the same for gossiped
+    # "dead" news).  It refutes at once: each such removal is undone by the member
+    # rejoining within the merge bound, and nobody stays removed.
+    for n in c.names:
+        events = [e for e in nodelogs.events(c.log_path(n), healed) if e.at >= healed]
+        for removed in (e for e in events if e.kind == "failed"):
+            assert any(
+                e.member == removed.member
+                and e.kind in ("joined", "rejoined")
+                and removed.at <= e.at <= removed.at + MERGE_BOUND
+                for e in events
+            ), f"{n} removed {removed.member} after the heal and never took it back"
     c.assert_running()
