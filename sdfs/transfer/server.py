@@ -21,6 +21,10 @@ this port is reachable with nothing but the cluster secret.
 A refusal in the middle of an upload is sent at once, before the client has
 finished sending; the server then stops reading and hangs up, after giving the
 client a moment to read the reason (the client looks for it while it sends).
+A stream that moves less than ``FLOOR_BYTES`` in any ``FLOOR_WINDOW`` (a trickle) is
+cut off, and its space reservation released.  The threads that pump raw bytes come
+from the server's own limiter (``STREAM_THREADS``), so slow streams can never take
+the threads that ingest and commit use (trio's default limiter).
 sdfs.transfer.rawstream explains why the bytes travel unframed and how they are checked.
 The name rules and the atomic writer, shared with the senders, are sdfs.transfer.files.
 """
@@ -55,6 +59,14 @@ from sdfs.transfer.files import (
 
 log = logging.getLogger(__name__)
 
+# A stream moving less than 64 KiB in 10 s is cut off: the slowest link we support
+# moves that in well under a second, and a trickle must not hold a thread for ever.
+FLOOR_BYTES = 64 * 1024
+FLOOR_WINDOW = 10.0
+# Worker threads for raw streams, in a limiter of their own: 16 keeps several replicas'
+# transfers in parallel, and leaves trio's default limiter (40) to ingest and commit.
+STREAM_THREADS = 16
+
 
 def _shown(path: str, limit: int = 200) -> str:
     """``path`` for an error message, shortened: a peer may send megabytes."""
@@ -82,6 +94,9 @@ class TransferServer:
         idle_timeout: float = IDLE_TIMEOUT,
         # How long a refused client gets to read the reason before we hang up.
         linger: float = 2.0,
+        floor_bytes: int = FLOOR_BYTES,
+        floor_window: float = FLOOR_WINDOW,
+        stream_threads: int = STREAM_THREADS,
     ) -> None:
         self.incoming_dir = Path(incoming_dir).resolve()
         self.store_dir = Path(store_dir).resolve()
@@ -90,12 +105,19 @@ class TransferServer:
         self.reserve_bytes = reserve_bytes
         self.idle_timeout = idle_timeout
         self.linger = linger
+        self.floor_bytes = floor_bytes
+        self.floor_window = floor_window
+        # Streams wait here for a thread; file work for the store uses trio's default.
+        self.threads = trio.CapacityLimiter(stream_threads)
         self._held = 0  # bytes promised to uploads in flight
         self.uploads = 0
         self.downloads = 0
         self.refused = 0
         self.bytes_in = 0
         self.bytes_out = 0
+
+    def _floor(self) -> rawstream.Floor:
+        return rawstream.Floor(self.floor_bytes, self.floor_window)
 
     async def handle(self, request: Any, conn: Connection) -> Any:
         if isinstance(request, PutStream):
@@ -143,7 +165,9 @@ class TransferServer:
                         out.write,
                         idle_timeout=self.idle_timeout,
                         check=trio.from_thread.check_cancelled,
-                    )
+                        floor=self._floor(),
+                    ),
+                    limiter=self.threads,
                 )
             finally:
                 sock.close()
@@ -242,7 +266,9 @@ class TransferServer:
                         [sock],
                         idle_timeout=self.idle_timeout,
                         check=trio.from_thread.check_cancelled,
-                    )
+                        floor=self._floor,
+                    ),
+                    limiter=self.threads,
                 )
             finally:
                 sock.close()
