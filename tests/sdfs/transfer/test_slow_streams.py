@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import zlib
 from pathlib import Path
 
 import pytest
 import trio
 
-from net.messages import ErrorReply, GetStream, PutStream, StreamStart
-from net.rpc import connect, frame_codec, open_connection
+from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
+from net.rpc import Connection, connect, frame_codec, open_connection
 from sdfs.transfer import TransferServer
 from sdfs.transfer.rawstream import Floor, StreamBroken
 from tests.helpers.transfers import SECRET, node_dirs, raw_client, tcp_server, write
@@ -77,7 +78,7 @@ async def test_a_download_read_too_slowly_is_cut_off(tmp_path: Path) -> None:
 
 async def test_slow_streams_do_not_take_the_default_thread_limiter(tmp_path: Path) -> None:
     incoming, store = node_dirs(tmp_path)
-    server = TransferServer(incoming, store, node_name="H2", stream_threads=2)
+    server = TransferServer(incoming, store, node_name="H2", stream_threads=3, peer_threads=2)
     default = trio.to_thread.current_default_thread_limiter()
     async with tcp_server(server) as port, trio.open_nursery() as nursery:
         conns = []
@@ -86,14 +87,30 @@ async def test_slow_streams_do_not_take_the_default_thread_limiter(tmp_path: Pat
             await conn.send(PutStream(f"n{i}", 1_000_000))
             conns.append(conn)
         await trio.sleep(0.5)
-        assert server.threads.borrowed_tokens == 2
+        assert server.threads.borrowed_tokens == 2  # one peer IP: 2 of the 3
         assert default.borrowed_tokens == 0
         with trio.fail_after(2):  # store work still gets threads at once
             assert await trio.to_thread.run_sync(lambda: 42) == 42
+        # Another peer IP still gets the third thread.
+        other = await connect_from_other(port)
+        await other.send(PutStream("other", 3))
+        await other.stream.send_all(b"abc")
+        await other.send(StreamEnd(3, zlib.crc32(b"abc")))
+        with trio.fail_after(5):
+            assert await other.receive() == StreamEnd(3, zlib.crc32(b"abc"))
+        await other.aclose()
         for conn in conns:
             await conn.aclose()
         nursery.cancel_scope.cancel()
     assert server._held == 0
+    assert (incoming / "other").read_bytes() == b"abc"
+
+
+async def connect_from_other(port: int) -> Connection:
+    sock = trio.socket.socket()
+    await sock.bind(("127.0.0.2", 0))
+    await sock.connect(("127.0.0.1", port))
+    return Connection(trio.SocketStream(sock), frame_codec(SECRET), ("127.0.0.1", port))
 
 
 async def _open(port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
