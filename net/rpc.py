@@ -11,7 +11,16 @@ as it needs (``Chunk``s) and returns the final reply.
 
 Servers never let a peer hurt them: a frame that is too long, fails its MAC or
 does not decode closes that connection and is counted; a peer that goes quiet
-mid-frame is cut off after ``IDLE_TIMEOUT``.  A handler that raises, or returns a
+mid-frame is cut off after ``IDLE_TIMEOUT``, and every frame must arrive whole within
+its deadline (``frame_deadline``) counted from its first byte, so a byte every few
+seconds holds nothing for long.  A server holds at most ``max_connections``
+connections, ``max_per_peer`` from one IP address; beyond them a new connection is
+closed at once and counted in ``RpcServer.rejected``.  Before its first frame has
+authenticated, a connection may announce at most ``PREAUTH_FRAME`` bytes freely;
+a larger unauthenticated frame must fit in a budget shared by all connections
+(``unverified_bytes``) or the connection is closed, so peers without the secret
+cannot make the server buffer more than about max_connections * PREAUTH_FRAME +
+unverified_bytes.  A handler that raises, or returns a
 reply that cannot be sealed (a value msgpack refuses, a frame over ``MAX_FRAME``),
 answers an :class:`ErrorReply` instead; anything else that goes wrong with one
 connection drops it and is counted in ``RpcServer.errors``.  No request ends the
@@ -43,6 +52,22 @@ HEADER = struct.Struct(">I")
 # room for a large `ls-all` while refusing absurd lengths before allocating.
 MAX_FRAME = 16 * 1024 * 1024
 IDLE_TIMEOUT = 30.0
+# A control frame is small: 10 s from its first byte to its last is generous even on a
+# loaded node, and short enough that a trickling peer cannot hold a connection.
+FRAME_DEADLINE = 10.0
+# Larger frames get this many bytes per second more (the slowest link we support).
+FRAME_MIN_RATE = 1_000_000
+# 512 connections in all: the largest cluster (tens of nodes, a few calls each in
+# flight) uses a fraction; each costs a task and a descriptor.
+MAX_CONNECTIONS = 512
+# 64 per peer IP: a node's own fan-out (replication, gossip replies) stays far below;
+# one host cannot take every slot.
+MAX_PER_PEER = 64
+# Requests that authenticate are rarely larger than this (a grant, a console line).
+PREAUTH_FRAME = 64 * 1024
+# Bytes held at once, over all connections, for unauthenticated frames above
+# PREAUTH_FRAME: room for a few large legitimate requests, not for a flood.
+UNVERIFIED_BYTES = 64 * 1024 * 1024
 # A request that does no bulk work (a lookup, a grant, an ack) is answered within this
 # long or taken as lost.  Requests that copy or hash a file add time per byte.
 RPC_TIMEOUT = 5.0
@@ -59,10 +84,23 @@ def frame_codec(secret: bytes) -> Codec:
     return Codec(secret, MAX_FRAME)
 
 
-async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
+def frame_deadline(length: int) -> float:
+    """Seconds a frame of ``length`` bytes may take from its first byte to its last."""
+    return FRAME_DEADLINE + length / FRAME_MIN_RATE
+
+
+async def _receive_exactly(
+    stream: trio.abc.ReceiveStream, n: int, idle: float | None = None
+) -> bytes:
+    """``n`` bytes; EOFError if the stream ends first, trio.TooSlowError if nothing
+    arrives for ``idle`` seconds (when given)."""
     buf = bytearray()
     while len(buf) < n:
-        chunk = await stream.receive_some(n - len(buf))
+        if idle is None:
+            chunk = await stream.receive_some(n - len(buf))
+        else:
+            with trio.fail_after(idle):
+                chunk = await stream.receive_some(n - len(buf))
         if not chunk:
             raise EOFError
         buf += chunk
@@ -160,12 +198,23 @@ class RpcServer:
         handler: Handler,
         stream_handler: StreamHandler | None = None,
         streams: tuple[type[Any], ...] = (),
+        max_connections: int = MAX_CONNECTIONS,
+        max_per_peer: int = MAX_PER_PEER,
+        unverified_bytes: int = UNVERIFIED_BYTES,
     ) -> None:
         self.codec = codec
         self.handler = handler
         self.stream_handler = stream_handler
         self.streams = streams
-        self.connections = 0
+        self.max_connections = max_connections
+        self.max_per_peer = max_per_peer
+        self.connections = 0  # accepted, ever
+        self.open = 0  # open now
+        self.per_peer: collections.Counter[str] = collections.Counter()
+        # Connections closed unread ("max_connections", "max_per_peer") and frames
+        # refused before their MAC was checked ("unverified_budget", "slow_frame").
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.unverified_free = unverified_bytes
         # Connections dropped for a fault of ours rather than the peer's (a reply that
         # could not be sealed even as an error, an unexpected exception), by cause.
         self.errors: collections.Counter[str] = collections.Counter()
@@ -181,23 +230,74 @@ class RpcServer:
         task_status.started(listeners)
         await trio.serve_listeners(self._serve_connection, listeners)
 
+    async def _read_request(self, stream: trio.abc.ReceiveStream, verified: bool) -> Any:
+        """The next request: EOFError at a clean end (or after IDLE_TIMEOUT between
+        requests), trio.TooSlowError if it does not arrive whole in time, Rejected for
+        a bad frame or one over the unverified budget."""
+        first: bytes | bytearray = b""
+        with trio.move_on_after(IDLE_TIMEOUT):
+            first = await stream.receive_some(1)
+            if not first:
+                raise EOFError
+        if not first:  # waited IDLE_TIMEOUT between requests: a clean end
+            raise EOFError
+        start = trio.current_time()
+        with trio.CancelScope(deadline=start + FRAME_DEADLINE) as scope:
+            header = first + await _receive_exactly(stream, HEADER.size - 1, IDLE_TIMEOUT)
+            (length,) = HEADER.unpack(header)
+            if length > self.codec.max_size:
+                self.codec.rejected["oversize"] += 1
+                raise Rejected("oversize", f"frame of {length} bytes")
+            held = 0
+            if not verified and length > PREAUTH_FRAME:
+                if length > self.unverified_free:
+                    self.rejected["unverified_budget"] += 1
+                    raise Rejected("unverified_budget", f"unauthenticated frame of {length} bytes")
+                held = length
+                self.unverified_free -= held
+            try:
+                scope.deadline = start + frame_deadline(length)
+                body = await _receive_exactly(stream, length, IDLE_TIMEOUT)
+                return self.codec.open(body)
+            finally:
+                self.unverified_free += held
+        self.rejected["slow_frame"] += 1
+        raise trio.TooSlowError
+
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
         try:
             peer = stream.socket.getpeername()
             addr: Address = (peer[0], peer[1])
         except OSError:
+            await stream.aclose()
             return
+        ip = addr[0]
+        if self.open >= self.max_connections or self.per_peer[ip] >= self.max_per_peer:
+            cause = "max_connections" if self.open >= self.max_connections else "max_per_peer"
+            self.rejected[cause] += 1
+            await stream.aclose()
+            return
+        self.connections += 1
+        self.open += 1
+        self.per_peer[ip] += 1
+        try:
+            await self._converse(stream, addr)
+        finally:
+            self.open -= 1
+            self.per_peer[ip] -= 1
+            if not self.per_peer[ip]:
+                del self.per_peer[ip]
+
+    async def _converse(self, stream: trio.SocketStream, addr: Address) -> None:
+        verified = False
         try:
             async with stream:
                 while True:
-                    with trio.move_on_after(IDLE_TIMEOUT) as idle:
-                        try:
-                            request = await read_frame(stream, self.codec)
-                        except EOFError:
-                            return
-                    if idle.cancelled_caught:
+                    try:
+                        request = await self._read_request(stream, verified)
+                    except EOFError:
                         return
+                    verified = True
                     try:
                         if self.stream_handler is not None and isinstance(request, self.streams):
                             conn = Connection(stream, self.codec, addr)

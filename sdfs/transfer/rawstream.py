@@ -31,6 +31,7 @@ import queue
 import select
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from typing import IO, Any
@@ -45,6 +46,35 @@ RING = 8
 
 POLL = 0.5
 """Seconds a pump blocks before it looks at cancellation again."""
+
+
+class Floor:
+    """A floor rate: at least ``min_bytes`` in every ``window`` seconds, or the stream is
+    cut off (a peer that trickles a byte now and then holds a thread otherwise)."""
+
+    def __init__(self, min_bytes: int, window: float) -> None:
+        self.min_bytes = min_bytes
+        self.window = window
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def moved(self, n: int, total: int, size: int) -> None:
+        """Note ``n`` more bytes; StreamBroken if the last window was too slow."""
+        self._bytes += n
+        self.check(total, size)
+
+    def check(self, total: int, size: int) -> None:
+        now = time.monotonic()
+        if now - self._start < self.window:
+            return
+        # The last piece of a stream may be short: only what was left counts.
+        if self._bytes < min(self.min_bytes, size - total + self._bytes):
+            raise StreamBroken(
+                f"slower than {self.min_bytes} bytes in {self.window:g} s "
+                f"({self._bytes} bytes, {total} of {size} in all)"
+            )
+        self._start = now
+        self._bytes = 0
 
 
 class StreamBroken(Exception):
@@ -72,14 +102,15 @@ def receive(
     hashers: Sequence[Any] = (),
     check: Callable[[], None] = _never,
     progress: Callable[[int], None] | None = None,
+    floor: Floor | None = None,
 ) -> int:
     """Receive exactly ``size`` bytes, handing each piece to ``sink``.
 
     Returns their CRC-32.  ``hashers`` (hashlib objects) see the same bytes, on a
     second thread, so a SHA-256 costs the transfer no time on a machine with a core
     to spare.  StreamBroken if the peer hangs up first or sends nothing for
-    ``idle_timeout`` seconds; ``check`` is called between blocking calls and may raise
-    (cancellation)."""
+    ``idle_timeout`` seconds, or more slowly than ``floor``; ``check`` is called
+    between blocking calls and may raise (cancellation)."""
     ring = [memoryview(bytearray(max(1, min(BUFFER, size)))) for _ in range(RING if hashers else 1)]
     free: queue.Queue[int] = queue.Queue()
     full: queue.Queue[tuple[int, int] | None] = queue.Queue()
@@ -112,11 +143,15 @@ def receive(
                     idle += POLL
                     if idle >= idle_timeout:
                         raise StreamBroken(f"nothing arrived for {idle_timeout:g} s") from None
+                    if floor is not None:
+                        floor.check(got, size)
                 except OSError as e:
                     raise StreamBroken(f"connection lost: {e.strerror or e}") from None
             if n == 0:
                 raise StreamBroken(f"the sender hung up after {got} of {size} bytes")
             idle = 0.0
+            if floor is not None:
+                floor.moved(n, got + n, size)
             # Each piece is checksummed and written while it is still in the CPU's cache.
             piece = view[:n]
             crc = zlib.crc32(piece, crc)
@@ -154,6 +189,7 @@ def _sendfile(
     stop: threading.Event,
     sent: list[int],
     i: int,
+    floor: Floor | None = None,
 ) -> str | None:
     """Send ``size`` bytes of ``f`` on ``sock`` with sendfile(2); None, or why not."""
     out, fd = sock.fileno(), f.fileno()
@@ -172,6 +208,11 @@ def _sendfile(
                 idle += POLL
                 if idle >= idle_timeout:
                     return f"stopped reading for {idle_timeout:g} s"
+            if floor is not None:
+                try:
+                    floor.check(offset, size)
+                except StreamBroken as e:
+                    return f"read {e}"
             continue
         except OSError as e:
             return f"connection lost: {e.strerror or e}"
@@ -180,6 +221,11 @@ def _sendfile(
         offset += n
         sent[i] = offset
         idle = 0.0
+        if floor is not None:
+            try:
+                floor.moved(n, offset, size)
+            except StreamBroken as e:
+                return f"read {e}"
     return None
 
 
@@ -192,6 +238,7 @@ def send(
     hashers: Sequence[Any] = (),
     check: Callable[[], None] = _never,
     progress: Callable[[int], None] | None = None,
+    floor: Callable[[], Floor] | None = None,
 ) -> tuple[int, list[str | None]]:
     """Send the first ``size`` bytes of file ``f`` to every socket in ``socks``.
 
@@ -201,14 +248,15 @@ def send(
     once alongside, for the CRC-32 and ``hashers``.  (Had the file changed between
     the two reads, the receivers' CRC-32 differs from ours and the transfer fails.)
     A receiver that fails, or answers early (ANSWERED_EARLY: its refusal waits to be
-    read), is dropped and the others go on.  OSError from reading ``f``, or
-    ValueError if it shrank, stops everything."""
+    read), or reads more slowly than a fresh ``floor()``, is dropped and the others
+    go on.  OSError from reading ``f``, or ValueError if it shrank, stops everything."""
     errors: list[str | None] = [None] * len(socks)
     sent = [0] * len(socks)
     stop = threading.Event()
 
     def sender(i: int) -> None:
-        errors[i] = _sendfile(f, size, socks[i], idle_timeout, stop, sent, i)
+        limit = floor() if floor is not None else None
+        errors[i] = _sendfile(f, size, socks[i], idle_timeout, stop, sent, i, limit)
 
     def report() -> None:
         if progress is not None:

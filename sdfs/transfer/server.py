@@ -21,6 +21,11 @@ this port is reachable with nothing but the cluster secret.
 A refusal in the middle of an upload is sent at once, before the client has
 finished sending; the server then stops reading and hangs up, after giving the
 client a moment to read the reason (the client looks for it while it sends).
+A stream that moves less than ``FLOOR_BYTES`` in any ``FLOOR_WINDOW`` (a trickle) is
+cut off, and its space reservation released.  The threads that pump raw bytes come
+from the server's own limiter (``STREAM_THREADS``, ``STREAM_THREADS_PER_PEER`` for one
+peer IP), so slow streams can never take
+the threads that ingest and commit use (trio's default limiter).
 sdfs.transfer.rawstream explains why the bytes travel unframed and how they are checked.
 The name rules and the atomic writer, shared with the senders, are sdfs.transfer.files.
 """
@@ -34,6 +39,7 @@ import os
 import shutil
 import socket
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,6 +60,17 @@ from sdfs.transfer.files import (
 )
 
 log = logging.getLogger(__name__)
+
+# A stream moving less than 64 KiB in 10 s is cut off: the slowest link we support
+# moves that in well under a second, and a trickle must not hold a thread for ever.
+FLOOR_BYTES = 64 * 1024
+FLOOR_WINDOW = 10.0
+# Worker threads for raw streams, in a limiter of their own: 16 keeps several replicas'
+# transfers in parallel, and leaves trio's default limiter (40) to ingest and commit.
+STREAM_THREADS = 16
+# At most 8 of them for one peer IP: a host that trickles many streams cannot take
+# them all, and another host's put still gets a thread at once.
+STREAM_THREADS_PER_PEER = 8
 
 
 def _shown(path: str, limit: int = 200) -> str:
@@ -82,6 +99,10 @@ class TransferServer:
         idle_timeout: float = IDLE_TIMEOUT,
         # How long a refused client gets to read the reason before we hang up.
         linger: float = 2.0,
+        floor_bytes: int = FLOOR_BYTES,
+        floor_window: float = FLOOR_WINDOW,
+        stream_threads: int = STREAM_THREADS,
+        peer_threads: int = STREAM_THREADS_PER_PEER,
     ) -> None:
         self.incoming_dir = Path(incoming_dir).resolve()
         self.store_dir = Path(store_dir).resolve()
@@ -90,12 +111,35 @@ class TransferServer:
         self.reserve_bytes = reserve_bytes
         self.idle_timeout = idle_timeout
         self.linger = linger
+        self.floor_bytes = floor_bytes
+        self.floor_window = floor_window
+        # Streams wait here for a thread; file work for the store uses trio's default.
+        self.threads = trio.CapacityLimiter(stream_threads)
+        self.peer_threads = peer_threads
+        self._peer_limiters: dict[str, trio.CapacityLimiter] = {}
         self._held = 0  # bytes promised to uploads in flight
         self.uploads = 0
         self.downloads = 0
         self.refused = 0
         self.bytes_in = 0
         self.bytes_out = 0
+
+    @contextlib.asynccontextmanager
+    async def _peer_slot(self, conn: Connection) -> AsyncIterator[None]:
+        """One of the ``peer_threads`` stream slots of ``conn``'s peer IP."""
+        ip = conn.peer[0]
+        limiter = self._peer_limiters.get(ip)
+        if limiter is None:
+            limiter = self._peer_limiters[ip] = trio.CapacityLimiter(self.peer_threads)
+        try:
+            async with limiter:
+                yield
+        finally:
+            if not limiter.borrowed_tokens and not limiter.statistics().tasks_waiting:
+                self._peer_limiters.pop(ip, None)
+
+    def _floor(self) -> rawstream.Floor:
+        return rawstream.Floor(self.floor_bytes, self.floor_window)
 
     async def handle(self, request: Any, conn: Connection) -> Any:
         if isinstance(request, PutStream):
@@ -136,15 +180,18 @@ class TransferServer:
             out = writer  # a name the closure can use without an Optional check
             sock = rawstream.dup_socket(conn.stream.socket)  # type: ignore[attr-defined]
             try:
-                crc = await trio.to_thread.run_sync(
-                    lambda: rawstream.receive(
-                        sock,
-                        size,
-                        out.write,
-                        idle_timeout=self.idle_timeout,
-                        check=trio.from_thread.check_cancelled,
+                async with self._peer_slot(conn):
+                    crc = await trio.to_thread.run_sync(
+                        lambda: rawstream.receive(
+                            sock,
+                            size,
+                            out.write,
+                            idle_timeout=self.idle_timeout,
+                            check=trio.from_thread.check_cancelled,
+                            floor=self._floor(),
+                        ),
+                        limiter=self.threads,
                     )
-                )
             finally:
                 sock.close()
             self.bytes_in += size
@@ -235,15 +282,18 @@ class TransferServer:
                 await conn.send(StreamStart(size))
             sock = rawstream.dup_socket(conn.stream.socket)  # type: ignore[attr-defined]
             try:
-                crc, [error] = await trio.to_thread.run_sync(
-                    lambda: rawstream.send(
-                        f,
-                        size,
-                        [sock],
-                        idle_timeout=self.idle_timeout,
-                        check=trio.from_thread.check_cancelled,
+                async with self._peer_slot(conn):
+                    crc, [error] = await trio.to_thread.run_sync(
+                        lambda: rawstream.send(
+                            f,
+                            size,
+                            [sock],
+                            idle_timeout=self.idle_timeout,
+                            check=trio.from_thread.check_cancelled,
+                            floor=self._floor,
+                        ),
+                        limiter=self.threads,
                     )
-                )
             finally:
                 sock.close()
         except (OSError, ValueError) as e:
