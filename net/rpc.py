@@ -60,9 +60,11 @@ FRAME_MIN_RATE = 1_000_000
 # 512 connections in all: the largest cluster (tens of nodes, a few calls each in
 # flight) uses a fraction; each costs a task and a descriptor.
 MAX_CONNECTIONS = 512
-# 64 per peer IP: a node's own fan-out (replication, gossip replies) stays far below;
-# one host cannot take every slot.
-MAX_PER_PEER = 64
+# 128 per peer IP: a node's own fan-out (replication, input fetches: 8 per worker)
+# stays below it even on one host, where every node of a local cluster shares
+# 127.0.0.1 (nine workers fetching from one holder open 72); one host cannot take
+# every slot.
+MAX_PER_PEER = 128
 # Requests that authenticate are rarely larger than this (a grant, a console line).
 PREAUTH_FRAME = 64 * 1024
 # Bytes held at once, over all connections, for unauthenticated frames above
