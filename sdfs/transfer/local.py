@@ -42,6 +42,15 @@ def _copy_into(src: Path, writer: AtomicWriter, chunk_size: int, report: ThreadR
     return writer.sha256
 
 
+def target_in_incoming(name: str, peer: Peer, what: str) -> Path:
+    """Where an arrival named ``name`` lands in ``peer``'s incoming directory, for a copy
+    on the same machine; TransferError (naming ``what``) for a name that is refused."""
+    problem = name_problem(name)
+    if problem:
+        raise TransferError(f"{what} refused: {problem}")
+    return Path(peer.incoming_dir) / name
+
+
 def source_in_store(remote_path: str, peer: Peer, what: str) -> Path:
     """The file ``remote_path`` names inside ``peer``'s store, for a copy of the same
     machine's files; TransferError (naming ``what``) for a path that is refused."""
@@ -71,16 +80,14 @@ class LocalTransfer:
         label: str | None = None,
     ) -> TransferResult:
         what = f"copy of {local} into {peer.name}'s incoming directory"
-        problem = name_problem(name)
-        if problem:
-            raise TransferError(f"{what} refused: {problem}")
+        target = target_in_incoming(name, peer, what)
         start = time.perf_counter()
         try:
             total = os.stat(local).st_size
         except OSError as e:
             raise TransferError(f"{what} failed: cannot read {local}: {reason(e)}") from None
         reporter = Reporter(progress, push_label(local, [peer]) if label is None else label, total)
-        return await self._copy(Path(local), Path(peer.incoming_dir) / name, what, reporter, start)
+        return await self._copy(Path(local), target, what, reporter, start)
 
     async def push_many(
         self,

@@ -51,12 +51,12 @@ from sdfs.transfer import (
     Progress,
     TransferError,
     TransferResult,
-    name_problem,
     pull_label,
     push_label,
     temp_sibling,
 )
-from sdfs.transfer.local import source_in_store
+from sdfs.transfer.base import push_each
+from sdfs.transfer.local import source_in_store, target_in_incoming
 
 # Bytes per step of a copy: where it can be interrupted, and how often progress is told.
 CHUNK_SIZE = 64 * 1024
@@ -243,10 +243,7 @@ class MemoryTransfer:
         label: str | None = None,
     ) -> TransferResult:
         what = f"copy of {local} into {peer.name}'s incoming directory"
-        problem = name_problem(name)
-        if problem:
-            raise TransferError(f"{what} refused: {problem}")
-        target = Path(peer.incoming_dir) / name
+        target = target_in_incoming(name, peer, what)
         label = label or push_label(local, [peer])
         return await self.net.copy(
             (self.node, Path(local)), (peer.name, target), what, progress, label
@@ -260,23 +257,7 @@ class MemoryTransfer:
         *,
         label: str | None = None,
     ) -> list[TransferResult | TransferError]:
-        label = label or push_label(local, [peer for peer, _ in targets])
-        results: list[TransferResult | TransferError] = [
-            TransferError("push did not run") for _ in targets
-        ]
-
-        async def one(i: int) -> None:
-            peer, name = targets[i]
-            try:
-                report = progress if i == 0 else None
-                results[i] = await self.push(local, peer, name, report, label=label)
-            except TransferError as e:
-                results[i] = e
-
-        async with trio.open_nursery() as nursery:
-            for i in range(len(targets)):
-                nursery.start_soon(one, i)
-        return results
+        return await push_each(self, local, targets, progress, label=label)
 
     async def pull(
         self,
