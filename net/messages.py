@@ -248,13 +248,16 @@ class StreamStart:
     size: int
 
 
-@message(tag=76)
+@message(tag=76, version=2)
 @dataclass(frozen=True)
 class StreamEnd:
-    """After a raw stream: how many bytes it had and their CRC-32 (zlib's)."""
+    """After a raw stream: how many bytes it had, their CRC-32 (zlib's) and their
+    SHA-256 (hex).  Sealed with the connection's key, it authenticates the raw bytes
+    before them: a receiver keeps them only if its own SHA-256 of them matches."""
 
     size: int
     crc32: int
+    sha256: str
 
 
 # --- SDFS: placement, versions and replicas --------------------------------------------

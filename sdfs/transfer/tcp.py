@@ -1,6 +1,6 @@
 """The tcp transport: files over the nodes' own RPC port, PutStream / GetStream.
 
-A sealed header, the file's bytes raw, a sealed StreamEnd(size, crc32): this needs no
+A sealed header, the file's bytes raw, a sealed StreamEnd(size, crc32, sha256): this needs no
 SSH server, only the peer's TransferServer (sdfs.transfer.server), and moves bytes at
 the speed of the kernel's loopback or network.  sdfs.transfer.rawstream has the
 protocol, its integrity argument and the pumps; this module holds the conversations
@@ -11,9 +11,10 @@ Invariants, beyond those of sdfs.transfer.base:
 1. ``push_many`` reads the file once, whatever the number of receivers, and each
    receiver succeeds or fails on its own: one that refuses, hangs up or lies about
    the checksum never stops the others.
-2. A push succeeds only when the receiver answers with the StreamEnd(size, crc32)
-   that the sender computed; a pull keeps the file only when the sender's trailer
-   matches what arrived (and ``expected_size`` / ``expected_sha256``, when given).
+2. A push succeeds only when the receiver answers with the StreamEnd(size, crc32,
+   sha256) that the sender computed; a pull keeps the file only when the sender's
+   trailer (sealed with the connection's key) matches what arrived (and
+   ``expected_size`` / ``expected_sha256``, when given).
 3. Connections are never kept: one per transfer, closed (shielded) on the way out.
 """
 
@@ -50,7 +51,7 @@ from sdfs.transfer.progress import Reporter, ThreadReporter, in_thread
 class TcpTransfer:
     """Streams over the node's RPC port (net.rpc): PutStream / GetStream conversations.
 
-    A sealed header, the file's bytes raw, a sealed StreamEnd(size, crc32): this needs
+    A sealed header, the file's bytes raw, a sealed StreamEnd(size, crc32, sha256): this needs
     no SSH server, only the peer's TransferServer (sdfs.transfer.server), and moves
     bytes at the speed of the kernel's loopback or network (sdfs.transfer.rawstream has the
     protocol and its integrity argument).  ``push_many`` reads the file once and sends
@@ -204,14 +205,14 @@ class TcpTransfer:
             # It may still have said why before it went; listen briefly.
             with trio.move_on_after(2.0):
                 with contextlib.suppress(Exception):
-                    answer = await read_frame(conn.stream, conn.codec)
+                    answer = await read_frame(conn.stream, conn.session)
                     if isinstance(answer, ErrorReply):
                         return TransferError(f"{what} failed: {answer.error}")
             return TransferError(f"{what} failed: {error}")
         try:
             if error is None:
                 with trio.fail_after(self.idle_timeout):
-                    await conn.send(StreamEnd(size, crc))
+                    await conn.send(StreamEnd(size, crc, digest))
             answer = await conn.receive(self.finish_timeout)
         except trio.TooSlowError:
             return TransferError(
@@ -229,7 +230,7 @@ class TcpTransfer:
             return TransferError(f"{what} failed: unexpected answer {type(answer).__name__}")
         if error is not None:
             return TransferError(f"{what} failed: {peer.name} answered before the upload ended")
-        if answer.size != size or answer.crc32 != crc:
+        if answer.size != size or answer.crc32 != crc or answer.sha256 != digest:
             return TransferError(
                 f"{what} failed: checksum mismatch: sent {size} bytes crc32 {crc:08x}, "
                 f"{peer.name} got {answer.size} bytes crc32 {answer.crc32:08x}"
@@ -300,12 +301,14 @@ class TcpTransfer:
                 raise TransferError(f"{what} failed: {done.error}")
             if not isinstance(done, StreamEnd):
                 raise TransferError(f"{what} failed: unexpected {type(done).__name__}")
-            if done.size != writer.size or done.crc32 != crc:
+            digest = hasher.hexdigest()
+            if done.size != writer.size or done.crc32 != crc or done.sha256 != digest:
                 raise TransferError(
                     f"{what} failed: checksum mismatch: {peer.name} sent {done.size} bytes "
                     f"crc32 {done.crc32:08x}, got {writer.size} bytes crc32 {crc:08x}"
+                    + ("" if done.crc32 != crc else " (SHA-256 differs)")
                 )
-            return hasher.hexdigest(), crc
+            return digest, crc
 
         def explain(e: BaseException) -> str | None:
             if isinstance(e, rawstream.StreamBroken):
