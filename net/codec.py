@@ -163,6 +163,17 @@ class Session:
     def encode(self, msg: Any) -> bytes:
         return self.codec.encode(msg)
 
+    def stream_key(self, *, sending: bool) -> bytes:
+        """The one-time key (32 bytes, for Poly1305) of the raw bytes that follow the last
+        frame this side sent (``sending``) or received: both sides derive the same key
+        from the connection key, the frame's direction and its sequence number, so
+        every raw stream has its own."""
+        direction, seq = (self._out, self.sent - 1) if sending else (self._in, self.received - 1)
+        if seq < 0:
+            raise ValueError("a raw stream follows a frame")
+        material = b"idunno-stream" + direction + _SEQ.pack(seq)
+        return hmac.new(self.key, material, hashlib.sha256).digest()
+
     def seal_bytes(self, body: bytes) -> bytes:
         """``body`` sealed as this side's next frame."""
         if len(body) + MAC_SIZE > self.max_size:

@@ -251,13 +251,16 @@ class StreamStart:
 @message(tag=76, version=2)
 @dataclass(frozen=True)
 class StreamEnd:
-    """After a raw stream: how many bytes it had, their CRC-32 (zlib's) and their
-    SHA-256 (hex).  Sealed with the connection's key, it authenticates the raw bytes
-    before them: a receiver keeps them only if its own SHA-256 of them matches."""
+    """After a raw stream: how many bytes it had, their CRC-32 (zlib's), their SHA-256
+    (hex; "" where the sender did not compute it) and ``tag``, their Poly1305 under the
+    stream's one-time key (net.codec.Session.stream_key).  A receiver keeps the bytes
+    only if the tag matches them; as an answer to a stream, the receiver's StreamEnd
+    repeats what it verified, with an empty tag."""
 
     size: int
     crc32: int
     sha256: str
+    tag: bytes
 
 
 # --- SDFS: placement, versions and replicas --------------------------------------------

@@ -3,17 +3,24 @@ checked (frames sent by hand where the client would never send them)."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import zlib
 from pathlib import Path
 
 import pytest
 
-from net.messages import ErrorReply, GetStream, PutStream, StreamEnd
+from net.messages import ErrorReply, GetStream, PutStream
 from net.rpc import frame_codec
 from sdfs.transfer import Peer, TcpTransfer, TransferError, TransferServer
-from tests.helpers.transfers import SECRET, make_env, node_dirs, raw_client, tcp_server, write
+from tests.helpers.transfers import (
+    SECRET,
+    make_env,
+    node_dirs,
+    raw_client,
+    tcp_server,
+    upload_end,
+    write,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,8 +44,7 @@ async def test_tcp_receiver_refuses_bytes_that_do_not_match_the_senders_checksum
     async with raw_client(server) as conn:
         await conn.send(PutStream("n", 3))
         await conn.stream.send_all(b"abc")
-        meant = b"abd"  # what the sender meant to send
-        await conn.send(StreamEnd(3, zlib.crc32(meant), hashlib.sha256(meant).hexdigest()))
+        await conn.send(upload_end(conn, b"abc", meant=b"abd"))  # it meant to send abd
         reply = await conn.receive()
     assert isinstance(reply, ErrorReply) and "arrived damaged" in reply.error
     assert list(incoming.iterdir()) == []
@@ -82,8 +88,7 @@ async def test_a_stream_altered_on_the_wire_with_its_crc_kept_is_refused(tmp_pat
     async with raw_client(server) as conn:
         await conn.send(PutStream("n", len(genuine)))
         await conn.stream.send_all(forged)  # the bytes as altered in transit
-        digest = hashlib.sha256(genuine).hexdigest()
-        await conn.send(StreamEnd(len(genuine), zlib.crc32(genuine), digest))
+        await conn.send(upload_end(conn, forged, meant=genuine))
         reply = await conn.receive()
     assert isinstance(reply, ErrorReply) and "arrived damaged" in reply.error
     assert list(incoming.iterdir()) == []

@@ -3,10 +3,8 @@ slow streams wait on the transfer server's own thread limiter, not trio's defaul
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
-import zlib
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,14 @@ from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStar
 from net.rpc import Connection, client_handshake, connect, frame_codec, open_connection
 from sdfs.transfer import TransferServer
 from sdfs.transfer.rawstream import Floor, StreamBroken
-from tests.helpers.transfers import SECRET, node_dirs, raw_client, tcp_server, write
+from tests.helpers.transfers import (
+    SECRET,
+    node_dirs,
+    raw_client,
+    tcp_server,
+    upload_end,
+    write,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -96,10 +101,10 @@ async def test_slow_streams_do_not_take_the_default_thread_limiter(tmp_path: Pat
         other = await connect_from_other(port)
         await other.send(PutStream("other", 3))
         await other.stream.send_all(b"abc")
-        end = StreamEnd(3, zlib.crc32(b"abc"), hashlib.sha256(b"abc").hexdigest())
+        end = upload_end(other, b"abc")
         await other.send(end)
         with trio.fail_after(5):
-            assert await other.receive() == end
+            assert await other.receive() == StreamEnd(3, end.crc32, end.sha256, b"")
         await other.aclose()
         for conn in conns:
             await conn.aclose()

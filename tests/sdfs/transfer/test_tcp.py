@@ -33,7 +33,7 @@ async def test_tcp_checksum_mismatch_is_detected(tmp_path: Path) -> None:
     async def lying(request: Any, conn: Connection) -> Any:
         reply = await server.handle(request, conn)
         if isinstance(reply, StreamEnd):
-            return StreamEnd(reply.size, reply.crc32 ^ 1, reply.sha256)
+            return StreamEnd(reply.size, reply.crc32 ^ 1, reply.sha256, reply.tag)
         return reply
 
     async with tcp_server(server, lying) as port:
