@@ -22,11 +22,16 @@ Three sealers share one cluster secret and one set of ``rejected`` counters:
   a datagram sent more than ``window`` seconds ago or ahead (hosts run NTP: LAN clocks
   agree to well under a second; the default window is 30 s), one addressed to another
   port, and one whose counter it has already seen from that boot id (a sliding window
-  of 1,024 counters per boot id, as IPsec's anti-replay window, RFC 4303 §3.4.3).  A
-  replay to another host on the same port within the window is not caught; it carries
-  what a member said at most ``window`` seconds earlier, and SWIM's order (incarnations
-  only move forward, tombstones outlive the window: ``tombstone_time`` >= 60 s) makes
-  such news stale wherever newer news has arrived (membership/core.py, invariants 1-3).
+  of 1,024 counters per boot id, as IPsec's anti-replay window, RFC 4303 §3.4.3), and
+  one sent more than ``BOOT_SLACK`` (2 s) before the receiving process started (it was
+  meant for an earlier process at that address, whose window died with it).  Two
+  replays are not caught: one to another host on the same port within the window, and
+  one captured on its way to a process that ended, replayed to its successor within
+  BOOT_SLACK of its start.  Either carries what a member said at most ``window``
+  seconds earlier, and SWIM's order (incarnations only move forward, tombstones outlive
+  the window: ``tombstone_time`` >= 60 s) makes such news stale wherever newer news has
+  arrived (membership/core.py, invariants 1-3); tests/membership/test_replays.py
+  replays whole captures and checks that no member comes back or goes.
 
 A 16-byte (128-bit) tag is the usual truncation for HMAC-SHA256 (RFC 2104 §5 allows
 half the hash length); it keeps a ping near 60 bytes.  Anything that fails is reported
@@ -205,6 +210,9 @@ _DATAGRAM = struct.Struct(">8sQQH")
 DATAGRAM_OVERHEAD = _DATAGRAM.size + MAC_SIZE
 REPLAY_WINDOW = 1024  # counters remembered below the highest seen, per boot id
 DATAGRAM_WINDOW = 30.0  # seconds a datagram stays acceptable (hosts run NTP)
+# A datagram sent this long before the receiving process started was meant for an
+# earlier process at that address: refused (the new process has no window for it yet).
+BOOT_SLACK = 2.0
 MAX_SENDERS = 4096
 
 
@@ -256,6 +264,7 @@ class DatagramCodec(Codec):
         if len(self.boot_id) != 8:
             raise ValueError("a boot id is 8 bytes")
         self.max_senders = max_senders
+        self.started = clock()
         self._counter = 0
         # boot id -> its window, least recently heard first
         self._senders: collections.OrderedDict[bytes, ReplayWindow] = collections.OrderedDict()
@@ -294,6 +303,8 @@ class DatagramCodec(Codec):
             age = now - millis / 1000
             if abs(age) > self.window:
                 raise Rejected("stale", f"sent {age:.1f} s from now")
+            if millis / 1000 < self.started - BOOT_SLACK:
+                raise Rejected("before_boot", f"sent {self.started - millis / 1000:.1f} s before")
             if at_port and port != at_port:
                 raise Rejected("misaddressed", f"for port {port}")
             seen = self._window_of(boot, now)
