@@ -210,8 +210,9 @@ class Chunk:
 # Tags 50-52 (Upload, Download, TransferDone: files as sealed 1 MiB Chunk frames) are
 # retired: a MAC and a msgpack copy per MiB on both sides made a put to 4 replicas cost
 # 4x what one scp does.  Never reuse them.  The bulk of a file now travels unframed
-# between a sealed header and a sealed StreamEnd that carries its CRC-32
-# (sdfs/transfer/rawstream.py explains the integrity argument).
+# between a sealed header and a sealed StreamEnd that carries its Poly1305 tag under the
+# stream's one-time key, its SHA-256 and CRC-32 (sdfs/transfer/rawstream.py explains
+# the integrity argument).
 
 
 @message(tag=73)
