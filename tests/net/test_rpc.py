@@ -45,7 +45,7 @@ def closed_port() -> int:
     return port
 
 
-async def raw_exchange(addr: Address, payload: bytes) -> bytes:
+async def raw_exchange(addr: Address, payload: bytes, nonce: bytes = b"n" * NONCE_SIZE) -> bytes:
     """Send a client nonce and raw bytes; what comes back after the server's hello before
     it closes (or resets) the connection."""
     stream = await trio.open_tcp_stream(*addr)
@@ -54,7 +54,7 @@ async def raw_exchange(addr: Address, payload: bytes) -> bytes:
         hello = await rpc._receive_exactly(stream, HELLO_SIZE)
         assert hello.startswith(HELLO_MAGIC)
         try:
-            await stream.send_all(b"n" * NONCE_SIZE + payload)
+            await stream.send_all(nonce + payload)
             await stream.send_eof()  # a peer that stops mid-frame, at worst
             with trio.fail_after(5):
                 while chunk := await stream.receive_some():
@@ -82,6 +82,27 @@ async def test_one_connection_carries_several_requests_in_order():
             for i in range(5):
                 reply = await read_frame(stream, session)
                 assert reply.data["command"] == f"c{i}"
+
+
+async def test_a_request_replayed_on_a_new_connection_is_refused_and_counted():
+    """The bytes of a whole authenticated request (nonce and frame), sent again on a new
+    connection: the server's fresh nonce makes another key, so the frame fails."""
+    codec = frame_codec(SECRET)
+    calls: list[str] = []
+
+    async def counting(request: Any, addr: Address) -> Any:
+        calls.append(request.command)
+        return await echo(request, addr)
+
+    async with serving(counting) as (server, addr):
+        stream = await trio.open_tcp_stream(*addr)
+        async with stream:
+            session, nonce = await rpc.client_handshake(stream, codec)
+            recorded = nonce + rpc.seal_frame(session, ConsoleRequest("delete", ("f",)))
+            await stream.send_all(recorded)
+            assert (await read_frame(stream, session)).ok
+        assert await raw_exchange(addr, recorded, nonce=b"") == b""
+        assert calls == ["delete"] and server.codec.rejected["bad_mac"] == 1
 
 
 async def test_handler_exception_becomes_an_error_reply(caplog):
