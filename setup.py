@@ -37,6 +37,8 @@ setup(
         "prompt_toolkit",
         "paramiko",
         "scp",
+        # Poly1305 for raw file streams (sdfs/transfer/rawstream.py); paramiko needs it too.
+        "cryptography",
         # IDunno inference.  Only the worker process (python -m inference.worker_main)
         # imports these; the node itself never loads torch.  torchvision must match the
         # torch release it was built for, so both are pinned together.

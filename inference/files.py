@@ -36,8 +36,10 @@ class FileStore(Protocol):
         ...
 
     def local_replica(self, name: str) -> Path | None:
-        """This node's own readable copy of ``name`` (the newest it holds), if any.
+        """This node's own readable copy of ``name`` (the newest it holds), if any,
+        once its bytes have been checked against the version's SHA-256.
 
         Workers read such inputs in place instead of copying them over the network.
+        It may block (it hashes a file version the first time): call it in a thread.
         """
         ...

@@ -79,9 +79,10 @@ from net.messages import (
 )
 from net.transport import Address
 
-# Bytes a ping/ack/gossip takes besides its updates (tag, seq, name, MAC, ...),
-# rounded up; the rest of max_datagram is the piggyback budget.
-_HEADER_ALLOWANCE = 96
+# Bytes a ping/ack/gossip takes besides its updates (tag, seq, name, the codec's
+# freshness header and MAC: 42, ...), rounded up; the rest of max_datagram is the
+# piggyback budget.
+_HEADER_ALLOWANCE = 128
 # How often a member pushes a sample of its whole view to a random member.
 SYNC_INTERVAL_FACTOR = 15  # in ping durations: 15 s at the LAN default
 

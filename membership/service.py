@@ -5,8 +5,9 @@ time it is, and carries out the sends the core returns.  The timer is one cancel
 scope whose deadline follows ``core.next_deadline()``, so the shell sleeps until
 there is work and runs unchanged on trio's ``MockClock``.
 
-Nothing a peer sends can stop the service: datagrams that fail authentication or
-decoding are counted by the codec and dropped, and an error in the core while
+Nothing a peer sends can stop the service: datagrams that fail authentication,
+freshness (stale, misaddressed or replayed: net.codec.DatagramCodec) or decoding
+are counted by the codec and dropped, and an error in the core while
 handling one message is logged and counted, not raised.  Nor can the network: a
 send the local stack refuses (a withdrawn route, our own link down) is counted per
 errno and dropped; the detector treats the peer as silent, as it should.
@@ -22,7 +23,7 @@ import trio
 
 from membership.checks import datagram_problem
 from membership.core import Action, Event, MembershipCore, Send
-from net.codec import Codec, Rejected
+from net.codec import DatagramCodec, Rejected
 from net.messages import Ack, Gossip, MemberRecord, Merge, Ping, PingReq
 from net.transport import DatagramTransport, SendErrors
 
@@ -36,7 +37,7 @@ class MembershipService:
         self,
         core: MembershipCore,
         transport: DatagramTransport,
-        codec: Codec,
+        codec: DatagramCodec,
         logger: logging.Logger | None = None,
     ) -> None:
         self.core = core
@@ -71,10 +72,11 @@ class MembershipService:
     # --- loops -----------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
+        port = self.transport.local_address[1]
         while True:
             data, addr = await self.transport.receive()
             try:
-                msg = self.codec.open(data)
+                msg = self.codec.open(data, port)
             except Rejected as r:
                 self.log.debug("dropped datagram from %s:%s: %s", addr[0], addr[1], r)
                 continue
@@ -115,7 +117,7 @@ class MembershipService:
         for a in actions:
             if isinstance(a, Send):
                 try:
-                    data = self.codec.seal(a.message)
+                    data = self.codec.seal(a.message, a.addr[1])
                 except Exception:  # oversize, or a value msgpack refuses
                     self.errors["oversize_send"] += 1
                     self.log.exception("refused to send an oversize %s", type(a.message).__name__)

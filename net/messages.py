@@ -210,8 +210,9 @@ class Chunk:
 # Tags 50-52 (Upload, Download, TransferDone: files as sealed 1 MiB Chunk frames) are
 # retired: a MAC and a msgpack copy per MiB on both sides made a put to 4 replicas cost
 # 4x what one scp does.  Never reuse them.  The bulk of a file now travels unframed
-# between a sealed header and a sealed StreamEnd that carries its CRC-32
-# (sdfs/transfer/rawstream.py explains the integrity argument).
+# between a sealed header and a sealed StreamEnd that carries its Poly1305 tag under the
+# stream's one-time key, its SHA-256 and CRC-32 (sdfs/transfer/rawstream.py explains
+# the integrity argument).
 
 
 @message(tag=73)
@@ -248,13 +249,19 @@ class StreamStart:
     size: int
 
 
-@message(tag=76)
+@message(tag=76, version=2)
 @dataclass(frozen=True)
 class StreamEnd:
-    """After a raw stream: how many bytes it had and their CRC-32 (zlib's)."""
+    """After a raw stream: how many bytes it had, their CRC-32 (zlib's), their SHA-256
+    (hex; "" where the sender did not compute it) and ``tag``, their Poly1305 under the
+    stream's one-time key (net.codec.Session.stream_key).  A receiver keeps the bytes
+    only if the tag matches them; as an answer to a stream, the receiver's StreamEnd
+    repeats what it verified, with an empty tag."""
 
     size: int
     crc32: int
+    sha256: str
+    tag: bytes
 
 
 # --- SDFS: placement, versions and replicas --------------------------------------------

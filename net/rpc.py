@@ -1,8 +1,14 @@
 """Request/response over TCP: length-prefixed, authenticated frames on trio.
 
-A frame is a 4-byte big-endian length followed by a sealed message (see
-:mod:`net.codec`).  A connection carries any number of request/reply pairs; the
-server answers each request with exactly one reply, in order.
+A connection opens with a handshake that costs the client no round trip of its own:
+the server sends its hello (``HELLO_MAGIC`` and a fresh nonce) as soon as it accepts,
+the client puts its own nonce in front of its first frame.  Every frame after that is
+a 4-byte big-endian length followed by a message sealed with the connection's
+:class:`net.codec.Session` (keyed by both nonces, tagged over direction and sequence
+number), so a frame captured on one connection is refused on any other, and on its
+own if replayed, reordered or reflected.  A connection carries any number of
+request/reply pairs; the server answers each request with exactly one reply, in
+order, so a reply's sequence number binds it to its request.
 
 Streaming requests (file uploads and downloads) are conversations rather than
 pairs: a request whose type the server lists in ``streams`` is handed, with its
@@ -40,7 +46,16 @@ from typing import Any
 
 import trio
 
-from net.codec import Codec, Rejected
+from net.codec import (
+    CLIENT,
+    HELLO_MAGIC,
+    HELLO_SIZE,
+    NONCE_SIZE,
+    SERVER,
+    Codec,
+    Rejected,
+    Session,
+)
 from net.errors import one_line
 from net.messages import ErrorReply
 from net.transport import Address
@@ -109,21 +124,47 @@ async def _receive_exactly(
     return bytes(buf)
 
 
-async def read_frame(stream: trio.abc.ReceiveStream, codec: Codec) -> Any:
-    """The next message; EOFError at a clean end, Rejected for a bad frame."""
-    try:
-        header = await _receive_exactly(stream, HEADER.size)
-    except EOFError:
-        raise
+async def read_frame(stream: trio.abc.ReceiveStream, session: Session) -> Any:
+    """The peer's next message; EOFError at a clean end, Rejected for a bad frame."""
+    header = await _receive_exactly(stream, HEADER.size)
     (length,) = HEADER.unpack(header)
-    if length > codec.max_size:
-        codec.rejected["oversize"] += 1
+    if length > session.max_size:
+        session.rejected["oversize"] += 1
         raise Rejected("oversize", f"frame of {length} bytes")
     body = await _receive_exactly(stream, length)
-    return codec.open(body)
+    return session.open(body)
 
 
-def seal(codec: Codec, msg: Any) -> bytes:
+async def client_handshake(stream: trio.abc.ReceiveStream, codec: Codec) -> tuple[Session, bytes]:
+    """Read the server's hello; our session and the nonce to send before our first frame.
+
+    EOFError if the server closes first, Rejected (counted) if what it sent is no hello."""
+    hello = await _receive_exactly(stream, HELLO_SIZE)
+    if not hello.startswith(HELLO_MAGIC):
+        codec.rejected["bad_hello"] += 1
+        raise Rejected("bad_hello", "the server did not greet as a cluster node")
+    nonce = os.urandom(NONCE_SIZE)
+    return codec.session(hello[len(HELLO_MAGIC) :], nonce, CLIENT), nonce
+
+
+async def greet(stream: trio.abc.Stream, codec: Codec) -> Session:
+    """The client's half of the handshake at once (hello read, our nonce sent): for
+    callers that write frames on a raw stream themselves."""
+    session, nonce = await client_handshake(stream, codec)
+    await stream.send_all(nonce)
+    return session
+
+
+def encode(codec: Codec | Session, msg: Any) -> bytes:
+    """The body of ``msg``; RpcError if it cannot be sealed (see :func:`seal`)."""
+    try:
+        return codec.encode(msg)
+    except Exception as e:  # TypeError, ValueError, OverflowError, RecursionError, ...
+        reason = one_line(f"{type(e).__name__}: {e}", 300)
+        raise RpcError(f"cannot send {type(msg).__name__}: {reason}") from None
+
+
+def seal(codec: Codec | Session, msg: Any) -> bytes:
     """``msg`` sealed; RpcError if it cannot be.
 
     msgpack refuses some values (an int beyond 64 bits, a set, nesting deeper than
@@ -136,40 +177,48 @@ def seal(codec: Codec, msg: Any) -> bytes:
         raise RpcError(f"cannot send {type(msg).__name__}: {reason}") from None
 
 
-def seal_frame(codec: Codec, msg: Any) -> bytes:
+def seal_frame(session: Session, msg: Any) -> bytes:
     """The frame (header and sealed body) of ``msg``; RpcError if it cannot be sealed."""
-    data = seal(codec, msg)
+    data = seal(session, msg)
     return HEADER.pack(len(data)) + data
 
 
-async def write_frame(stream: trio.abc.SendStream, codec: Codec, msg: Any) -> None:
+async def write_frame(stream: trio.abc.SendStream, session: Session, msg: Any) -> None:
     """Send one sealed message; RpcError (nothing sent) if it cannot be sealed."""
-    await stream.send_all(seal_frame(codec, msg))
+    await stream.send_all(seal_frame(session, msg))
 
 
 class Connection:
-    """Sealed frames both ways over one TCP stream; for streaming conversations."""
+    """Sealed frames both ways over one TCP stream; for streaming conversations.
 
-    def __init__(self, stream: trio.abc.Stream, codec: Codec, peer: Address) -> None:
+    ``prefix`` (a client's nonce) goes out in front of the first frame sent."""
+
+    def __init__(
+        self, stream: trio.abc.Stream, session: Session, peer: Address, prefix: bytes = b""
+    ) -> None:
         self.stream = stream
-        self.codec = codec
+        self.session = session
         self.peer = peer
+        self._prefix = prefix
 
     async def send(self, msg: Any) -> None:
-        await write_frame(self.stream, self.codec, msg)
+        frame = seal_frame(self.session, msg)
+        prefix, self._prefix = self._prefix, b""
+        await self.stream.send_all(prefix + frame)
 
     async def receive(self, timeout: float = IDLE_TIMEOUT) -> Any:
         """The next message; EOFError at the end, Rejected for a bad frame,
         trio.TooSlowError if nothing arrives within ``timeout`` seconds."""
         with trio.fail_after(timeout):
-            return await read_frame(self.stream, self.codec)
+            return await read_frame(self.stream, self.session)
 
     async def aclose(self) -> None:
         await self.stream.aclose()
 
 
 async def connect(addr: Address, codec: Codec, timeout: float = 5.0) -> Connection:
-    """A connection to ``addr`` that the caller closes; RpcError if unreachable."""
+    """A connection to ``addr``, handshake read, that the caller closes; RpcError if
+    unreachable or if what answers is no cluster node with our secret's protocol."""
     host, port = addr
     try:
         with trio.fail_after(timeout):
@@ -178,7 +227,20 @@ async def connect(addr: Address, codec: Codec, timeout: float = 5.0) -> Connecti
         raise RpcError(f"{host}:{port} did not accept a connection within {timeout:g} s") from None
     except OSError as e:
         raise RpcError(f"cannot reach {host}:{port}: {_reason(e)}") from None
-    return Connection(stream, codec, addr)
+    try:
+        with trio.fail_after(timeout):
+            session, nonce = await client_handshake(stream, codec)
+    except BaseException as e:
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+        if isinstance(e, trio.TooSlowError):
+            raise RpcError(f"{host}:{port} did not answer within {timeout:g} s") from None
+        if isinstance(e, (EOFError, trio.BrokenResourceError, OSError)):
+            raise RpcError(f"{host}:{port} closed the connection without answering") from None
+        if isinstance(e, Rejected):
+            raise RpcError(f"{host}:{port} is not a cluster node ({e.reason})") from None
+        raise
+    return Connection(stream, session, addr, nonce)
 
 
 @asynccontextmanager
@@ -232,10 +294,13 @@ class RpcServer:
         task_status.started(listeners)
         await trio.serve_listeners(self._serve_connection, listeners)
 
-    async def _read_request(self, stream: trio.abc.ReceiveStream, verified: bool) -> Any:
-        """The next request: EOFError at a clean end (or after IDLE_TIMEOUT between
-        requests), trio.TooSlowError if it does not arrive whole in time, Rejected for
-        a bad frame or one over the unverified budget."""
+    async def _read_request(
+        self, stream: trio.abc.ReceiveStream, session: Session | None, server_nonce: bytes
+    ) -> tuple[Any, Session]:
+        """The next request and the connection's session (made from the client's nonce,
+        which comes before the first frame): EOFError at a clean end (or after
+        IDLE_TIMEOUT between requests), trio.TooSlowError if it does not arrive whole
+        in time, Rejected for a bad frame or one over the unverified budget."""
         first: bytes | bytearray = b""
         with trio.move_on_after(IDLE_TIMEOUT):
             first = await stream.receive_some(1)
@@ -245,13 +310,20 @@ class RpcServer:
             raise EOFError
         start = trio.current_time()
         with trio.CancelScope(deadline=start + FRAME_DEADLINE) as scope:
-            header = first + await _receive_exactly(stream, HEADER.size - 1, IDLE_TIMEOUT)
+            if session is None:
+                rest = await _receive_exactly(stream, NONCE_SIZE - 1, IDLE_TIMEOUT)
+                session = self.codec.session(server_nonce, bytes(first) + rest, SERVER)
+                header = await _receive_exactly(stream, HEADER.size, IDLE_TIMEOUT)
+            else:
+                header = bytes(first) + await _receive_exactly(
+                    stream, HEADER.size - 1, IDLE_TIMEOUT
+                )
             (length,) = HEADER.unpack(header)
             if length > self.codec.max_size:
                 self.codec.rejected["oversize"] += 1
                 raise Rejected("oversize", f"frame of {length} bytes")
             held = 0
-            if not verified and length > PREAUTH_FRAME:
+            if not session.received and length > PREAUTH_FRAME:
                 if length > self.unverified_free:
                     self.rejected["unverified_budget"] += 1
                     raise Rejected("unverified_budget", f"unauthenticated frame of {length} bytes")
@@ -260,7 +332,7 @@ class RpcServer:
             try:
                 scope.deadline = start + frame_deadline(length)
                 body = await _receive_exactly(stream, length, IDLE_TIMEOUT)
-                return self.codec.open(body)
+                return session.open(body), session
             finally:
                 self.unverified_free += held
         self.rejected["slow_frame"] += 1
@@ -291,18 +363,20 @@ class RpcServer:
                 del self.per_peer[ip]
 
     async def _converse(self, stream: trio.SocketStream, addr: Address) -> None:
-        verified = False
+        session: Session | None = None
         try:
             async with stream:
+                server_nonce = os.urandom(NONCE_SIZE)
+                with trio.fail_after(FRAME_DEADLINE):  # 20 bytes: the socket buffer takes them
+                    await stream.send_all(HELLO_MAGIC + server_nonce)
                 while True:
                     try:
-                        request = await self._read_request(stream, verified)
+                        request, session = await self._read_request(stream, session, server_nonce)
                     except EOFError:
                         return
-                    verified = True
                     try:
                         if self.stream_handler is not None and isinstance(request, self.streams):
-                            conn = Connection(stream, self.codec, addr)
+                            conn = Connection(stream, session, addr)
                             reply = await self.stream_handler(request, conn)
                         else:
                             reply = await self.handler(request, addr)
@@ -313,7 +387,7 @@ class RpcServer:
                         self.errors["handler"] += 1
                         error = f"internal error: {type(e).__name__}: {e}"
                         reply = ErrorReply(one_line(error, 300))
-                    await stream.send_all(self._reply_frame(request, reply, addr))
+                    await stream.send_all(self._reply_frame(session, request, reply, addr))
         except Rejected as r:
             log.debug("dropped connection from %s: %s", addr, r)
         except (EOFError, trio.TooSlowError):
@@ -324,14 +398,14 @@ class RpcServer:
             self.errors["connection"] += 1
             log.exception("dropped connection from %s after an unexpected error", addr)
 
-    def _reply_frame(self, request: Any, reply: Any, addr: Address) -> bytes:
+    def _reply_frame(self, session: Session, request: Any, reply: Any, addr: Address) -> bytes:
         """The sealed ``reply``, or an ErrorReply saying why it could not be sealed."""
         try:
-            return seal_frame(self.codec, reply)
+            return seal_frame(session, reply)
         except RpcError as e:
             self.errors["unsealable_reply"] += 1
             log.error("cannot answer %s from %s: %s", type(request).__name__, addr, e)
-            return seal_frame(self.codec, ErrorReply(f"internal error: {e}"))
+            return seal_frame(session, ErrorReply(f"internal error: {e}"))
 
 
 def _reason(e: BaseException) -> str:
@@ -359,13 +433,15 @@ async def call(addr: Address, codec: Codec, request: Any, timeout: float = RPC_T
     An :class:`ErrorReply` is returned as is; callers decide what it means.
     """
     host, port = addr
-    frame = seal_frame(codec, request)  # RpcError, before connecting, if it cannot be sent
+    body = encode(codec, request)  # RpcError, before connecting, if it cannot be sent
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)
             async with stream:
-                await stream.send_all(frame)
-                return await read_frame(stream, codec)
+                session, nonce = await client_handshake(stream, codec)
+                data = session.seal_bytes(body)
+                await stream.send_all(nonce + HEADER.pack(len(data)) + data)
+                return await read_frame(stream, session)
     except trio.TooSlowError:
         raise RpcError(f"{host}:{port} did not answer within {timeout:g} s") from None
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
@@ -380,4 +456,6 @@ async def call(addr: Address, codec: Codec, request: Any, timeout: float = RPC_T
         raise RpcError(
             f"{host}:{port} sent a reply that was rejected ({r.reason}); "
             "is the cluster secret the same?"
+            if r.reason != "bad_hello"
+            else f"{host}:{port} is not a cluster node (it did not greet as one)"
         ) from None

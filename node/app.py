@@ -22,7 +22,7 @@ from inference.client import InferenceClient
 from inference.service import INFERENCE_REQUESTS, InferenceService
 from membership.core import MembershipCore
 from membership.service import MembershipService
-from net.codec import Codec
+from net.codec import DatagramCodec
 from net.errors import ClusterError, Conflict, NotReady, one_line
 from net.messages import (
     ConsoleProgress,
@@ -113,7 +113,7 @@ class NodeApp:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         udp = await UdpTransport.bind(self.me.host, self.me.port)
         self.transport = MeteredTransport(udp, self.drop_rate, random.Random(self.rng.random()))
-        codec = Codec(self.config.secret_bytes, self.config.membership.max_datagram)
+        codec = DatagramCodec(self.config.secret_bytes, self.config.membership.max_datagram)
         self.membership = MembershipService(self.core, self.transport, codec, self.log)
         self.membership.listeners.append(self.sdfs.on_membership_event)
         self.membership.listeners.append(self.inference.on_membership_event)

@@ -17,13 +17,20 @@ from net.progress import Progress
 if TYPE_CHECKING:  # a console imports this adapter too: it needs neither at run time
     from sdfs.client import SdfsClient
     from sdfs.store import ReplicaStore
+    from sdfs.verified import VerifiedReplicas
 
 
 class SdfsFiles:
     def __init__(self, client: SdfsClient, store: ReplicaStore | None = None) -> None:
         self.client = client
-        # This node's replicas, read in place by workers; None in a console.
+        # This node's replicas, read in place by workers once their SHA-256 has been
+        # checked (sdfs.verified); None in a console.
         self.store = store
+        self.replicas: VerifiedReplicas | None = None
+        if store is not None:
+            from sdfs.verified import VerifiedReplicas
+
+            self.replicas = VerifiedReplicas(store)
 
     async def list(self, pattern: str) -> list[str]:
         return await self.client.ls_all(pattern)
@@ -38,4 +45,4 @@ class SdfsFiles:
         await self.client.put(local, name)
 
     def local_replica(self, name: str) -> Path | None:
-        return None if self.store is None else self.store.readable(name)
+        return None if self.replicas is None else self.replicas.path(name)

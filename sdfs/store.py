@@ -79,44 +79,47 @@ def relative_data_path(name: str, version: int) -> str:
 
 
 class Arrivals:
-    """Incoming files this process received and checked whole against their sender's
-    checksum (sdfs.transfer.server notes them; thread-safe, bounded).
+    """Incoming files this process received and checked whole against the SHA-256 their
+    sender authenticated (sdfs.transfer.server notes them; thread-safe, bounded).
 
-    ``ingest`` takes a noted file without reading it again: the sender computed the
-    record's SHA-256 in the same pass as the checksum that was checked here.  A file
-    not noted (one that scp put there) is hashed.  The note holds the file's identity,
-    so a file replaced since it was noted is not trusted.
+    ``ingest`` takes a noted file's digest without reading it again: the receiver
+    computed it over the bytes as they arrived and compared it with the sender's, which
+    came in a frame sealed with the connection's key.  A file not noted (one that scp
+    put there) is hashed.  The note holds the file's identity, so a file replaced
+    since it was noted is not trusted.
     """
 
     LIMIT = 4096
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+        self._seen: OrderedDict[str, tuple[tuple[int, int, int], str]] = OrderedDict()
 
     @staticmethod
     def _identity(path: Path) -> tuple[int, int, int]:
         st = os.stat(path)
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def note(self, path: Path) -> None:
+    def note(self, path: Path, sha256: str) -> None:
+        """``path`` arrived whole, and its bytes have this (verified) SHA-256."""
         identity = self._identity(path)
         with self._lock:
-            self._seen[path.name] = identity
+            self._seen[path.name] = (identity, sha256)
             self._seen.move_to_end(path.name)
             while len(self._seen) > self.LIMIT:
                 self._seen.popitem(last=False)
 
-    def take(self, path: Path) -> bool:
-        """Whether ``path`` was noted and is still that file; forgets the note."""
+    def take(self, path: Path) -> str | None:
+        """The verified SHA-256 of ``path`` if it was noted and is still that file;
+        forgets the note."""
         with self._lock:
             noted = self._seen.pop(path.name, None)
         if noted is None:
-            return False
+            return None
         try:
-            return self._identity(path) == noted
+            return noted[1] if self._identity(path) == noted[0] else None
         except OSError:
-            return False
+            return None
 
 
 def disk_error(node: str, error: OSError, what: str) -> StoreError:
@@ -280,8 +283,9 @@ class ReplicaStore:
     def ingest(self, record: VersionRecord, incoming_name: str) -> VersionRecord:
         """Move a transferred file into the store as ``record`` (checked, atomic).
 
-        The check is the size, and the SHA-256 unless the file is one of our verified
-        :class:`Arrivals`."""
+        The check is the size and the SHA-256 against the record's (the digest the
+        leader granted): the one verified on arrival for one of our :class:`Arrivals`,
+        else the file's, hashed here."""
         if "/" in incoming_name or incoming_name in ("", ".", ".."):
             raise StoreError(f"bad incoming file name {incoming_name!r}")
         src = self.incoming / incoming_name
@@ -295,7 +299,7 @@ class ReplicaStore:
                     f"{record.name} v{record.version}: {size} bytes arrived, "
                     f"{record.size} were sent"
                 )
-            if not self.arrivals.take(src) and sha256_file(src) != record.sha256:
+            if (self.arrivals.take(src) or sha256_file(src)) != record.sha256:
                 raise StoreError(f"{record.name} v{record.version}: checksum mismatch on arrival")
             with self._lock:
                 # The tombstone first: the record at its version is the tombstone itself.

@@ -149,7 +149,7 @@ async def local_copies(ctx: WorkerContext, names: Sequence[str]) -> list[Path]:
     fetch_dir.mkdir(parents=True, exist_ok=True)
 
     async def one(i: int, name: str) -> None:
-        held = ctx.files.local_replica(name)
+        held = await trio.to_thread.run_sync(ctx.files.local_replica, name)
         if held is not None:
             paths[i] = held
             return

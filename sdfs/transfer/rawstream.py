@@ -2,23 +2,32 @@
 
 A transfer over the nodes' own port (``transfer = "tcp"``) is a sealed header
 (PutStream or StreamStart, net.messages) announcing ``size``, exactly ``size`` raw
-bytes, and a sealed ``StreamEnd(size, crc32)``.  The bytes are not framed: a MAC and a
-msgpack copy per MiB on both sides cost more CPU than everything else in a put, and a
-put to 4 replicas does that 8 times per byte.
+bytes, and a sealed ``StreamEnd(size, crc32, sha256, tag)``.  The bytes are not framed:
+a MAC and a msgpack copy per MiB on both sides cost more CPU than everything else in a
+put, and a put to 4 replicas does that 8 times per byte.
 
-Integrity is layered the way HDFS and Ceph layer it:
+Integrity and authenticity:
 
-- On the wire, a CRC-32 of the bytes (zlib's, ~6 GB/s here), carried in the sealed
-  StreamEnd, so it is authenticated: every receiver checks it on arrival, before the
-  file is renamed into place.  Random corruption gets through with odds 2^-32.
+- On the wire, a Poly1305 tag of the bytes (``tag``) under a one-time key that both
+  ends derive from the connection's key and the header frame's sequence number
+  (net.codec.Session.stream_key); the StreamEnd that carries it is itself sealed with
+  the connection's key.  Every receiver checks the tag on arrival, before the file is
+  renamed into place: whoever can splice bytes into a node's TCP connection cannot make
+  them pass without the cluster secret.  (A CRC-32 alone, as before, anyone can forge.)
+  Poly1305 runs at ~8 GB/s here, faster than the CRC-32 it replaces on receivers and
+  four times faster than SHA-256, so a put to 4 replicas on one host stays as fast.
+- The CRC-32 (zlib's) stays in the StreamEnd for the sender's and the reader's checks
+  and reports.
 - End to end, the SHA-256 in the file's VersionRecord: the writer computes it in the
-  same pass that reads the bytes it sends, and every reader (``get``) checks it before
-  the copy replaces its destination.  Someone who could splice bytes into a node's TCP
-  connection could beat the CRC, never the SHA-256 that every read checks.
+  same pass that reads the bytes it sends and MACs, and sends it in the StreamEnd of
+  an upload; a receiver that verified the tag knows those are the bytes the SHA-256
+  was computed over, and ingest checks it against the digest the leader granted.
+  Every reader (``get``) checks the SHA-256 before the copy replaces its destination.
 
 The pumps below are blocking, for worker threads.  Sockets, files, zlib.crc32 and
-hashlib all release the GIL on large buffers, so the pumps of several transfers run
-in parallel on several cores and the node's trio thread (membership) stays free.
+hashlib all release the GIL on large buffers (Poly1305 holds it, ~30 us a piece), so
+the pumps of several transfers run in parallel on several cores and the node's trio
+thread (membership) stays free.
 They work on a duplicate of the trio socket's descriptor, with a short timeout so
 they notice cancellation (``check``) within POLL seconds; the descriptor keeps
 O_NONBLOCK, which trio needs when it takes the connection back for the trailer.
@@ -26,6 +35,7 @@ O_NONBLOCK, which trio needs when it takes the connection back for the trailer.
 
 from __future__ import annotations
 
+import hmac
 import os
 import queue
 import select
@@ -35,6 +45,8 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from typing import IO, Any
+
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 BUFFER = 256 * 1024
 """Most bytes per read, write and hash update: large enough that per-call costs vanish,
@@ -77,6 +89,16 @@ class Floor:
         self._bytes = 0
 
 
+def stream_mac(key: bytes) -> Poly1305:
+    """The MAC of one raw stream (``key`` from net.codec.Session.stream_key)."""
+    return Poly1305(key)
+
+
+def tag_matches(mac: Poly1305, tag: bytes) -> bool:
+    """Whether ``tag`` is ``mac``'s (finalizes it; constant time)."""
+    return hmac.compare_digest(mac.finalize(), tag)
+
+
 class StreamBroken(Exception):
     """The other side went away or went quiet; the message is one line for a person."""
 
@@ -100,15 +122,18 @@ def receive(
     *,
     idle_timeout: float,
     hashers: Sequence[Any] = (),
+    inline: Sequence[Any] = (),
+    crc: bool = True,
     check: Callable[[], None] = _never,
     progress: Callable[[int], None] | None = None,
     floor: Floor | None = None,
 ) -> int:
     """Receive exactly ``size`` bytes, handing each piece to ``sink``.
 
-    Returns their CRC-32.  ``hashers`` (hashlib objects) see the same bytes, on a
-    second thread, so a SHA-256 costs the transfer no time on a machine with a core
-    to spare.  StreamBroken if the peer hangs up first or sends nothing for
+    Returns their CRC-32 (0 if not ``crc``).  ``hashers`` (hashlib objects) see the same
+    bytes, on a second thread, so a SHA-256 costs the transfer no time on a machine with
+    a core to spare; ``inline`` ones (a fast MAC) see them on this thread, while each
+    piece is in the CPU's cache.  StreamBroken if the peer hangs up first or sends nothing for
     ``idle_timeout`` seconds, or more slowly than ``floor``; ``check`` is called
     between blocking calls and may raise (cancellation)."""
     ring = [memoryview(bytearray(max(1, min(BUFFER, size)))) for _ in range(RING if hashers else 1)]
@@ -127,7 +152,7 @@ def receive(
     hasher = threading.Thread(target=hash_pieces, daemon=True) if hashers else None
     if hasher is not None:
         hasher.start()
-    crc = 0
+    crc_value = 0
     got = 0
     idle = 0.0
     try:
@@ -154,7 +179,10 @@ def receive(
                 floor.moved(n, got + n, size)
             # Each piece is checksummed and written while it is still in the CPU's cache.
             piece = view[:n]
-            crc = zlib.crc32(piece, crc)
+            if crc:
+                crc_value = zlib.crc32(piece, crc_value)
+            for mac in inline:
+                mac.update(piece)
             sink(piece)
             got += n
             if hasher is not None:
@@ -167,7 +195,7 @@ def receive(
         if hasher is not None:
             full.put(None)
             hasher.join()
-    return crc
+    return crc_value
 
 
 def _answered(sock: socket.socket) -> bool:

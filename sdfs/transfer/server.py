@@ -6,15 +6,20 @@ Plug it into the node's server as::
     RpcServer(codec, handler, stream_handler=server.handle, streams=(PutStream, GetStream))
 
 Upload: ``PutStream(name, size)``, ``size`` raw bytes, the sender's
-``StreamEnd(size, crc32)``; answered with the StreamEnd of what was stored, or an
-ErrorReply.  The file is written to a hidden temporary in the incoming directory,
-checked against the sender's CRC-32, fsynced and renamed to ``name``, so
-``incoming/name`` is always whole; it is then noted in ``arrivals`` so that ingest
-need not read it again.  Space for ``size`` bytes is checked (and held for the
-upload's duration) before a byte is written.
+``StreamEnd(size, crc32, sha256, tag)``; answered with the StreamEnd of what was stored
+(empty tag), or an ErrorReply.  The file is written to a hidden temporary in the
+incoming directory, checked against the sender's Poly1305 tag under the stream's
+one-time key (sdfs.transfer.rawstream: whoever altered the raw bytes cannot make them
+match without the cluster secret), fsynced and renamed to ``name``, so
+``incoming/name`` is always whole and authentic; it is then noted in ``arrivals`` with
+the SHA-256 its sender computed over those very bytes, so that ingest can check it
+against the granted digest without reading the file again.  A mismatch is refused and
+the temporary deleted: nothing is renamed into place.
+Space for ``size`` bytes is checked (and held for the upload's duration) before a
+byte is written.
 
 Download: ``GetStream(path)``, answered with ``StreamStart(size)``, the raw bytes and
-``StreamEnd(size, crc32)``, or with an ErrorReply instead of the StreamStart.  Only
+``StreamEnd(size, crc32, "", tag)``, or with an ErrorReply instead of the StreamStart.  Only
 regular files inside the store, after resolving symlinks and ``..``, are ever sent:
 this port is reachable with nothing but the cluster secret.
 
@@ -121,6 +126,7 @@ class TransferServer:
         self.uploads = 0
         self.downloads = 0
         self.refused = 0
+        self.damaged = 0  # uploads whose bytes did not match their sender's trailer
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -178,15 +184,19 @@ class TransferServer:
                 functools.partial(AtomicWriter, self.incoming_dir / name, sha256=False)
             )
             out = writer  # a name the closure can use without an Optional check
+            # The tag replaces our own CRC-32: it is faster, and it is what we trust.
+            mac = rawstream.stream_mac(conn.session.stream_key(sending=False))
             sock = rawstream.dup_socket(conn.stream.socket)  # type: ignore[attr-defined]
             try:
                 async with self._peer_slot(conn):
-                    crc = await trio.to_thread.run_sync(
+                    await trio.to_thread.run_sync(
                         lambda: rawstream.receive(
                             sock,
                             size,
                             out.write,
                             idle_timeout=self.idle_timeout,
+                            inline=[mac],
+                            crc=False,
                             check=trio.from_thread.check_cancelled,
                             floor=self._floor(),
                         ),
@@ -198,16 +208,17 @@ class TransferServer:
             end = await conn.receive(self.idle_timeout)
             if not isinstance(end, StreamEnd):
                 raise _Refused(f"{what} failed: expected StreamEnd, got {type(end).__name__}")
-            if end.size != size or end.crc32 != crc:
+            if end.size != size or not rawstream.tag_matches(mac, end.tag):
+                self.damaged += 1
                 raise _Refused(
-                    f"{what} failed: arrived damaged: {size} bytes crc32 {crc:08x}, "
-                    f"the sender sent {end.size} bytes crc32 {end.crc32:08x}"
+                    f"{what} failed: arrived damaged: {size} bytes that do not match "
+                    f"the sender's tag for {end.size} bytes"
                 )
             await trio.to_thread.run_sync(writer.commit)
             writer = None
-            await trio.to_thread.run_sync(self.arrivals.note, out.target)
+            await trio.to_thread.run_sync(self.arrivals.note, out.target, end.sha256)
             self.uploads += 1
-            return StreamEnd(size, crc)
+            return StreamEnd(size, end.crc32, end.sha256, b"")
         except rawstream.StreamBroken as e:
             log.info("%s failed: %s", what, e)
             return await self._hang_up(conn, f"{what} failed: {e}")
@@ -280,6 +291,7 @@ class TransferServer:
             size = os.fstat(f.fileno()).st_size
             with trio.fail_after(self.idle_timeout):
                 await conn.send(StreamStart(size))
+            mac = rawstream.stream_mac(conn.session.stream_key(sending=True))
             sock = rawstream.dup_socket(conn.stream.socket)  # type: ignore[attr-defined]
             try:
                 async with self._peer_slot(conn):
@@ -289,6 +301,7 @@ class TransferServer:
                             size,
                             [sock],
                             idle_timeout=self.idle_timeout,
+                            hashers=[mac],
                             check=trio.from_thread.check_cancelled,
                             floor=self._floor,
                         ),
@@ -311,4 +324,4 @@ class TransferServer:
             return ErrorReply(error)
         self.bytes_out += size
         self.downloads += 1
-        return StreamEnd(size, crc)
+        return StreamEnd(size, crc, "", mac.finalize())

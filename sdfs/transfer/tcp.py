@@ -1,6 +1,6 @@
 """The tcp transport: files over the nodes' own RPC port, PutStream / GetStream.
 
-A sealed header, the file's bytes raw, a sealed StreamEnd(size, crc32): this needs no
+A sealed header, the file's bytes raw, a sealed StreamEnd(size, crc32, sha256, tag): this needs no
 SSH server, only the peer's TransferServer (sdfs.transfer.server), and moves bytes at
 the speed of the kernel's loopback or network.  sdfs.transfer.rawstream has the
 protocol, its integrity argument and the pumps; this module holds the conversations
@@ -11,9 +11,10 @@ Invariants, beyond those of sdfs.transfer.base:
 1. ``push_many`` reads the file once, whatever the number of receivers, and each
    receiver succeeds or fails on its own: one that refuses, hangs up or lies about
    the checksum never stops the others.
-2. A push succeeds only when the receiver answers with the StreamEnd(size, crc32)
-   that the sender computed; a pull keeps the file only when the sender's trailer
-   matches what arrived (and ``expected_size`` / ``expected_sha256``, when given).
+2. A push succeeds only when the receiver verified the stream's tag and answers with the
+   size, CRC-32 and SHA-256 that the sender computed; a pull keeps the file only when
+   the sender's trailer (its tag, under the stream's key) matches what arrived (and
+   ``expected_size`` / ``expected_sha256``, when given).
 3. Connections are never kept: one per transfer, closed (shielded) on the way out.
 """
 
@@ -50,7 +51,7 @@ from sdfs.transfer.progress import Reporter, ThreadReporter, in_thread
 class TcpTransfer:
     """Streams over the node's RPC port (net.rpc): PutStream / GetStream conversations.
 
-    A sealed header, the file's bytes raw, a sealed StreamEnd(size, crc32): this needs
+    A sealed header, the file's bytes raw, a sealed StreamEnd with their MAC: this needs
     no SSH server, only the peer's TransferServer (sdfs.transfer.server), and moves
     bytes at the speed of the kernel's loopback or network (sdfs.transfer.rawstream has the
     protocol and its integrity argument).  ``push_many`` reads the file once and sends
@@ -144,6 +145,9 @@ class TcpTransfer:
                     if results[i] is None:
                         nursery.start_soon(open_one, i)
             live = [i for i in range(len(targets)) if results[i] is None]
+            # One MAC per receiver (each stream has its own one-time key), fed by the
+            # thread that reads the file once for the CRC-32 and the SHA-256.
+            macs = [rawstream.stream_mac(conns[i].session.stream_key(sending=True)) for i in live]
             hasher = hashlib.sha256()
             crc = 0
             errors: list[str | None] = []
@@ -157,7 +161,7 @@ class TcpTransfer:
                             size,
                             socks,
                             idle_timeout=self.idle_timeout,
-                            hashers=[hasher],
+                            hashers=[hasher, *macs],
                             check=trio.from_thread.check_cancelled,
                             progress=report,
                         )
@@ -172,8 +176,9 @@ class TcpTransfer:
             digest = hasher.hexdigest()
 
             async def finish(k: int, i: int) -> None:
+                end = StreamEnd(size, crc, digest, macs[k].finalize())
                 results[i] = await self._finish(
-                    conns[i], targets[i][0], whats[i], errors[k], size, crc, digest, start
+                    conns[i], targets[i][0], whats[i], errors[k], end, start
                 )
 
             async with trio.open_nursery() as nursery:
@@ -194,9 +199,7 @@ class TcpTransfer:
         peer: Peer,
         what: str,
         error: str | None,
-        size: int,
-        crc: int,
-        digest: str,
+        end: StreamEnd,
         start: float,
     ) -> TransferResult | TransferError:
         """Close one receiver's stream: trailer, then its verdict (or its early refusal)."""
@@ -204,14 +207,14 @@ class TcpTransfer:
             # It may still have said why before it went; listen briefly.
             with trio.move_on_after(2.0):
                 with contextlib.suppress(Exception):
-                    answer = await read_frame(conn.stream, conn.codec)
+                    answer = await read_frame(conn.stream, conn.session)
                     if isinstance(answer, ErrorReply):
                         return TransferError(f"{what} failed: {answer.error}")
             return TransferError(f"{what} failed: {error}")
         try:
             if error is None:
                 with trio.fail_after(self.idle_timeout):
-                    await conn.send(StreamEnd(size, crc))
+                    await conn.send(end)
             answer = await conn.receive(self.finish_timeout)
         except trio.TooSlowError:
             return TransferError(
@@ -229,12 +232,13 @@ class TcpTransfer:
             return TransferError(f"{what} failed: unexpected answer {type(answer).__name__}")
         if error is not None:
             return TransferError(f"{what} failed: {peer.name} answered before the upload ended")
-        if answer.size != size or answer.crc32 != crc:
+        size, crc = end.size, end.crc32
+        if (answer.size, answer.crc32, answer.sha256) != (size, crc, end.sha256):
             return TransferError(
                 f"{what} failed: checksum mismatch: sent {size} bytes crc32 {crc:08x}, "
                 f"{peer.name} got {answer.size} bytes crc32 {answer.crc32:08x}"
             )
-        return TransferResult(size, digest, time.perf_counter() - start, crc)
+        return TransferResult(size, end.sha256, time.perf_counter() - start, crc)
 
     async def pull(
         self,
@@ -279,6 +283,7 @@ class TcpTransfer:
                     )
                 reporter.total = size
                 reporter(0)
+                mac = rawstream.stream_mac(conn.session.stream_key(sending=False))
                 sock = rawstream.dup_socket(conn.stream.socket)  # type: ignore[attr-defined]
                 report = ThreadReporter(reporter)
                 try:
@@ -289,6 +294,7 @@ class TcpTransfer:
                             writer.write,
                             idle_timeout=self.idle_timeout,
                             hashers=[hasher],
+                            inline=[mac],
                             check=trio.from_thread.check_cancelled,
                             progress=report,
                         )
@@ -300,10 +306,12 @@ class TcpTransfer:
                 raise TransferError(f"{what} failed: {done.error}")
             if not isinstance(done, StreamEnd):
                 raise TransferError(f"{what} failed: unexpected {type(done).__name__}")
-            if done.size != writer.size or done.crc32 != crc:
+            authentic = rawstream.tag_matches(mac, done.tag)
+            if done.size != writer.size or done.crc32 != crc or not authentic:
                 raise TransferError(
                     f"{what} failed: checksum mismatch: {peer.name} sent {done.size} bytes "
                     f"crc32 {done.crc32:08x}, got {writer.size} bytes crc32 {crc:08x}"
+                    + ("" if authentic else " that do not match its tag")
                 )
             return hasher.hexdigest(), crc
 

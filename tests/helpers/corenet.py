@@ -22,7 +22,7 @@ from typing import Any
 
 from config.topology import MembershipConfig, Node
 from membership.core import Action, Event, MembershipCore, Send
-from net.codec import Codec
+from net.codec import DatagramCodec
 from net.messages import MemberRecord, Status
 from net.transport import Address
 
@@ -60,12 +60,12 @@ class CoreNet:
         self.nodes = {node.name: node for node in ring_nodes + extra_nodes}
         self.ring = {node.name: i for i, node in enumerate(ring_nodes)}
         self.by_addr: dict[Address, str] = {nd.address: nd.name for nd in self.nodes.values()}
-        self.codec = Codec(SECRET, self.config.max_datagram)
         self.rng = random.Random(seed)
         self.cores: dict[str, MembershipCore] = {}
         self.crashed: set[str] = set()
         self.drop_rules: list[DropRule] = []
         self.now = 0.0
+        self.codec = DatagramCodec(SECRET, self.config.max_datagram, clock=lambda: self.now)
         self.events: list[tuple[float, str, Event]] = []
         self.sent: list[Delivery] = []
 

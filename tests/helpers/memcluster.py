@@ -20,7 +20,7 @@ import trio
 from config.topology import MembershipConfig, Node
 from membership.core import Event, MembershipCore
 from membership.service import MembershipService
-from net.codec import Codec
+from net.codec import DatagramCodec
 from net.memory import MemoryNetwork
 from net.messages import MemberRecord
 from net.transport import Address, DatagramTransport, MeteredTransport
@@ -107,7 +107,6 @@ class SimCluster:
         self.members: dict[str, SimMember] = {}
         # Every member that ever ran, crashed ones included (their events stay here).
         self.history: list[SimMember] = []
-        self.codec = Codec(SECRET, self.config.max_datagram)
         self._names = {node.address: node.name for node in self.nodes}
 
     def node(self, name: str) -> Node:
@@ -126,7 +125,8 @@ class SimCluster:
             inner = TracingTransport(inner, log)
         drops = random.Random(self.rng.random()) if self.drop_rate else None
         transport = MeteredTransport(inner, self.drop_rate, drops)
-        codec = Codec(SECRET, self.config.max_datagram)
+        # Freshness on the cluster's virtual clock (all members share it).
+        codec = DatagramCodec(SECRET, self.config.max_datagram, clock=trio.current_time)
         service = MembershipService(core, transport, codec)
         scope = trio.CancelScope()
         member = SimMember(node, service, transport, scope, sent=log)
@@ -218,7 +218,10 @@ class SimCluster:
                 to = self._names.get(addr, f"{addr[0]}:{addr[1]}")
                 if t < since or (dst is not None and to != dst):
                     continue
-                msg = self.codec.open(data)
+                # A reader of its own: the trace is read many times, replays and all.
+                msg = DatagramCodec(
+                    SECRET, self.config.max_datagram, window=math.inf, clock=lambda: 0.0
+                ).open(data)
                 if kind is None or isinstance(msg, kind):
                     found.append(Sent(t, m.node.name, to, msg))
         return sorted(found, key=lambda s: s.time)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 import trio
 
-from net.messages import GetStream, PutStream
+from net.messages import GetStream, PutStream, StreamEnd
 from net.rpc import Connection, RpcServer, frame_codec, open_connection
 from sdfs.transfer import (
     LocalTransfer,
@@ -30,6 +31,7 @@ from sdfs.transfer import (
     Transfer,
     TransferServer,
     is_temp_name,
+    rawstream,
 )
 from tests.helpers.sshd import PrivateSshd
 
@@ -164,3 +166,14 @@ def write(path: Path, data: bytes) -> Path:
 def scp_peer(sshd: PrivateSshd, tmp_path: Path) -> Peer:
     incoming, store = node_dirs(tmp_path)
     return Peer("H3", "127.0.0.1", 1, sshd.port, str(incoming), str(store))
+
+
+def upload_end(conn: Connection, sent: bytes, meant: bytes | None = None) -> StreamEnd:
+    """The trailer an honest sender puts after ``meant`` (default ``sent``) on ``conn``,
+    just after its PutStream: size, CRC-32, SHA-256 and the tag under the stream's key."""
+    meant = sent if meant is None else meant
+    mac = rawstream.stream_mac(conn.session.stream_key(sending=True))
+    mac.update(meant)
+    return StreamEnd(
+        len(meant), zlib.crc32(meant), hashlib.sha256(meant).hexdigest(), mac.finalize()
+    )

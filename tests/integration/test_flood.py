@@ -20,8 +20,9 @@ import pytest
 import trio
 
 from config.topology import load_config
+from net.codec import NONCE_SIZE
 from net.messages import ConsoleRequest, PutStream
-from net.rpc import HEADER, MAX_PER_PEER, call, frame_codec, seal_frame
+from net.rpc import HEADER, MAX_PER_PEER, call, frame_codec, greet, seal_frame
 from scripts.localcluster import LocalCluster
 from scripts.samples import random_file
 
@@ -72,11 +73,13 @@ async def _flood(
         stream = await _connect("127.0.0.20", addr)
         async with stream:
             try:
-                await stream.send_all(seal_frame(codec, PutStream(f"flood{i}", 10_000_000)))
+                session = await greet(stream, codec)
+                await stream.send_all(seal_frame(session, PutStream(f"flood{i}", 10_000_000)))
                 while True:
                     await stream.send_all(b"x")
                     await trio.sleep(1)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError):
+                # EOFError: closed before its greeting (over a connection cap)
                 counts["slow_cut_off"] += 1
 
     async def unauth(i: int) -> None:
@@ -87,7 +90,7 @@ async def _flood(
             return
         async with stream:
             try:
-                await stream.send_all(HEADER.pack(16_000_000))
+                await stream.send_all(b"n" * NONCE_SIZE + HEADER.pack(16_000_000))
                 for _ in range(10):
                     await stream.send_all(b"\0" * 1_000_000)
                 await _until_closed(stream)

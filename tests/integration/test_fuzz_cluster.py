@@ -40,9 +40,10 @@ import trio
 import trio.lowlevel
 
 from net import wire
-from net.codec import Codec
+from net.codec import DATAGRAM_OVERHEAD as OVERHEAD
+from net.codec import Codec, DatagramCodec
 from net.messages import ConsoleReply, ConsoleRequest, Ping, PingReq, Update, UpdateKind
-from net.rpc import HEADER, MAX_FRAME, frame_codec
+from net.rpc import HEADER, MAX_FRAME, frame_codec, greet
 from node.commands import COMMANDS
 from scripts.localcluster import LocalCluster
 
@@ -230,7 +231,7 @@ class Tally:
     outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 
-async def tcp_case(addr: tuple[str, int], frame: bytes, tally: Tally) -> None:
+async def tcp_case(addr: tuple[str, int], codec: Codec, body: bytes, tally: Tally) -> None:
     try:
         stream = await trio.open_tcp_stream(*addr)
     except OSError as e:
@@ -238,13 +239,19 @@ async def tcp_case(addr: tuple[str, int], frame: bytes, tally: Tally) -> None:
         return
     async with stream:
         try:
+            with trio.move_on_after(REPLY_WAIT) as greeting:
+                session = await greet(stream, codec)  # the handshake, then one frame
+            if greeting.cancelled_caught:
+                tally.outcomes["no greeting"] += 1
+                return
+            frame = session.seal_bytes(body)
             await stream.send_all(HEADER.pack(len(frame)) + frame)
             with trio.move_on_after(REPLY_WAIT) as scope:
                 got = await stream.receive_some(65536)
                 tally.outcomes["answered" if got else "closed"] += 1
             if scope.cancelled_caught:
                 tally.outcomes["no answer yet (stream or slow)"] += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError):
             tally.outcomes["reset"] += 1
 
 
@@ -253,7 +260,8 @@ async def fuzz(cluster: LocalCluster, secret: bytes, seed: int) -> Tally:
     hostile = Hostile(rng)
     right = frame_codec(secret)
     wrong = frame_codec(b"not-the-cluster-secret")
-    datagrams = Codec(secret, DATAGRAM_LIMIT)
+    datagrams = DatagramCodec(secret, DATAGRAM_LIMIT)
+    forger = DatagramCodec(b"not-the-cluster-secret", 65507)
     tally = Tally()
     udp = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     await udp.bind(("127.0.0.1", 0))
@@ -261,15 +269,15 @@ async def fuzz(cluster: LocalCluster, secret: bytes, seed: int) -> Tally:
     deadline = trio.current_time() + TIME_BUDGET
     messages = sorted(wire.registered().items())
 
-    async def conversation(addr: tuple[str, int], frame: bytes) -> None:
+    async def conversation(addr: tuple[str, int], codec: Codec, body: bytes) -> None:
         try:
-            await tcp_case(addr, frame, tally)
+            await tcp_case(addr, codec, body, tally)
         finally:
             slots.release()
 
-    async def tcp(addr: tuple[str, int], frame: bytes) -> None:
+    async def tcp(addr: tuple[str, int], codec: Codec, body: bytes) -> None:
         await slots.acquire()  # at most CONCURRENCY in flight, and frames held
-        nursery.start_soon(conversation, addr, frame)
+        nursery.start_soon(conversation, addr, codec, body)
 
     with udp:
         # The known killers first, to every node: a suspicion of itself at the top of
@@ -280,7 +288,7 @@ async def fuzz(cluster: LocalCluster, secret: bytes, seed: int) -> Tally:
             top = Update(int(UpdateKind.SUSPECT), node.name, 2**64 - 1, by="fuzz")
             for msg in (Ping(1, "fuzz", 0, (top,)), PingReq(2, "fuzz", "x", node.host, 99999)):
                 tally.sent[(type(msg).__name__, "udp sealed")] += 1
-                await udp.sendto(datagrams.seal(msg), addr)
+                await udp.sendto(datagrams.seal(msg, node.port), addr)
         async with trio.open_nursery() as nursery:
             for _ in range(CASES_PER_TYPE):
                 for _, cls in messages:
@@ -308,29 +316,29 @@ async def fuzz(cluster: LocalCluster, secret: bytes, seed: int) -> Tally:
                     if body and len(body) + 16 <= MAX_FRAME:
                         if how < 0.55:
                             tally.sent[(name, "tcp sealed")] += 1
-                            await tcp(addr, right.seal_bytes(body))
+                            await tcp(addr, right, body)
                         elif how < 0.7:
                             tally.sent[(name, "tcp wrong secret")] += 1
-                            await tcp(addr, wrong.seal_bytes(body))
-                        elif how < 0.85 and len(body) + 16 <= DATAGRAM_LIMIT:
+                            await tcp(addr, wrong, body)
+                        elif how < 0.85 and len(body) + OVERHEAD <= DATAGRAM_LIMIT:
                             tally.sent[(name, "udp sealed")] += 1
-                            await udp.sendto(datagrams.seal_bytes(body), addr)
+                            await udp.sendto(datagrams.seal_body(body, node.port), addr)
                         elif how < 0.92:
                             tally.sent[(name, "udp unsealed")] += 1
                             await udp.sendto(body[:DATAGRAM_LIMIT], addr)
                         else:
                             tally.sent[(name, "udp wrong secret")] += 1
-                            forged = Codec(b"not-the-cluster-secret", 65507).seal_bytes(body)
+                            forged = forger.seal_body(body, node.port)
                             await udp.sendto(forged[:65507], addr)
                     # Wrong types, which only raw msgpack can carry, both ways.
                     if body and rng.random() < 0.3:
                         raw = hostile.wrong_types(msg)
-                        if len(raw) + 16 <= DATAGRAM_LIMIT and rng.random() < 0.5:
+                        if len(raw) + OVERHEAD <= DATAGRAM_LIMIT and rng.random() < 0.5:
                             tally.sent[(name, "udp sealed, wrong types")] += 1
-                            await udp.sendto(datagrams.seal_bytes(raw), addr)
+                            await udp.sendto(datagrams.seal_body(raw, node.port), addr)
                         elif len(raw) + 16 <= MAX_FRAME:
                             tally.sent[(name, "tcp sealed, wrong types")] += 1
-                            await tcp(addr, right.seal_bytes(raw))
+                            await tcp(addr, right, raw)
                     await trio.lowlevel.checkpoint()  # let the conversations run
     return tally
 
@@ -340,7 +348,8 @@ async def list_mem_within(addr: tuple[str, int], codec: Codec, limit: float) -> 
     with trio.fail_after(limit):
         stream = await trio.open_tcp_stream(*addr)
         async with stream:
-            frame = codec.seal(ConsoleRequest("list_mem"))
+            session = await greet(stream, codec)
+            frame = session.seal(ConsoleRequest("list_mem"))
             await stream.send_all(HEADER.pack(len(frame)) + frame)
             while True:
                 header = b""
@@ -350,7 +359,7 @@ async def list_mem_within(addr: tuple[str, int], codec: Codec, limit: float) -> 
                 body = b""
                 while len(body) < length:
                     body += await stream.receive_some(length - len(body))
-                reply = codec.open(body)
+                reply = session.open(body)
                 if isinstance(reply, ConsoleReply):
                     assert reply.ok, reply.error
                     return reply.data

@@ -19,7 +19,7 @@ import trio
 
 from config.topology import MembershipConfig, Node
 from membership.core import MembershipCore, Send
-from net.codec import Codec
+from net.codec import DatagramCodec
 from net.messages import Gossip, MemberRecord, Merge, Status, Update, UpdateKind
 from net.transport import DatagramTransport
 from tests.helpers.memcluster import SimCluster, SimMember
@@ -293,7 +293,7 @@ def test_a_merge_fits_one_datagram_with_many_members():
     core.start(0.0, [MemberRecord(n.name, n.host, n.port, 7, 0) for n in nodes])
     records = core._merge_records()
     assert records[0].name == "member-000"
-    sealed = Codec(b"k", CFG.max_datagram).seal(Merge("member-000", True, records))
+    sealed = DatagramCodec(b"k", CFG.max_datagram).seal(Merge("member-000", True, records))
     assert len(sealed) <= CFG.max_datagram
     assert 10 < len(records) < 200
 

@@ -14,7 +14,7 @@ import trio
 
 from config.topology import MembershipConfig
 from membership.core import Send
-from net.codec import Codec
+from net.codec import Codec, DatagramCodec
 from net.messages import (
     Ack,
     ConsoleRequest,
@@ -252,16 +252,17 @@ async def test_garbage_datagrams_are_dropped_counted_and_the_service_keeps_runni
     cluster = await converged_cluster(nursery, 5, seed=11)
     target = cluster.members["H2"]
     rogue = cluster.network.endpoint(("10.6.6.6", 666))
-    codec = Codec(SECRET, CFG.max_datagram)
+    codec = DatagramCodec(SECRET, CFG.max_datagram, clock=trio.current_time)
+    port = target.node.address[1]
     for junk in (
         b"",
         b"\x00" * 10,
         b"\xff" * 1000,
         b"x" * 5000,  # oversize
         Codec(b"not-our-secret", 1400).seal(Ping(1, "H9", 0)),
-        codec.seal_bytes(b"\xc1\xc1\xc1"),  # authentic, but not msgpack
-        codec.seal(ConsoleRequest("ls")),  # authentic, but not a datagram message
-        codec.seal(ErrorReply("hi")),
+        codec.seal_body(b"\xc1\xc1\xc1", port),  # authentic, but not msgpack
+        codec.seal(ConsoleRequest("ls"), port),  # authentic, but not a datagram message
+        codec.seal(ErrorReply("hi"), port),
     ):
         await rogue.send(junk, target.node.address)
     await trio.sleep(0.5)
@@ -273,10 +274,10 @@ async def test_garbage_datagrams_are_dropped_counted_and_the_service_keeps_runni
         "unexpected_type": 2,
     }
     # Still serving: an authentic ping is acked...
-    await rogue.send(codec.seal(Ping(99, "H9", 0)), target.node.address)
+    await rogue.send(codec.seal(Ping(99, "H9", 0), port), target.node.address)
     with trio.fail_after(1):
         data, src = await rogue.receive()
-    ack = codec.open(data)
+    ack = codec.open(data, 666)
     assert (
         isinstance(ack, Ack) and (ack.seq, ack.sender) == (99, "H2") and src == target.node.address
     )
@@ -348,7 +349,7 @@ async def test_datagrams_with_numbers_out_of_range_are_dropped_and_counted(nurse
     target = cluster.members["H2"]
     incarnation = target.core.incarnation
     rogue = cluster.network.endpoint(("10.6.6.6", 666))
-    codec = Codec(SECRET, CFG.max_datagram)
+    codec = DatagramCodec(SECRET, CFG.max_datagram, clock=trio.current_time)
     top = 2**64 - 1  # the largest number msgpack carries
     for msg in (
         # A suspicion of H2 this high would make it refute at 2**64, which no message
@@ -361,7 +362,7 @@ async def test_datagrams_with_numbers_out_of_range_are_dropped_and_counted(nurse
         Ping(-1, "H9", 0),
         Ack(4, "H9", top),
     ):
-        await rogue.send(codec.seal(msg), target.node.address)
+        await rogue.send(codec.seal(msg, target.node.address[1]), target.node.address)
     await trio.sleep(0.5)
     assert target.service.codec.rejected == {"out_of_range": 7}
     assert target.core.incarnation == incarnation

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from net import rpc
+from net.codec import NONCE_SIZE
 from net.messages import ConsoleReply, ConsoleRequest
 from net.rpc import HEADER, RpcServer, call, frame_codec, open_connection
 from net.transport import Address
@@ -81,7 +82,7 @@ async def test_a_frame_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline(monk
         stream = await trio.open_tcp_stream(*addr)
         async with stream:
             start = trio.current_time()
-            await stream.send_all(HEADER.pack(100))
+            await stream.send_all(b"n" * NONCE_SIZE + HEADER.pack(100))
             with trio.move_on_after(5):
                 try:
                     while True:  # each byte would reset an idle timer
@@ -97,11 +98,12 @@ async def test_a_frame_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline(monk
 async def test_unauthenticated_large_frames_share_one_budget() -> None:
     async with serving(unverified_bytes=300_000) as (server, addr):
         first = await trio.open_tcp_stream(*addr)
-        await first.send_all(HEADER.pack(200_000) + b"\0" * 100_000)  # holds 200 kB
+        nonce = b"n" * NONCE_SIZE
+        await first.send_all(nonce + HEADER.pack(200_000) + b"\0" * 100_000)  # holds 200 kB
         await trio.sleep(0.2)
         assert server.unverified_free == 100_000
         second = await trio.open_tcp_stream(*addr)
-        await second.send_all(HEADER.pack(200_000) + b"\0" * 1000)
+        await second.send_all(nonce + HEADER.pack(200_000) + b"\0" * 1000)
         assert await closed_by_server(second)
         assert server.rejected["unverified_budget"] == 1
         # Small frames need no budget: a caller with the secret is still answered.

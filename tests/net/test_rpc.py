@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from net import rpc
-from net.codec import Codec
+from net.codec import HELLO_MAGIC, HELLO_SIZE, NONCE_SIZE, SERVER, Codec
 from net.messages import ConsoleReply, ConsoleRequest, ErrorReply, Ping
 from net.rpc import HEADER, MAX_FRAME, RpcError, RpcServer, call, frame_codec, read_frame
 from net.transport import Address
@@ -45,13 +45,16 @@ def closed_port() -> int:
     return port
 
 
-async def raw_exchange(addr: Address, payload: bytes) -> bytes:
-    """Send raw bytes; what comes back before the server closes (or resets) the connection."""
+async def raw_exchange(addr: Address, payload: bytes, nonce: bytes = b"n" * NONCE_SIZE) -> bytes:
+    """Send a client nonce and raw bytes; what comes back after the server's hello before
+    it closes (or resets) the connection."""
     stream = await trio.open_tcp_stream(*addr)
     got = b""
     async with stream:
+        hello = await rpc._receive_exactly(stream, HELLO_SIZE)
+        assert hello.startswith(HELLO_MAGIC)
         try:
-            await stream.send_all(payload)
+            await stream.send_all(nonce + payload)
             await stream.send_eof()  # a peer that stops mid-frame, at worst
             with trio.fail_after(5):
                 while chunk := await stream.receive_some():
@@ -73,11 +76,33 @@ async def test_one_connection_carries_several_requests_in_order():
     async with serving() as (_, addr):
         stream = await trio.open_tcp_stream(*addr)
         async with stream:
+            session = await rpc.greet(stream, codec)
             for i in range(5):
-                await rpc.write_frame(stream, codec, ConsoleRequest(f"c{i}"))
+                await rpc.write_frame(stream, session, ConsoleRequest(f"c{i}"))
             for i in range(5):
-                reply = await read_frame(stream, codec)
+                reply = await read_frame(stream, session)
                 assert reply.data["command"] == f"c{i}"
+
+
+async def test_a_request_replayed_on_a_new_connection_is_refused_and_counted():
+    """The bytes of a whole authenticated request (nonce and frame), sent again on a new
+    connection: the server's fresh nonce makes another key, so the frame fails."""
+    codec = frame_codec(SECRET)
+    calls: list[str] = []
+
+    async def counting(request: Any, addr: Address) -> Any:
+        calls.append(request.command)
+        return await echo(request, addr)
+
+    async with serving(counting) as (server, addr):
+        stream = await trio.open_tcp_stream(*addr)
+        async with stream:
+            session, nonce = await rpc.client_handshake(stream, codec)
+            recorded = nonce + rpc.seal_frame(session, ConsoleRequest("delete", ("f",)))
+            await stream.send_all(recorded)
+            assert (await read_frame(stream, session)).ok
+        assert await raw_exchange(addr, recorded, nonce=b"") == b""
+        assert calls == ["delete"] and server.codec.rejected["bad_mac"] == 1
 
 
 async def test_handler_exception_becomes_an_error_reply(caplog):
@@ -113,9 +138,13 @@ async def test_garbage_and_truncated_frames_close_only_that_connection():
         assert await raw_exchange(addr, b"GET / HTTP/1.0\r\n\r\n") == b""
         assert await raw_exchange(addr, HEADER.pack(50) + b"short") == b""
         assert await raw_exchange(addr, b"\x00\x00") == b""
-        authentic_garbage = frame_codec(SECRET).seal_bytes(b"\xc1")
-        payload = HEADER.pack(len(authentic_garbage)) + authentic_garbage
-        assert await raw_exchange(addr, payload) == b""
+        stream = await trio.open_tcp_stream(*addr)
+        async with stream:
+            session = await rpc.greet(stream, frame_codec(SECRET))
+            authentic_garbage = session.seal_bytes(b"\xc1")
+            await stream.send_all(HEADER.pack(len(authentic_garbage)) + authentic_garbage)
+            with trio.fail_after(5):
+                assert await stream.receive_some() == b""
         assert server.codec.rejected["malformed"] == 1
         assert (await call(addr, frame_codec(SECRET), ConsoleRequest("ok"))).ok
 
@@ -130,9 +159,13 @@ async def test_a_client_with_another_secret_gets_a_one_line_rpc_error():
 
 async def test_a_reply_that_fails_authentication_is_an_rpc_error():
     async def impostor(stream: trio.SocketStream) -> None:
+        nonce = b"s" * NONCE_SIZE
+        await stream.send_all(HELLO_MAGIC + nonce)
+        client_nonce = await rpc._receive_exactly(stream, NONCE_SIZE)
         (length,) = HEADER.unpack(await rpc._receive_exactly(stream, HEADER.size))
         await rpc._receive_exactly(stream, length)  # whatever it is, answer it
-        await rpc.write_frame(stream, frame_codec(b"impostor"), ErrorReply("hi"))
+        session = frame_codec(b"impostor").session(nonce, client_nonce, SERVER)
+        await rpc.write_frame(stream, session, ErrorReply("hi"))
 
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(trio.serve_tcp, impostor, 0)
@@ -183,8 +216,9 @@ async def test_an_idle_connection_is_cut_off(monkeypatch):
     async with serving() as (_, addr):
         stream = await trio.open_tcp_stream(*addr)
         async with stream:
-            await stream.send_all(b"\x00\x00")  # half a header, then silence
+            await stream.send_all(b"\x00\x00")  # half a nonce, then silence
             with trio.fail_after(5):
+                assert (await stream.receive_some()).startswith(HELLO_MAGIC)
                 assert await stream.receive_some() == b""
 
 

@@ -547,7 +547,7 @@ def test_a_noted_arrival_is_ingested_without_reading_it_again(
 ) -> None:
     """The transfer server checked it whole; ingest trusts that note, once."""
     path = store.incoming / arrive(store, b"payload")
-    store.arrivals.note(path)
+    store.arrivals.note(path, hashlib.sha256(b"payload").hexdigest())
 
     def no_hash(p: Path) -> str:
         raise AssertionError(f"{p} was hashed again")
@@ -559,7 +559,7 @@ def test_a_noted_arrival_is_ingested_without_reading_it_again(
 
 def test_a_noted_file_that_was_replaced_is_hashed_again(store: ReplicaStore) -> None:
     path = store.incoming / arrive(store, b"12345")
-    store.arrivals.note(path)
+    store.arrivals.note(path, hashlib.sha256(b"12345").hexdigest())
     path.unlink()
     arrive(store, b"12346")  # same name and size, another file
     message = store_error(store.ingest, rec(NAME, 1, b"12345"), path.name)
@@ -569,9 +569,27 @@ def test_a_noted_file_that_was_replaced_is_hashed_again(store: ReplicaStore) -> 
 
 def test_an_unnoted_file_is_hashed(store: ReplicaStore) -> None:
     other = store.incoming / arrive(store, b"abc", "other")
-    store.arrivals.note(other)  # a note for another file says nothing about this one
+    # A note for another file says nothing about this one.
+    store.arrivals.note(other, hashlib.sha256(b"12345").hexdigest())
     message = store_error(store.ingest, rec(NAME, 1, b"12345"), arrive(store, b"12346"))
     assert "checksum" in message
+
+
+def test_a_noted_arrival_is_checked_against_the_granted_digest(
+    store: ReplicaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The note carries the SHA-256 verified on arrival; a file whose verified digest is
+    not the record's (the leader's grant) is refused without being read again."""
+    path = store.incoming / arrive(store, b"forged!")
+    store.arrivals.note(path, hashlib.sha256(b"forged!").hexdigest())
+
+    def no_hash(p: Path) -> str:
+        raise AssertionError(f"{p} was hashed again")
+
+    monkeypatch.setattr("sdfs.store.sha256_file", no_hash)
+    message = store_error(store.ingest, rec(NAME, 1, b"genuine"), path.name)
+    assert "checksum" in message
+    assert store.records() == []
 
 
 def test_old_incoming_leftovers_are_collected(store: ReplicaStore) -> None:

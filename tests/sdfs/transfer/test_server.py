@@ -9,10 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from net.messages import ErrorReply, GetStream, PutStream, StreamEnd
+from net.messages import ErrorReply, GetStream, PutStream
 from net.rpc import frame_codec
 from sdfs.transfer import Peer, TcpTransfer, TransferError, TransferServer
-from tests.helpers.transfers import SECRET, make_env, node_dirs, raw_client, tcp_server, write
+from tests.helpers.transfers import (
+    SECRET,
+    make_env,
+    node_dirs,
+    raw_client,
+    tcp_server,
+    upload_end,
+    write,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,11 +44,56 @@ async def test_tcp_receiver_refuses_bytes_that_do_not_match_the_senders_checksum
     async with raw_client(server) as conn:
         await conn.send(PutStream("n", 3))
         await conn.stream.send_all(b"abc")
-        await conn.send(StreamEnd(3, zlib.crc32(b"abd")))  # what the sender meant to send
+        await conn.send(upload_end(conn, b"abc", meant=b"abd"))  # it meant to send abd
         reply = await conn.receive()
     assert isinstance(reply, ErrorReply) and "arrived damaged" in reply.error
     assert list(incoming.iterdir()) == []
     assert not server.arrivals.take(incoming / "n")
+
+
+def crc_twin(data: bytes) -> bytes:
+    """Other bytes of the same length with the same CRC-32: for equal lengths,
+    crc(a ^ d) = crc(a) ^ crc(d) ^ crc(zeros), so a set of bit flips whose
+    crc(d) ^ crc(zeros) cancel (33 flips are linearly dependent in 32 bits) keeps it."""
+    zeros = zlib.crc32(bytes(len(data)))
+    basis: dict[int, tuple[int, int]] = {}  # leading bit -> (crc difference, flips)
+    for bit in range(33):
+        flip = bytearray(len(data))
+        flip[bit // 8] = 1 << (bit % 8)
+        value, flips = zlib.crc32(bytes(flip)) ^ zeros, 1 << bit
+        while value:
+            top = value.bit_length() - 1
+            if top not in basis:
+                basis[top] = (value, flips)
+                break
+            value, flips = value ^ basis[top][0], flips ^ basis[top][1]
+        else:
+            twin = bytearray(data)
+            for b in range(33):
+                if flips >> b & 1:
+                    twin[b // 8] ^= 1 << (b % 8)
+            return bytes(twin)
+    raise AssertionError("33 vectors in 32 bits are always dependent")
+
+
+async def test_a_stream_altered_on_the_wire_with_its_crc_kept_is_refused(tmp_path: Path) -> None:
+    """Someone who can splice bytes into the connection forges the CRC-32 with ease; the
+    SHA-256 in the trailer, sealed with the connection's key, still refuses the bytes, and
+    nothing is renamed into place or noted for ingest."""
+    genuine = b"the model weights, v1"
+    forged = crc_twin(genuine)
+    assert forged != genuine and zlib.crc32(forged) == zlib.crc32(genuine)
+    incoming, store = node_dirs(tmp_path)
+    server = TransferServer(incoming, store, node_name="H2")
+    async with raw_client(server) as conn:
+        await conn.send(PutStream("n", len(genuine)))
+        await conn.stream.send_all(forged)  # the bytes as altered in transit
+        await conn.send(upload_end(conn, forged, meant=genuine))
+        reply = await conn.receive()
+    assert isinstance(reply, ErrorReply) and "arrived damaged" in reply.error
+    assert list(incoming.iterdir()) == []
+    assert server.arrivals.take(incoming / "n") is None
+    assert server.damaged == 1 and server.uploads == 0
 
 
 async def test_tcp_download_through_a_symlink_out_of_the_store_is_refused(tmp_path: Path) -> None:

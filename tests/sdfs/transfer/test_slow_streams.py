@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import os
 import socket
-import zlib
 from pathlib import Path
 
 import pytest
 import trio
 
 from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
-from net.rpc import Connection, connect, frame_codec, open_connection
+from net.rpc import Connection, client_handshake, connect, frame_codec, open_connection
 from sdfs.transfer import TransferServer
 from sdfs.transfer.rawstream import Floor, StreamBroken
-from tests.helpers.transfers import SECRET, node_dirs, raw_client, tcp_server, write
+from tests.helpers.transfers import (
+    SECRET,
+    node_dirs,
+    raw_client,
+    tcp_server,
+    upload_end,
+    write,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,9 +101,10 @@ async def test_slow_streams_do_not_take_the_default_thread_limiter(tmp_path: Pat
         other = await connect_from_other(port)
         await other.send(PutStream("other", 3))
         await other.stream.send_all(b"abc")
-        await other.send(StreamEnd(3, zlib.crc32(b"abc")))
+        end = upload_end(other, b"abc")
+        await other.send(end)
         with trio.fail_after(5):
-            assert await other.receive() == StreamEnd(3, zlib.crc32(b"abc"))
+            assert await other.receive() == StreamEnd(3, end.crc32, end.sha256, b"")
         await other.aclose()
         for conn in conns:
             await conn.aclose()
@@ -110,7 +117,9 @@ async def connect_from_other(port: int) -> Connection:
     sock = trio.socket.socket()
     await sock.bind(("127.0.0.2", 0))
     await sock.connect(("127.0.0.1", port))
-    return Connection(trio.SocketStream(sock), frame_codec(SECRET), ("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    session, nonce = await client_handshake(stream, frame_codec(SECRET))
+    return Connection(stream, session, ("127.0.0.1", port), nonce)
 
 
 async def _open(port: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

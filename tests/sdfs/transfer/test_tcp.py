@@ -32,7 +32,9 @@ async def test_tcp_checksum_mismatch_is_detected(tmp_path: Path) -> None:
 
     async def lying(request: Any, conn: Connection) -> Any:
         reply = await server.handle(request, conn)
-        return StreamEnd(reply.size, reply.crc32 ^ 1) if isinstance(reply, StreamEnd) else reply
+        if isinstance(reply, StreamEnd):
+            return StreamEnd(reply.size, reply.crc32 ^ 1, reply.sha256, reply.tag)
+        return reply
 
     async with tcp_server(server, lying) as port:
         peer = Peer("H2", "127.0.0.1", port, None, str(incoming), str(store))
@@ -100,7 +102,8 @@ async def test_tcp_push_many_reaches_every_healthy_receiver(tmp_path: Path, big_
         assert result.size == BIG and result.sha256 == digest and result.crc32 is not None
         arrived = servers[i].incoming_dir / "v1-x"
         assert sha256(arrived) == digest
-        assert servers[i].arrivals.take(arrived), "a checked arrival is noted for ingest"
+        noted = servers[i].arrivals.take(arrived)
+        assert noted == digest, "a checked arrival is noted for ingest, with its digest"
     assert isinstance(results[1], TransferError)
     assert "not enough disk space on H1" in str(results[1])
     assert isinstance(results[2], TransferError) and "upload to H2" in str(results[2])
