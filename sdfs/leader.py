@@ -92,6 +92,10 @@ REPAIR_BYTES_PER_SECOND_FLOOR = 100e3
 INVENTORY_RETRY_INTERVAL = 5.0
 # How often expired grants, and entries of names that no longer exist, are forgotten.
 GRANT_SWEEP_INTERVAL = 60.0
+# Repair orders out at once.  A node that held 80,000 files fails: ordering them all
+# at once opens 80,000 calls (refused past the per-peer connection cap, and starving
+# every other request); in batches, each file waits only for the ones before it.
+MAX_REPAIRS_IN_FLIGHT = 64
 # Repairs remembered in repair_log (for logs and tests): the newest ones.
 REPAIR_LOG_SIZE = 1000
 
@@ -127,6 +131,7 @@ class SdfsLeader:
         # is planned again at once, from what is known now (its source may be gone).
         self._failures = 0
         self._wake_repair = trio.Event()
+        self._capped = False  # the last plan stopped at MAX_REPAIRS_IN_FLIGHT
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -469,7 +474,10 @@ class SdfsLeader:
                 )
             self._reported_lost = lost
             assert self._nursery is not None
-            for repair in metadata.repairs(ring, self.clock()):
+            room = MAX_REPAIRS_IN_FLIGHT - len(self._repairs)
+            planned = metadata.repairs(ring, self.clock(), limit=max(room, 0))
+            self._capped = len(planned) >= room
+            for repair in planned:
                 # A repair runs as long as its copy does (a big file on a slow link
                 # takes minutes): the loop goes on meanwhile, and never orders the same
                 # file twice at once.
@@ -502,6 +510,9 @@ class SdfsLeader:
             return
         finally:
             self._repairs.pop(repair.name, None)
+            if self._capped and len(self._repairs) <= MAX_REPAIRS_IN_FLIGHT // 2:
+                self._capped = False
+                self._wake_repair.set()  # the next batch
             if self._failures != failures:
                 # Someone failed while this order ran (its source, or a target): plan
                 # again now, from what is known now, rather than at the next interval.

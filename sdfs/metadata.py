@@ -298,8 +298,15 @@ class Metadata:
 
     # --- repair ----------------------------------------------------------------
 
-    def repairs(self, ring: Sequence[str], now: float, retry_after: float = 30.0) -> list[Repair]:
-        """Orders that bring every file back to ``replication`` live copies.
+    def repairs(
+        self,
+        ring: Sequence[str],
+        now: float,
+        retry_after: float = 30.0,
+        limit: int | None = None,
+    ) -> list[Repair]:
+        """Orders that bring every file back to ``replication`` live copies (at most
+        ``limit`` of them, in name order).
 
         ``ring`` is the live members in ring order.  A file with an order out
         less than ``retry_after`` seconds ago is left alone.
@@ -309,6 +316,8 @@ class Metadata:
         out: list[Repair] = []
         files = self.files
         for name in files.names_after(""):  # in name order, without a sort
+            if limit is not None and len(out) >= limit:
+                break
             f = files[name]
             newest = f.newest()
             if newest is None:

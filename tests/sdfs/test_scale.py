@@ -17,15 +17,23 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import msgpack
 import pytest
 import trio
 
 import sdfs.metadata
 from config.topology import default_config
-from net.messages import ConsoleItems, ConsoleReply, ConsoleRequest, VersionRecord, VersionState
+from net.messages import (
+    ConsoleItems,
+    ConsoleReply,
+    ConsoleRequest,
+    Inventory,
+    VersionRecord,
+    VersionState,
+)
 from net.rpc import MAX_FRAME, frame_codec
 from node.app import NodeApp
-from sdfs.leader import GRANT_SWEEP_INTERVAL, REPAIR_LOG_SIZE, LeaderState
+from sdfs.leader import GRANT_SWEEP_INTERVAL, MAX_REPAIRS_IN_FLIGHT, REPAIR_LOG_SIZE, LeaderState
 from sdfs.store import ReplicaStore
 from sdfs.tombstones import STAMP
 from tests.helpers.sdfs_cluster import SdfsCluster
@@ -263,3 +271,44 @@ def test_entries_granted_and_never_written_are_forgotten(tmp_path: Path) -> None
     assert m.purge(EMPTY_ENTRY_TTL - 1, grace=10.0) == []
     assert m.purge(EMPTY_ENTRY_TTL, grace=10.0) == ["a"]
     assert set(m.files) == {"b"}
+
+
+async def test_repairs_of_many_files_go_out_in_batches(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # 300 files on H2..H5 (four copies each); H5 dies, so every one needs a copy.
+    cluster = SdfsCluster(nursery, tmp_path, 5, delay=0.25)
+    await cluster.start()
+    index = many_records(300)
+    for node in ("H2", "H3", "H4", "H5"):
+        stuff(cluster.service(node).store, index)
+    leader = cluster.leader("H1")
+    assert leader.metadata is not None
+    for versions in index.values():
+        leader.metadata.put_done(versions[1], ["H2", "H3", "H4", "H5"])
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            most = max(most, len(leader._repairs))
+            await trio.sleep(0.01)
+
+    nursery.start_soon(watch)
+    cluster.crash("H5")
+    await cluster.wait_until(lambda: len(leader.repair_log) >= 300, 120)
+    assert most == MAX_REPAIRS_IN_FLIGHT
+
+
+def test_inventory_pages_decode_fast_and_still_refuse_a_bad_record() -> None:
+    from net.wire import DecodeError, decode, encode
+
+    page = Inventory("H2", tuple(many_records(3)[name_of(1)].values()), name_of(1), True)
+    assert decode(encode(page)) == page
+    raw = msgpack.unpackb(encode(page))
+    raw[3][0][1] = True  # a bool where the version (an int) goes
+    with pytest.raises(DecodeError, match="VersionRecord.version: expected an integer"):
+        decode(msgpack.packb(raw))
+    raw[3][0][1] = 1.5  # a float where an int goes
+    with pytest.raises(DecodeError):
+        decode(msgpack.packb(raw))
