@@ -41,7 +41,7 @@ import enum
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -58,7 +58,6 @@ from net.messages import (
     DropReplica,
     FileList,
     Inventory,
-    InventoryRequest,
     ListFiles,
     Locate,
     LocatedVersion,
@@ -71,7 +70,8 @@ from net.messages import (
     VersionRecord,
 )
 from net.rpc import RPC_TIMEOUT, RpcError
-from sdfs.checks import check_record, check_size, usable_records
+from sdfs.checks import check_record, check_size
+from sdfs.inventories import fold_outdated, inventory_pages, usable
 from sdfs.metadata import Metadata, Repair, placement, write_quorum
 from sdfs.names import check_name
 from sdfs.pages import PAGE_NAMES
@@ -184,7 +184,7 @@ class SdfsLeader:
 
         async def gather(node: str) -> None:
             try:
-                async for records, outdated in self._pages(node):
+                async for records, outdated in inventory_pages(self.view, node, "", self.log):
                     if outdated:
                         held_back.setdefault(node, []).extend(records)
                     else:
@@ -201,8 +201,8 @@ class SdfsLeader:
         # If every node that answered is outdated, the whole cluster was down longer
         # than the grace period: nobody purged a tombstone they missed since.
         everyone = len(held_back) == len(answered)
-        drops = {
-            node: self._fold_outdated(metadata, node, records, everyone)
+        owed = {
+            node: fold_outdated(metadata, node, records, everyone, self.clock(), self.log)
             for node, records in held_back.items()
         }
         if self.view.leader() != self.name:  # leadership moved on while we gathered
@@ -225,51 +225,8 @@ class SdfsLeader:
         assert self._nursery is not None
         for node in sorted(silent):
             self._nursery.start_soon(self._ask_until_answered, metadata, node, started)
-        for node, dropped in drops.items():
-            self._nursery.start_soon(self._send_tombstones, node, [], dropped)
-
-    async def _pages(
-        self, node: str, after: str = ""
-    ) -> AsyncIterator[tuple[list[VersionRecord], bool]]:
-        """``node``'s inventory from ``after`` on, page by page: (its usable records,
-        whether the node is outdated).  RpcError if a page gets no answer within
-        RPC_TIMEOUT (each page has its own), or a reply that is not a page after the
-        last one."""
-        while True:
-            reply = await self.view.call(node, InventoryRequest(after), RPC_TIMEOUT)
-            if not isinstance(reply, Inventory):
-                raise RpcError(f"{node} answered the inventory with {type(reply).__name__}")
-            yield self._usable(node, reply.records), reply.outdated
-            if not reply.next_after:
-                return
-            if reply.next_after <= after:
-                raise RpcError(f"{node}'s inventory pages went backwards")
-            after = reply.next_after
-
-    def _fold_outdated(
-        self, metadata: Metadata, node: str, records: list[VersionRecord], everyone: bool
-    ) -> list[VersionRecord]:
-        """Fold what an outdated node holds (sdfs.tombstones): only copies the leader
-        already knows of (or, if ``everyone`` is outdated, all of it).  Returns the
-        copies it must drop: a name only it knows may be a delete it missed whose
-        tombstones have since been purged, and a version the others do not know may
-        come from before such a delete."""
-        if everyone:
-            metadata.add_inventory(node, records, self.clock())
-            return []
-        keep = [r for r in records if metadata.known(r)]
-        drop = [r for r in records if not metadata.known(r)]
-        metadata.add_inventory(node, keep, self.clock())
-        if drop:
-            self.log.warning(
-                "%s was away longer than the tombstone grace period: dropping %d of its "
-                "copies nobody else vouches for (first: %s v%d)",
-                node,
-                len(drop),
-                drop[0].name,
-                drop[0].version,
-            )
-        return drop
+        for node, (stale, dropped) in owed.items():
+            self._nursery.start_soon(self._send_tombstones, node, stale, dropped)
 
     async def _absorb(
         self, metadata: Metadata, node: str, after: str = ""
@@ -279,10 +236,14 @@ class SdfsLeader:
         stale: list[tuple[str, int]] = []
         drop: list[VersionRecord] = []
         count = 0
-        async for records, outdated in self._pages(node, after):
+        async for records, outdated in inventory_pages(self.view, node, after, self.log):
             count += len(records)
             if outdated:
-                drop += self._fold_outdated(metadata, node, records, False)
+                missed, dropped = fold_outdated(
+                    metadata, node, records, False, self.clock(), self.log
+                )
+                stale += missed
+                drop += dropped
             else:
                 stale += metadata.add_inventory(node, records, self.clock())
             self._wake_repair.set()
@@ -332,22 +293,6 @@ class SdfsLeader:
         for r in drop:
             with contextlib.suppress(RpcError):
                 await self.view.call(node, DropReplica(r.name, r.version, r.put_id))
-
-    def _usable(
-        self, node: str, records: tuple[VersionRecord, ...] | list[VersionRecord]
-    ) -> list[VersionRecord]:
-        """The records of ``node``'s inventory that may be folded in (sdfs.checks);
-        a bad one (a name like ../x, a version beyond 2**53) is left out and logged."""
-        good, refused = usable_records(records)
-        if refused:
-            self.log.warning(
-                "left %d record%s of %s's inventory out: %s",
-                len(refused),
-                "" if len(refused) == 1 else "s",
-                node,
-                refused[0],
-            )
-        return good
 
     def _ready(self) -> Metadata:
         leader = self.view.leader()
@@ -401,10 +346,11 @@ class SdfsLeader:
                 " and more" if request.next_after else "",
             )
             metadata.node_gone(request.node)
-            records = self._usable(request.node, request.records)
+            records = usable(request.node, request.records, self.log)
             if request.outdated:
-                drop = self._fold_outdated(metadata, request.node, records, False)
-                stale = []
+                stale, drop = fold_outdated(
+                    metadata, request.node, records, False, self.clock(), self.log
+                )
             else:
                 drop, stale = [], metadata.add_inventory(request.node, records, self.clock())
             self._wake_repair.set()

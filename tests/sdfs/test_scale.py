@@ -307,8 +307,28 @@ def test_inventory_pages_decode_fast_and_still_refuse_a_bad_record() -> None:
     assert decode(encode(page)) == page
     raw = msgpack.unpackb(encode(page))
     raw[3][0][1] = True  # a bool where the version (an int) goes
-    with pytest.raises(DecodeError, match="VersionRecord.version: expected an integer"):
+    with pytest.raises(DecodeError, match=r"VersionRecord\.version: expected an integer"):
         decode(msgpack.packb(raw))
     raw[3][0][1] = 1.5  # a float where an int goes
     with pytest.raises(DecodeError):
         decode(msgpack.packb(raw))
+
+
+async def test_an_outdated_node_still_learns_of_a_delete_whose_tombstone_is_kept(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    cluster = SdfsCluster(nursery, tmp_path, 5, delay=0.25)
+    cluster.config = dataclasses.replace(cluster.config, tombstone_grace=1000.0)
+    await cluster.start()
+    await cluster.put("H3", "gone.txt", b"old bytes\n")
+    away = cluster.holders("gone.txt", 1)[-1]
+    cluster.crash(away)
+    await cluster.wait_until(lambda: away not in cluster.service("H1").peers.ring(), 60)
+    await cluster.client("H3").delete("gone.txt")
+    age(tmp_path / away / "sdfs" / STAMP, 1001)
+    await cluster.restart(away, "H1")
+    assert cluster.service(away).replica.outdated
+    await cluster.wait_until(
+        lambda: [r.state for r in cluster.records(away, "gone.txt")] == [VersionState.DELETED], 60
+    )
+    assert await cluster.client("H2").ls_all() == []
