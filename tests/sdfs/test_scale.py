@@ -11,6 +11,7 @@ seam: writing 150,000 files is minutes of disk work) so each test takes seconds.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -332,3 +333,19 @@ async def test_an_outdated_node_still_learns_of_a_delete_whose_tombstone_is_kept
         lambda: [r.state for r in cluster.records(away, "gone.txt")] == [VersionState.DELETED], 60
     )
     assert await cluster.client("H2").ls_all() == []
+
+
+async def test_python_m_console_store_prints_150000_names_from_a_real_node(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from console.__main__ import main
+    from tests.console.conftest import start_node
+
+    node = await start_node(nursery, tmp_path)
+    index = many_records()
+    stuff(node.app.sdfs.store, index)
+    capsys.readouterr()
+    code = await trio.to_thread.run_sync(main, node.argv("store", json=True))
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"node": "H1", "files": sorted(index)}
