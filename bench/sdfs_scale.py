@@ -73,7 +73,7 @@ def fill(root: str, names: list[str], size: int) -> int:
         record = VersionRecord(
             name,
             1,
-            uuid.uuid4().hex,
+            hashlib.md5(name.encode()).hexdigest(),  # one put: the same id on every holder
             size,
             hashlib.sha256(data).hexdigest(),
             int(VersionState.COMMITTED),
