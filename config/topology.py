@@ -159,6 +159,10 @@ class ClusterConfig:
     replication: int = 4
     # Versions of each SDFS file kept (get-versions reads back this far).
     versions_kept: int = 5
+    # Seconds a deleted SDFS file's tombstone is kept (on disk and by the leader)
+    # before it is purged: Cassandra's gc_grace_seconds, and the same default (10
+    # days).  A node away longer than this comes back "outdated" (sdfs.tombstones).
+    tombstone_grace: float = 864_000.0
     # "scp" (paramiko over SSH) or "tcp" (the nodes' own authenticated stream).
     transfer: str = "scp"
     ssh: SSHConfig = field(default_factory=SSHConfig)
@@ -233,6 +237,8 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "replication": int,
     "versions_kept": int,
     "transfer": str,
+    # Beyond INTERFACE.md: SDFS tombstone grace period in seconds.
+    "tombstone_grace": (int, float),
     # Beyond INTERFACE.md: the rest of MembershipConfig, for tuning.
     "indirect_probes": int,
     "gossip_interval": (int, float),
@@ -425,6 +431,9 @@ def config_from_dict(
     versions_kept = cluster.get("versions_kept", 5)
     if versions_kept < 1:
         raise ConfigError(f"cluster.versions_kept: must be at least 1, got {versions_kept}")
+    tombstone_grace = float(cluster.get("tombstone_grace", 864_000.0))
+    if not tombstone_grace > 0:
+        raise ConfigError(f"cluster.tombstone_grace: must be positive, got {tombstone_grace:g}")
     transfer = cluster.get("transfer", "scp")
     if transfer not in ("scp", "tcp"):
         raise ConfigError(f"cluster.transfer: expected 'scp' or 'tcp', got {transfer!r}")
@@ -439,6 +448,7 @@ def config_from_dict(
         membership=membership,
         replication=replication,
         versions_kept=versions_kept,
+        tombstone_grace=tombstone_grace,
         transfer=transfer,
         ssh=SSHConfig(**ssh),
         inference=InferenceConfig(**inference),

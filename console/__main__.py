@@ -86,16 +86,25 @@ async def _ask(
     import trio
 
     from console.render import show_progress
+    from net import console_items
     from net.codec import Rejected
-    from net.messages import ConsoleProgress, ConsoleRequest
+    from net.messages import ConsoleItems, ConsoleProgress, ConsoleReply, ConsoleRequest
     from net.rpc import RpcError, frame_codec, open_connection
 
     async with open_connection(addr, frame_codec(secret), timeout) as conn:
         try:
             await conn.send(ConsoleRequest(command, tuple(args)))
+            pieces: list[ConsoleItems] = []  # a long list comes ahead of its reply
             while True:
                 msg = await conn.receive(timeout)
+                if isinstance(msg, ConsoleItems):
+                    pieces.append(msg)
+                    continue
                 if not isinstance(msg, ConsoleProgress):
+                    if isinstance(msg, ConsoleReply) and pieces:
+                        return ConsoleReply(
+                            msg.ok, console_items.merge(pieces, msg.data), msg.error
+                        )
                     return msg
                 show_progress(sys.stderr, msg.done, msg.total, msg.label)
         except trio.TooSlowError:

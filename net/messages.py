@@ -394,17 +394,32 @@ class StatReply:
     records: tuple[VersionRecord, ...]
 
 
-@message(tag=63)
+@message(tag=63, version=2)
 @dataclass(frozen=True)
 class InventoryRequest:
-    """Leader to node: everything you store (the leader rebuilds its metadata from it)."""
+    """Leader to node: what you store (the leader rebuilds its metadata from it), one
+    page at a time: the records of the names after ``after`` in sorted order, every
+    version of a name in the same page, about ``limit`` records (0: the node's own
+    page size; a page never nears the frame limit)."""
+
+    after: str = ""
+    limit: int = 0
 
 
-@message(tag=64)
+@message(tag=64, version=2)
 @dataclass(frozen=True)
 class Inventory:
+    """A page of ``node``'s holdings.  ``next_after``: the cursor for the next page
+    (the last name in this one), "" when this was the last.  Sent unasked (a node
+    whose store was lost), the first page replaces what the leader thought it held and
+    the leader asks for the rest.  ``outdated``: the node was away from the cluster
+    longer than the tombstone grace period (sdfs.tombstones), so a name only it knows
+    of may be one whose delete it missed."""
+
     node: str
     records: tuple[VersionRecord, ...]
+    next_after: str = ""
+    outdated: bool = False
 
 
 @message(tag=65)
@@ -433,18 +448,26 @@ class ReplicateOrder:
     targets: tuple[str, ...]
 
 
-@message(tag=68)
+@message(tag=68, version=2)
 @dataclass(frozen=True)
 class ListFiles:
-    """Names of the files that exist (not deleted), matching a glob."""
+    """Names of the files that exist (not deleted), matching a glob, in sorted order,
+    one page at a time: at most ``limit`` names after ``after`` (0: the leader's page
+    size)."""
 
     pattern: str
+    after: str = ""
+    limit: int = 0
 
 
-@message(tag=69)
+@message(tag=69, version=2)
 @dataclass(frozen=True)
 class FileList:
+    """A page of names; ``next_after`` is the cursor for the next page ("" at the end).
+    A page may be empty and still have a next one (a sparse glob scans in steps)."""
+
     names: tuple[str, ...]
+    next_after: str = ""
 
 
 @message(tag=70)
@@ -479,6 +502,29 @@ class ConsoleProgress:
     done: int
     total: int
     label: str
+
+
+@message(tag=77)
+@dataclass(frozen=True)
+class ConsoleItems:
+    """Sent before a ConsoleReply whose ``data[key]`` list is too big for one frame:
+    these items come first, in order, and the console puts them ahead of what the
+    reply's own ``data[key]`` holds (node/app.py, console/__main__.py)."""
+
+    key: str
+    items: tuple[Any, ...]
+
+
+@message(tag=78)
+@dataclass(frozen=True)
+class DropReplica:
+    """Leader to a node that was away longer than the tombstone grace period: forget
+    your copy of ``name`` ``version`` (of put ``put_id``), without a tombstone
+    (sdfs.tombstones: nobody else vouches for it, so it may predate a delete)."""
+
+    name: str
+    version: int
+    put_id: str
 
 
 # --- IDunno: inference jobs (TCP) --------------------------------------------------------

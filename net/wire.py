@@ -27,6 +27,10 @@ class DecodeError(ValueError):
 
 _BY_TAG: dict[int, type[Any]] = {}
 _HINTS: dict[type[Any], list[tuple[str, Any]]] = {}
+# Records whose every field is a plain scalar, decoded without the general walk (an
+# SDFS inventory page is thousands of VersionRecords): see _flat.
+_FLAT: dict[type[Any], list[tuple[str, Any]] | None] = {}
+_SCALARS = (int, str, bytes, bool, float)
 
 T = TypeVar("T")
 
@@ -64,6 +68,14 @@ def _hints(cls: type[Any]) -> list[tuple[str, Any]]:
         cached = [(f.name, hints[f.name]) for f in dataclasses.fields(cls)]
         _HINTS[cls] = cached
     return cached
+
+
+def _flat(cls: type[Any]) -> list[tuple[str, Any]] | None:
+    """``cls``'s fields if every one is int, str, bytes, bool or float; else None."""
+    if cls not in _FLAT:
+        hints = _hints(cls)
+        _FLAT[cls] = hints if all(h in _SCALARS for _, h in hints) else None
+    return _FLAT[cls]
 
 
 def to_plain(value: Any) -> Any:
@@ -105,7 +117,10 @@ def _from_plain(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise DecodeError(f"{where}: expected an array")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_from_plain(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+            item = args[0]
+            if isinstance(item, type) and dataclasses.is_dataclass(item):
+                return tuple(_build(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+            return tuple(_from_plain(v, item, f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise DecodeError(f"{where}: expected {len(args)} items")
         pairs = enumerate(zip(args, value, strict=True))
@@ -132,6 +147,19 @@ def _from_plain(value: Any, hint: Any, where: str) -> Any:
 
 
 def _build(cls: type[T], values: Any, where: str) -> T:
+    flat = _flat(cls)
+    if flat is not None and isinstance(values, list) and len(values) == len(flat):
+        # Every value of exactly its field's type (an int where a float goes too):
+        # what the general walk below accepts, without it.  Anything else takes
+        # the walk, which says what is wrong.
+        for (_, hint), v in zip(flat, values, strict=True):
+            t = type(v)
+            if t is not hint and not (hint is float and t is int):
+                break
+        else:
+            return cls(
+                *[float(v) if h is float else v for (_, h), v in zip(flat, values, strict=True)]
+            )
     hints = _hints(cls)
     if not isinstance(values, list) or len(values) != len(hints):
         raise DecodeError(f"{where}: expected {len(hints)} fields for {cls.__name__}")

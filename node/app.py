@@ -22,6 +22,7 @@ from inference.client import InferenceClient
 from inference.service import INFERENCE_REQUESTS, InferenceService
 from membership.core import MembershipCore
 from membership.service import MembershipService
+from net import console_items
 from net.codec import DatagramCodec
 from net.errors import ClusterError, Conflict, NotReady, one_line
 from net.messages import (
@@ -255,6 +256,11 @@ class NodeApp:
                     False, {}, one_line(f"internal error: {type(e).__name__}: {e}")
                 )
             nursery.cancel_scope.cancel()
+        if reply.ok:  # a list too long for one frame goes ahead in pieces
+            pieces, data = console_items.split(reply.data)
+            for piece in pieces:
+                await conn.send(piece)
+            reply = ConsoleReply(True, data)
         return reply
 
     async def execute(self, parsed: Parsed, progress: Progress | None = None) -> dict[str, Any]:

@@ -285,8 +285,20 @@ class SdfsClient:
         )
 
     async def ls_all(self, pattern: str = "*") -> list[str]:
-        reply = await self.view.call_leader(ListFiles(pattern))
-        return list(expect(reply, FileList, "ls-all").names)
+        """Every file name matching ``pattern``, sorted: asked for page by page (a
+        page after the last name of the one before, so a change of leader between
+        pages neither skips nor repeats a name, sdfs.pages)."""
+        names: list[str] = []
+        after = ""
+        while True:
+            reply = await self.view.call_leader(ListFiles(pattern, after))
+            page = expect(reply, FileList, "ls-all")
+            names.extend(page.names)
+            if not page.next_after:
+                return names
+            if page.next_after <= after:
+                raise ClusterError("ls-all: the leader's pages went backwards")
+            after = page.next_after
 
     async def delete(self, name: str) -> None:
         check_name(name)

@@ -22,6 +22,16 @@ moment) is asked again every ``INVENTORY_RETRY_INTERVAL`` until it answers or
 leaves, and what it holds is folded in then.  A node whose holdings changed behind
 the leader's back (its store was deleted) reports them with an ``Inventory``, which
 replaces what the leader thought it held.
+
+Inventories come in pages (sdfs.pages), each asked for with its own RPC_TIMEOUT and
+folded as it arrives, so a node holding 10^5 versions answers in tens of small
+frames rather than one over the frame limit, and its rebuild window stretches for as
+long as its pages keep coming.  A node that was away longer than the tombstone grace
+period (``outdated``, sdfs.tombstones) only confirms copies the others vouch for.
+
+The leader's tables are bounded: ``repair_log`` keeps the last REPAIR_LOG_SIZE
+repairs, and entries for names that no longer stand for a file are purged
+(:meth:`~sdfs.metadata.Metadata.purge`) every GRANT_SWEEP_INTERVAL.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ import contextlib
 import enum
 import logging
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -44,9 +55,9 @@ from net.messages import (
     AbortPut,
     DeleteFile,
     DeleteReplica,
+    DropReplica,
     FileList,
     Inventory,
-    InventoryRequest,
     ListFiles,
     Locate,
     LocatedVersion,
@@ -59,9 +70,11 @@ from net.messages import (
     VersionRecord,
 )
 from net.rpc import RPC_TIMEOUT, RpcError
-from sdfs.checks import check_record, check_size, usable_records
+from sdfs.checks import check_record, check_size
+from sdfs.inventories import fold_outdated, inventory_pages, usable
 from sdfs.metadata import Metadata, Repair, placement, write_quorum
 from sdfs.names import check_name
+from sdfs.pages import PAGE_NAMES
 
 # Inventory: a node's report of its holdings after they changed outside the protocol.
 LEADER_REQUESTS = (PutBegin, PutDone, Locate, ListFiles, DeleteFile, Inventory)
@@ -77,8 +90,14 @@ REPAIR_BYTES_PER_SECOND_FLOOR = 100e3
 # round's own window (RPC_TIMEOUT), so a node that was only slow is counted a few
 # seconds late rather than at its next join.
 INVENTORY_RETRY_INTERVAL = 5.0
-# How often expired grants are forgotten.
+# How often expired grants, and entries of names that no longer exist, are forgotten.
 GRANT_SWEEP_INTERVAL = 60.0
+# Repair orders out at once.  A node that held 80,000 files fails: ordering them all
+# at once opens 80,000 calls (refused past the per-peer connection cap, and starving
+# every other request); in batches, each file waits only for the ones before it.
+MAX_REPAIRS_IN_FLIGHT = 64
+# Repairs remembered in repair_log (for logs and tests): the newest ones.
+REPAIR_LOG_SIZE = 1000
 
 
 class LeaderState(enum.Enum):
@@ -104,7 +123,7 @@ class SdfsLeader:
         self.replication = config.replication
         self.state = LeaderState.FOLLOWER
         self.metadata: Metadata | None = None
-        self.repair_log: list[dict[str, Any]] = []
+        self.repair_log: deque[dict[str, Any]] = deque(maxlen=REPAIR_LOG_SIZE)
         self._reported_lost: set[str] = set()
         # Repairs under way: file name -> (the source copying it, a scope to cancel).
         self._repairs: dict[str, tuple[str, trio.CancelScope]] = {}
@@ -112,6 +131,7 @@ class SdfsLeader:
         # is planned again at once, from what is known now (its source may be gone).
         self._failures = 0
         self._wake_repair = trio.Event()
+        self._capped = False  # the last plan stopped at MAX_REPAIRS_IN_FLIGHT
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -156,23 +176,35 @@ class SdfsLeader:
     async def _become_leader(self) -> None:
         self.state = LeaderState.REBUILDING
         started = self.clock()
-        inventories: dict[str, list[VersionRecord]] = {}
+        metadata = Metadata(self.replication, self.config.versions_kept)
+        answered: list[str] = []
         silent: list[str] = []
+        # Outdated nodes' records wait until every up-to-date node's are in.
+        held_back: dict[str, list[VersionRecord]] = {}
 
         async def gather(node: str) -> None:
             try:
-                reply = await self.view.call(node, InventoryRequest(), RPC_TIMEOUT)
+                async for records, outdated in inventory_pages(self.view, node, "", self.log):
+                    if outdated:
+                        held_back.setdefault(node, []).extend(records)
+                    else:
+                        metadata.add_inventory(node, records, started)
             except RpcError:
-                silent.append(node)
+                silent.append(node)  # what it sent so far stays counted: it is true
+                held_back.pop(node, None)
                 return
-            if isinstance(reply, Inventory):
-                inventories[node] = self._usable(node, reply.records)
+            answered.append(node)
 
         async with trio.open_nursery() as n:
             for node in self.view.ring():
                 n.start_soon(gather, node)
-        metadata = Metadata(self.replication, self.config.versions_kept)
-        metadata.rebuild(inventories)
+        # If every node that answered is outdated, the whole cluster was down longer
+        # than the grace period: nobody purged a tombstone they missed since.
+        everyone = len(held_back) == len(answered)
+        owed = {
+            node: fold_outdated(metadata, node, records, everyone, self.clock(), self.log)
+            for node, records in held_back.items()
+        }
         if self.view.leader() != self.name:  # leadership moved on while we gathered
             self.state = LeaderState.FOLLOWER
             return
@@ -181,8 +213,8 @@ class SdfsLeader:
         self.log.warning(
             "%s is the SDFS leader: metadata rebuilt from %d nodes (%d files) in %.2f s%s",
             self.name,
-            len(inventories),
-            len(metadata.names()),
+            len(answered),
+            metadata.count(),
             self.clock() - started,
             f"; no answer from {', '.join(sorted(silent))} (asking again every "
             f"{INVENTORY_RETRY_INTERVAL:g} s)"
@@ -193,6 +225,29 @@ class SdfsLeader:
         assert self._nursery is not None
         for node in sorted(silent):
             self._nursery.start_soon(self._ask_until_answered, metadata, node, started)
+        for node, (stale, dropped) in owed.items():
+            self._nursery.start_soon(self._send_tombstones, node, stale, dropped)
+
+    async def _absorb(
+        self, metadata: Metadata, node: str, after: str = ""
+    ) -> tuple[list[tuple[str, int]], list[VersionRecord], int]:
+        """Fold ``node``'s inventory (from ``after`` on) into ``metadata`` page by page:
+        (the tombstones it missed, the copies it must drop, versions folded)."""
+        stale: list[tuple[str, int]] = []
+        drop: list[VersionRecord] = []
+        count = 0
+        async for records, outdated in inventory_pages(self.view, node, after, self.log):
+            count += len(records)
+            if outdated:
+                missed, dropped = fold_outdated(
+                    metadata, node, records, False, self.clock(), self.log
+                )
+                stale += missed
+                drop += dropped
+            else:
+                stale += metadata.add_inventory(node, records, self.clock())
+            self._wake_repair.set()
+        return stale, drop, count
 
     async def _ask_until_answered(self, metadata: Metadata, node: str, since: float) -> None:
         """``node`` missed the rebuild: ask again until it answers, leaves, or this
@@ -202,66 +257,42 @@ class SdfsLeader:
             if self.metadata is not metadata or node not in self.view.ring():
                 return  # leadership moved on, or it left (a rejoin is absorbed then)
             try:
-                reply = await self.view.call(node, InventoryRequest(), RPC_TIMEOUT)
+                stale, drop, count = await self._absorb(metadata, node)
             except RpcError:
                 continue
-            if isinstance(reply, Inventory) and self.metadata is metadata:
-                stale = self._fold(metadata, node, reply.records)
-                self.log.warning(
-                    "added %s's inventory (%d versions), %.2f s after it missed the rebuild",
-                    node,
-                    len(reply.records),
-                    self.clock() - since,
-                )
-                await self._send_tombstones(node, stale)
-                return
+            self.log.warning(
+                "added %s's inventory (%d versions), %.2f s after it missed the rebuild",
+                node,
+                count,
+                self.clock() - since,
+            )
+            await self._send_tombstones(node, stale, drop)
+            return
 
-    async def _absorb_inventory(self, node: str) -> None:
-        """A node (re)joined: learn what it holds; tell it what was deleted meanwhile."""
+    async def _absorb_inventory(self, node: str, after: str = "") -> None:
+        """A node (re)joined, or reported a lost store whose first page came with the
+        report: learn what it holds (from ``after`` on); tell it what was deleted
+        meanwhile."""
+        metadata = self.metadata
+        if metadata is None:
+            return
         try:
-            reply = await self.view.call(node, InventoryRequest())
+            stale, drop, _ = await self._absorb(metadata, node, after)
         except RpcError:
             return
-        if not isinstance(reply, Inventory) or self.metadata is None:
-            return
-        await self._send_tombstones(node, self._fold(self.metadata, node, reply.records))
+        await self._send_tombstones(node, stale, drop)
 
-    def _fold(
-        self,
-        metadata: Metadata,
-        node: str,
-        records: tuple[VersionRecord, ...],
-        *,
-        replace: bool = False,
-    ) -> list[tuple[str, int]]:
-        """Count ``records`` as ``node``'s (instead of what it held before, if
-        ``replace``); returns the tombstones it missed."""
-        if replace:
-            metadata.node_gone(node)
-        stale = metadata.add_inventory(node, self._usable(node, records))
-        self._wake_repair.set()
-        return stale
-
-    async def _send_tombstones(self, node: str, stale: list[tuple[str, int]]) -> None:
+    async def _send_tombstones(
+        self, node: str, stale: list[tuple[str, int]], drop: Sequence[VersionRecord] = ()
+    ) -> None:
         for name, tombstone in stale:
+            if self.metadata is not None:
+                self.metadata.touch(name, self.clock())
             with contextlib.suppress(RpcError):
                 await self.view.call(node, DeleteReplica(name, tombstone))
-
-    def _usable(
-        self, node: str, records: tuple[VersionRecord, ...] | list[VersionRecord]
-    ) -> list[VersionRecord]:
-        """The records of ``node``'s inventory that may be folded in (sdfs.checks);
-        a bad one (a name like ../x, a version beyond 2**53) is left out and logged."""
-        good, refused = usable_records(records)
-        if refused:
-            self.log.warning(
-                "left %d record%s of %s's inventory out: %s",
-                len(refused),
-                "" if len(refused) == 1 else "s",
-                node,
-                refused[0],
-            )
-        return good
+        for r in drop:
+            with contextlib.suppress(RpcError):
+                await self.view.call(node, DropReplica(r.name, r.version, r.put_id))
 
     def _ready(self) -> Metadata:
         leader = self.view.leader()
@@ -300,20 +331,33 @@ class SdfsLeader:
             return Location(request.name, located, deleted)
         if isinstance(request, ListFiles):
             pattern = check_pattern(request.pattern, "the ls-all pattern")
-            return FileList(tuple(metadata.names(pattern or "*")))
+            limit = PAGE_NAMES if request.limit <= 0 else min(request.limit, PAGE_NAMES)
+            names, next_after = metadata.names_page(pattern or "*", request.after, limit)
+            return FileList(tuple(names), next_after)
         if isinstance(request, DeleteFile):
             return await self._delete_everywhere(metadata, check_name(request.name))
         if isinstance(request, Inventory):  # a node's holdings changed (its store was lost)
             if request.node not in self.view.ring():
                 raise NotFound(f"{request.node} is not a member")
             self.log.warning(
-                "%s reports it now holds %d versions; re-replicating what it lost",
+                "%s reports it now holds %d versions%s; re-replicating what it lost",
                 request.node,
                 len(request.records),
+                " and more" if request.next_after else "",
             )
-            stale = self._fold(metadata, request.node, request.records, replace=True)
+            metadata.node_gone(request.node)
+            records = usable(request.node, request.records, self.log)
+            if request.outdated:
+                stale, drop = fold_outdated(
+                    metadata, request.node, records, False, self.clock(), self.log
+                )
+            else:
+                drop, stale = [], metadata.add_inventory(request.node, records, self.clock())
+            self._wake_repair.set()
             assert self._nursery is not None  # tombstones go out after the answer
-            self._nursery.start_soon(self._send_tombstones, request.node, stale)
+            self._nursery.start_soon(self._send_tombstones, request.node, stale, drop)
+            if request.next_after:  # the rest, page by page
+                self._nursery.start_soon(self._absorb_inventory, request.node, request.next_after)
             return StoreAck(True)
         raise TypeError(f"not a leader request: {type(request).__name__}")
 
@@ -333,7 +377,7 @@ class SdfsLeader:
 
     async def _delete_everywhere(self, metadata: Metadata, name: str) -> StoreAck:
         try:
-            version = metadata.delete(name)
+            version = metadata.delete(name, self.clock())
         except KeyError:
             raise NotFound(f"no such SDFS file: {name}") from None
         acks: list[str] = []
@@ -376,7 +420,10 @@ class SdfsLeader:
                 )
             self._reported_lost = lost
             assert self._nursery is not None
-            for repair in metadata.repairs(ring, self.clock()):
+            room = MAX_REPAIRS_IN_FLIGHT - len(self._repairs)
+            planned = metadata.repairs(ring, self.clock(), limit=max(room, 0))
+            self._capped = len(planned) >= room
+            for repair in planned:
                 # A repair runs as long as its copy does (a big file on a slow link
                 # takes minutes): the loop goes on meanwhile, and never orders the same
                 # file twice at once.
@@ -409,6 +456,9 @@ class SdfsLeader:
             return
         finally:
             self._repairs.pop(repair.name, None)
+            if self._capped and len(self._repairs) <= MAX_REPAIRS_IN_FLIGHT // 2:
+                self._capped = False
+                self._wake_repair.set()  # the next batch
             if self._failures != failures:
                 # Someone failed while this order ran (its source, or a target): plan
                 # again now, from what is known now, rather than at the next interval.
@@ -441,3 +491,10 @@ class SdfsLeader:
             await trio.sleep(GRANT_SWEEP_INTERVAL)
             if self.metadata is not None:
                 self.metadata.expire_grants(self.clock())
+                purged = self.metadata.purge(self.clock(), self.config.tombstone_grace)
+                if purged:
+                    self.log.info(
+                        "forgot %d entries of deleted or never-written files (first: %s)",
+                        len(purged),
+                        purged[0],
+                    )

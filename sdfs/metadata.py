@@ -23,6 +23,11 @@ copies committed (one dead replica never blocks a write; W < N), and a read
 consults R = N - W + 1 copies (W + R > N), so any read set meets every
 acknowledged write.  For N = 4: W = 3, R = 2.
 
+Bounds: an entry that no longer stands for a file (deleted, or granted and never
+written) is forgotten once nothing can still need it (:meth:`Metadata.purge`): a
+tombstone after the grace period in which the nodes keep theirs (sdfs.tombstones),
+an empty entry after its grant and any pending copies of it have expired.
+
 Nothing here awaits, reads a clock or touches a file; times come in as ``now``.
 """
 
@@ -34,10 +39,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from net.messages import VersionRecord, VersionState
+from sdfs.pages import NameIndex, glob_page
 
 # A granted put that has not reported back in this long is presumed dead; its
 # version number stays used (numbers only grow), but it no longer counts as pending.
 GRANT_TIMEOUT = 600.0
+# An entry with no version and no tombstone (its grants aborted or expired) is
+# forgotten this long after it last changed: by then the replicas have dropped any
+# pending copy of it too (sdfs.replica.PENDING_TTL), so its numbers are free again.
+EMPTY_ENTRY_TTL = 2 * GRANT_TIMEOUT
+# A tombstone entry outlives the nodes' copies of the tombstone (kept the grace period
+# from when each was written, which is never after the leader last learned of it or
+# sent it) by this much: their purge runs every minute, and clocks drift.
+TOMBSTONE_MARGIN = 3600.0
 
 
 def write_quorum(replication: int) -> int:
@@ -73,6 +87,7 @@ class FileInfo:
     versions: dict[int, VersionInfo] = field(default_factory=dict)
     tombstone: int = 0
     highest: int = 0  # the highest version number ever seen or granted
+    touched: float = 0.0  # when it last changed (a grant, a fold, a delete)
 
     def committed(self) -> list[VersionInfo]:
         """Readable versions, newest first."""
@@ -85,9 +100,18 @@ class FileInfo:
             key=lambda v: -v.record.version,
         )
 
+    def newest(self) -> VersionInfo | None:
+        """The newest readable version (no sort: the repair scan asks every file)."""
+        best: VersionInfo | None = None
+        for v in self.versions.values():
+            newer = best is None or v.record.version > best.record.version
+            if newer and v.committed and v.record.version > self.tombstone:
+                best = v
+        return best
+
     @property
     def exists(self) -> bool:
-        return bool(self.committed())
+        return self.newest() is not None
 
 
 @dataclass(frozen=True)
@@ -104,31 +128,34 @@ class Metadata:
     def __init__(self, replication: int, keep: int) -> None:
         self.replication = replication
         self.keep = keep
-        self.files: dict[str, FileInfo] = {}
+        self.files: NameIndex[FileInfo] = NameIndex()
         self._grants: dict[str, tuple[str, int, float]] = {}  # put_id -> (name, version, at)
         self._repairing: dict[str, float] = {}  # name -> when the order went out
 
     # --- building the view -------------------------------------------------------
 
-    def rebuild(self, inventories: Mapping[str, Iterable[VersionRecord]]) -> None:
+    def rebuild(self, inventories: Mapping[str, Iterable[VersionRecord]], now: float = 0.0) -> None:
         """Start over from what the live nodes hold."""
         self.files.clear()
         self._grants.clear()
         self._repairing.clear()
         for node, records in inventories.items():
-            self.add_inventory(node, records)
+            self.add_inventory(node, records, now)
 
-    def _file(self, name: str) -> FileInfo:
+    def _file(self, name: str, now: float) -> FileInfo:
         f = self.files.get(name)
         if f is None:
             f = self.files[name] = FileInfo(name)
+        f.touched = max(f.touched, now)
         return f
 
-    def add_inventory(self, node: str, records: Iterable[VersionRecord]) -> list[tuple[str, int]]:
+    def add_inventory(
+        self, node: str, records: Iterable[VersionRecord], now: float = 0.0
+    ) -> list[tuple[str, int]]:
         """Fold one node's holdings in; returns (name, tombstone) it should apply."""
         stale: dict[str, int] = {}
         for r in records:
-            f = self._file(r.name)
+            f = self._file(r.name, now)
             f.highest = max(f.highest, r.version)
             if r.state == VersionState.DELETED:
                 if r.version > f.tombstone:
@@ -162,14 +189,14 @@ class Metadata:
     # --- puts ------------------------------------------------------------------
 
     def grant(self, name: str, put_id: str, now: float) -> int:
-        f = self._file(name)
+        f = self._file(name, now)
         f.highest = max(f.highest, f.tombstone) + 1
         self._grants[put_id] = (name, f.highest, now)
         return f.highest
 
     def put_done(self, record: VersionRecord, holders: Iterable[str]) -> None:
         self._grants.pop(record.put_id, None)
-        f = self._file(record.name)
+        f = self._file(record.name, 0.0)
         f.highest = max(f.highest, record.version)
         if record.version <= f.tombstone:
             return
@@ -198,11 +225,12 @@ class Metadata:
 
     # --- deletes ---------------------------------------------------------------
 
-    def delete(self, name: str) -> int:
+    def delete(self, name: str, now: float = 0.0) -> int:
         """Tombstone ``name``; returns the tombstone's version.  KeyError if absent."""
         f = self.files.get(name)
         if f is None or not f.exists:
             raise KeyError(name)
+        f.touched = max(f.touched, now)
         f.highest += 1
         f.tombstone = f.highest
         f.versions.clear()
@@ -222,10 +250,63 @@ class Metadata:
             n for n, f in self.files.items() if f.exists and fnmatch.fnmatchcase(n, pattern)
         )
 
+    def count(self) -> int:
+        """How many files exist."""
+        return sum(1 for f in self.files.values() if f.exists)
+
+    def names_page(self, pattern: str, after: str, limit: int) -> tuple[list[str], str]:
+        """A page of :meth:`names` after ``after``, and the cursor for the next ("" at
+        the end): sdfs.pages.glob_page."""
+        return glob_page(self.files, pattern, after, limit, lambda f: f.exists)
+
+    def touch(self, name: str, now: float) -> None:
+        """``name``'s tombstone was just sent to a node: keep the entry a grace from now."""
+        f = self.files.get(name)
+        if f is not None:
+            f.touched = max(f.touched, now)
+
+    def known(self, record: VersionRecord) -> bool:
+        """Whether this exact version (same put) is already counted, or lies at or
+        below a tombstone (what an outdated node may confirm, sdfs.tombstones)."""
+        f = self.files.get(record.name)
+        if f is None:
+            return False
+        if record.version <= f.tombstone:
+            return True
+        info = f.versions.get(record.version)
+        return info is not None and info.record.put_id == record.put_id
+
+    # --- bounds ------------------------------------------------------------------
+
+    def purge(self, now: float, grace: float) -> list[str]:
+        """Forget entries that stand for no file and that nothing can need any more: a
+        tombstone untouched for ``grace`` + TOMBSTONE_MARGIN (every node has purged its
+        copy of it by then), an empty entry untouched for EMPTY_ENTRY_TTL.  Entries
+        with a grant out are kept.  Returns the names forgotten."""
+        granted = {name for name, _, _ in self._grants.values()}
+        gone = [
+            name
+            for name, f in self.files.items()
+            if not f.exists
+            and name not in granted
+            and now - f.touched >= (grace + TOMBSTONE_MARGIN if f.tombstone else EMPTY_ENTRY_TTL)
+        ]
+        for name in gone:
+            del self.files[name]
+            self._repairing.pop(name, None)
+        return gone
+
     # --- repair ----------------------------------------------------------------
 
-    def repairs(self, ring: Sequence[str], now: float, retry_after: float = 30.0) -> list[Repair]:
-        """Orders that bring every file back to ``replication`` live copies.
+    def repairs(
+        self,
+        ring: Sequence[str],
+        now: float,
+        retry_after: float = 30.0,
+        limit: int | None = None,
+    ) -> list[Repair]:
+        """Orders that bring every file back to ``replication`` live copies (at most
+        ``limit`` of them, in name order).
 
         ``ring`` is the live members in ring order.  A file with an order out
         less than ``retry_after`` seconds ago is left alone.
@@ -233,16 +314,20 @@ class Metadata:
         live = set(ring)
         want = min(self.replication, len(ring))
         out: list[Repair] = []
-        for name, f in sorted(self.files.items()):
-            versions = f.committed()
-            if not versions:
+        files = self.files
+        for name in files.names_after(""):  # in name order, without a sort
+            if limit is not None and len(out) >= limit:
+                break
+            f = files[name]
+            newest = f.newest()
+            if newest is None:
                 continue
-            newest = versions[0]
             holders = newest.holders & live
             if len(holders) >= want or not holders:
                 continue  # complete, or lost beyond repair (logged by the caller)
             if now - self._repairing.get(name, -retry_after) < retry_after:
                 continue
+            versions = f.committed()
             order = placement(name, ring, len(ring))
             targets = tuple(n for n in order if n not in holders)[: want - len(holders)]
             source = next(n for n in order if n in holders)
@@ -254,11 +339,11 @@ class Metadata:
     def lost(self, ring: Sequence[str]) -> list[str]:
         """Files whose every copy is on members no longer live."""
         live = set(ring)
-        return sorted(
+        return [
             name
-            for name, f in self.files.items()
-            if (c := f.committed()) and not (c[0].holders & live)
-        )
+            for name in self.files.names_after("")
+            if (v := self.files[name].newest()) is not None and not (v.holders & live)
+        ]
 
     def repaired(self, name: str, records: Iterable[VersionRecord], targets: Iterable[str]) -> None:
         self._repairing.pop(name, None)

@@ -30,6 +30,7 @@ from net.messages import (
     AbortPut,
     CommitVersion,
     DeleteReplica,
+    DropReplica,
     Ingest,
     Inventory,
     InventoryRequest,
@@ -46,7 +47,12 @@ from net.rpc import RpcError
 from sdfs.checks import check_record, check_version
 from sdfs.copies import PeerDirectory, Transfers, ingest, push
 from sdfs.names import check_name
+from sdfs.pages import PAGE_RECORDS
 from sdfs.store import ReplicaStore
+from sdfs.tombstones import is_outdated, stamp
+
+# The default tombstone grace period (config.topology.ClusterConfig.tombstone_grace).
+TOMBSTONE_GRACE = 864_000.0
 
 REPLICA_REQUESTS = (
     PeerInfoRequest,
@@ -57,6 +63,7 @@ REPLICA_REQUESTS = (
     AbortPut,
     DeleteReplica,
     ReplicateOrder,
+    DropReplica,
 )
 
 # A pending copy whose put never finished, or an arrival never ingested, is dropped
@@ -89,6 +96,7 @@ class Replica:
         transfers: Transfers,
         log: logging.Logger,
         blocking: Blocking = to_thread,
+        grace: float = TOMBSTONE_GRACE,
     ) -> None:
         self.name = name
         self.store = store
@@ -97,6 +105,23 @@ class Replica:
         self.transfers = transfers
         self.log = log
         self.blocking = blocking
+        self.grace = grace
+        # Away longer than the grace period (sdfs.tombstones): until a whole inventory
+        # has been served (and a GC interval has passed), say so with every page.
+        self.outdated = is_outdated(store.root, grace)
+        self._served_all_at: float | None = None
+        purged = store.purge_tombstones(grace)
+        if self.outdated:
+            log.warning(
+                "%s: the SDFS store was last in the cluster more than the tombstone grace "
+                "period (%g s) ago: only copies other nodes vouch for will count",
+                name,
+                grace,
+            )
+        else:
+            stamp(store.root)
+        if purged:
+            log.info("%s: purged %d tombstones older than %g s", name, purged, grace)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -119,10 +144,21 @@ class Replica:
                 if trio.current_time() >= next_gc:
                     next_gc += GC_INTERVAL
                     await self._collect()
+                    self._upkeep_tombstones()
             except OSError as e:  # the disk failed: keep serving, try again next round
                 self.log.error("%s: SDFS store upkeep failed: %s", self.name, e)
             if report_due:
                 report_due = not await self._report_holdings()
+
+    def _upkeep_tombstones(self) -> None:
+        """Stamp the store as in the cluster (or stop being outdated: a GC interval
+        after a whole inventory was served, sdfs.tombstones)."""
+        served = self._served_all_at
+        if self.outdated and served is not None and trio.current_time() - served >= GC_INTERVAL:
+            self.outdated = False
+            self.log.warning("%s: the SDFS store is up to date again", self.name)
+        if not self.outdated:
+            stamp(self.store.root)
 
     async def _collect(self) -> None:
         removed = await self.blocking.run(self.store.gc_pending, PENDING_TTL)
@@ -131,11 +167,19 @@ class Replica:
         removed = await self.blocking.run(self.store.gc_incoming, PENDING_TTL)
         if removed:
             self.log.info("dropped %d incoming files that were never ingested", removed)
+        removed = await self.blocking.run(self.store.purge_tombstones, self.grace)
+        if removed:
+            self.log.info("purged %d tombstones older than %g s", removed, self.grace)
 
     async def _report_holdings(self) -> bool:
         """Send the leader what we hold now; whether it took it."""
+        # The first page; the leader asks for the rest (a page is never near the frame
+        # limit, however much is stored).
+        records, next_after = self.store.records_page()
         try:
-            reply = await self.view.call_leader(Inventory(self.name, tuple(self.store.records())))
+            reply = await self.view.call_leader(
+                Inventory(self.name, tuple(records), next_after, self.outdated)
+            )
             expect(reply, StoreAck, f"report what {self.name} holds")
         except (ClusterError, RpcError) as e:
             self.log.warning("could not tell the leader what %s holds now: %s", self.name, e)
@@ -155,7 +199,11 @@ class Replica:
         if isinstance(request, StatRequest):
             return StatReply(self.name, tuple(store.records(check_name(request.name))))
         if isinstance(request, InventoryRequest):
-            return Inventory(self.name, tuple(store.records()))
+            limit = PAGE_RECORDS if request.limit <= 0 else min(request.limit, PAGE_RECORDS)
+            records, next_after = store.records_page(request.after, limit)
+            if not next_after and self._served_all_at is None:
+                self._served_all_at = trio.current_time()
+            return Inventory(self.name, tuple(records), next_after, self.outdated)
         # Every name and number is checked before the store sees it (sdfs.checks).
         if isinstance(request, Ingest):
             record = check_record(request.record)
@@ -171,6 +219,10 @@ class Replica:
         elif isinstance(request, DeleteReplica):
             name = check_name(request.name)
             await self.blocking.run(store.delete, name, check_version(request.version))
+        elif isinstance(request, DropReplica):
+            name = check_name(request.name)
+            version = check_version(request.version)
+            await self.blocking.run(store.drop, name, version, request.put_id)
         elif isinstance(request, ReplicateOrder):
             for r in request.records:  # all or nothing: a bad order is refused whole
                 check_record(r)

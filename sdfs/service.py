@@ -69,7 +69,14 @@ class SdfsService:
         self.peers = Peers(membership, config, frames, self.handle, caller)
         self.directory = PeerDirectory(self.peers, config)
         self.replica = Replica(
-            me.name, self.store, self.peers, self.directory, self.transfer_for, self.log, blocking
+            me.name,
+            self.store,
+            self.peers,
+            self.directory,
+            self.transfer_for,
+            self.log,
+            blocking,
+            grace=config.tombstone_grace,
         )
         self.leader = SdfsLeader(config, me.name, self.peers, self.log)
         self.client = SdfsClient(

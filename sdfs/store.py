@@ -60,6 +60,7 @@ from net.errors import ClusterError, ErrorKind
 from net.messages import VersionRecord, VersionState
 from sdfs.durable import fsync_dir, fsync_file, sha256_file
 from sdfs.names import check_name, disk_name, from_disk_name
+from sdfs.pages import PAGE_RECORDS, NameIndex, take_page
 
 
 class StoreError(ClusterError):
@@ -140,7 +141,7 @@ class ReplicaStore:
         self.files = self.root / "files"
         self._make_layout()
         self._lock = threading.Lock()
-        self._index: dict[str, dict[int, VersionRecord]] = {}
+        self._index: NameIndex[dict[int, VersionRecord]] = NameIndex()
         # Directories with removals not yet fsynced (see _sync_removals).
         self._unsynced: set[Path] = set()
         self.arrivals = Arrivals()
@@ -158,6 +159,7 @@ class ReplicaStore:
 
     def _load(self) -> None:
         """Index every complete version; remove temporaries and orphans of a crash."""
+        loaded: dict[str, dict[int, VersionRecord]] = {}
         for leftover in self.incoming.iterdir():
             with contextlib.suppress(OSError):
                 leftover.unlink()
@@ -194,7 +196,8 @@ class ReplicaStore:
                     with contextlib.suppress(OSError):
                         f.unlink()
             if versions:
-                self._index[from_disk_name(d.name)] = versions
+                loaded[from_disk_name(d.name)] = versions
+        self._index.update(loaded)
 
     # --- queries -------------------------------------------------------------------
 
@@ -209,6 +212,17 @@ class ReplicaStore:
             for n in names:
                 out.extend(sorted(self._index.get(n, {}).values(), key=lambda r: r.version))
             return out
+
+    def records_page(
+        self, after: str = "", limit: int = PAGE_RECORDS
+    ) -> tuple[list[VersionRecord], str]:
+        """The versions of the names after ``after``, about ``limit`` records, whole
+        names only, in name order; and the cursor for the next page ("" at the end)."""
+        with self._lock:
+            index = self._index
+            names, cursor = take_page(index.names_after(after), lambda n: len(index[n]), limit)
+            out = [r for n in names for r in sorted(index[n].values(), key=lambda r: r.version)]
+            return out, cursor
 
     def committed(self, name: str) -> list[VersionRecord]:
         """Readable versions of ``name``, newest first (none after a tombstone)."""
@@ -406,6 +420,36 @@ class ReplicaStore:
                         removed += 1
             self._sync_removals()
         return removed
+
+    def purge_tombstones(self, older_than_s: float, now: float | None = None) -> int:
+        """Drop tombstones written more than ``older_than_s`` ago (sdfs.tombstones)."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        purged = 0
+        with self._lock:
+            for name, versions in list(self._index.items()):
+                for v, r in list(versions.items()):
+                    if r.state != VersionState.DELETED:
+                        continue
+                    try:
+                        written = (self._dir(name) / f"{v}.meta").stat().st_mtime
+                    except OSError:
+                        written = 0
+                    if written < cutoff:
+                        self._remove(name, v)
+                        purged += 1
+            self._sync_removals()
+        return purged
+
+    def drop(self, name: str, version: int, put_id: str) -> bool:
+        """Forget ``name`` ``version`` if it is put ``put_id``'s, leaving no tombstone
+        (the leader's order to an outdated node, sdfs.tombstones)."""
+        with self._lock:
+            existing = self._index.get(name, {}).get(version)
+            if existing is None or existing.put_id != put_id or not put_id:
+                return False
+            self._remove(name, version)
+            self._sync_removals()
+            return True
 
     def gc_incoming(self, older_than_s: float) -> int:
         """Drop files that arrived in ``incoming/`` but were never ingested (their put
