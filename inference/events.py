@@ -93,7 +93,21 @@ class QueryGaveUp:
     error: str
 
 
-Action = Assign | JobAccepted | JobStarted | JobFinished | BatchLost | QueryGaveUp
+@dataclass(frozen=True)
+class Answered:
+    """The queries of a batch's answer that counted: each one's first result.
+
+    The shell logs their timings (``query_timings.csv``); answers the scheduler
+    ignored (a duplicate, a query the batch did not hold) are not in ``indices``.
+    """
+
+    job_id: str
+    model: str
+    batch_id: int
+    indices: tuple[int, ...]
+
+
+Action = Assign | JobAccepted | JobStarted | JobFinished | BatchLost | QueryGaveUp | Answered
 
 
 # --- events (what happened; each is one public method call) --------------------------------

@@ -36,11 +36,13 @@ from config.topology import InferenceConfig
 from inference import kinds
 from inference.events import (
     Action,
+    Answered,
     Assign,
     BatchDone,
     BatchFailed,
     BatchLost,
     Event,
+    Forget,
     JobAccepted,
     JobFinished,
     JobStarted,
@@ -97,8 +99,12 @@ MAX_QUERY_SECONDS = 86_400.0
 DEFAULT_CAPACITY: dict[str, Any] = {"threads": 1, "slots": 1}
 # How long a new worker has to say what it can run.
 CAPACITY_TIMEOUT = 2.0
-# Attempts at writing a finished job's output (a second more between each).
-OUTPUT_ATTEMPTS = 5
+# Pauses between capacity requests to a member that did not answer (doubling to the
+# cap): it stays a candidate worker for as long as it is a member.
+CAPACITY_RETRY_FIRST = 0.5
+CAPACITY_RETRY_MAX = 5.0
+# Writing a finished job's output is retried a second later, then two, ... up to this.
+OUTPUT_RETRY_MAX = 10.0
 
 Clock = Callable[[], float]
 # A copy of a scheduler to take over: (scheduler, its event number, its old leader).
@@ -129,7 +135,9 @@ class Leader:
         self._on_applied = on_applied
         self.sched: Scheduler | None = None
         self.seq = 0  # events applied by this scheduler, across leaders
-        self._outputs_written: set[str] = set()
+        # Jobs whose output is being written now (a finished job is forgotten once its
+        # output is in the store, so this holds only finished jobs not yet forgotten).
+        self._writing: set[str] = set()
         self.timings = TimingLog(data_dir / "query_timings.csv", log)
         self._timer_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -195,12 +203,21 @@ class Leader:
         self._nursery.start_soon(self.add_worker, name)
 
     async def add_worker(self, name: str) -> None:
-        try:
-            reply = await self.view.call(name, CapacityRequest(), timeout=CAPACITY_TIMEOUT)
-            capacity = reply.capacity if isinstance(reply, Capacity) else {}
-        except RpcError:
-            return  # not reachable: membership will tell us if it is gone
-        if self.sched is not None and name in self.view.ring():
+        """Ask ``name`` what it can run and make it a worker; asked again (with back-off)
+        while it does not answer, as long as it is a member and we lead."""
+        sched, delay = self.sched, CAPACITY_RETRY_FIRST
+        while True:
+            if self.sched is None or self.sched is not sched or name not in self.view.ring():
+                return  # membership says it is gone (or we stopped leading)
+            try:
+                reply = await self.view.call(name, CapacityRequest(), timeout=CAPACITY_TIMEOUT)
+                capacity = reply.capacity if isinstance(reply, Capacity) else {}
+                break
+            except RpcError as e:
+                self.log.info("%s: no capacity answer (%s); asking again in %.1f s", name, e, delay)
+                await trio.sleep(delay)
+                delay = min(2 * delay, CAPACITY_RETRY_MAX)
+        if self.sched is not None and self.sched is sched and name in self.view.ring():
             try:
                 self.apply(WorkerUp(name, capacity or DEFAULT_CAPACITY, self.clock()))
             except ValueError as e:
@@ -217,12 +234,12 @@ class Leader:
         """Apply one scheduler event, replicate it, log timings, carry out actions."""
         if self.sched is None:
             return []
-        if isinstance(event, BatchDone):
-            # Asked before the event releases the batch; after a takeover only the
-            # scheduler knows the old leader's batches.
-            job_id, model = self.sched.batch_job(event.batch_id) or ("?", "?")
-            self.timings.record(event, job_id, model)
         actions = self.sched.handle(event)
+        if isinstance(event, BatchDone):
+            # Only the answers the scheduler counted (a duplicate is not a query run).
+            for a in actions:
+                if isinstance(a, Answered):
+                    self.timings.record(event, a.job_id, a.model, frozenset(a.indices))
         self.seq += 1
         self._on_applied(self.seq, event)
         self._timer_wake.set()
@@ -271,34 +288,56 @@ class Leader:
             self.apply(BatchFailed(a.worker, a.batch_id, why, self.clock()))
 
     async def _write_output(self, job_id: str, only_if_missing: bool) -> None:
-        """Write outputs/JOB_ID.jsonl to the store (one line per query, in query order)."""
-        if self.sched is None or job_id in self._outputs_written:
+        """Write outputs/JOB_ID.jsonl to the store (one line per query, in query order),
+        then forget the job: from then on its results are in the store only."""
+        sched = self.sched
+        if sched is None or job_id in self._writing or sched.forgotten(job_id):
             return
+        self._writing.add(job_id)
+        try:
+            await self._write_then_forget(sched, job_id, only_if_missing)
+        finally:
+            self._writing.discard(job_id)
+
+    def _forget(self, sched: Scheduler, job_id: str) -> None:
+        # Still the scheduler that finished the job: replicated, so the standby forgets too.
+        if self.sched is sched and not sched.forgotten(job_id):
+            self.apply(Forget(job_id))
+
+    async def _write_then_forget(
+        self, sched: Scheduler, job_id: str, only_if_missing: bool
+    ) -> None:
         name = f"outputs/{job_id}.jsonl"
         if only_if_missing:
             with contextlib.suppress(ClusterError):
                 await self.files.newest_version(name)
-                self._outputs_written.add(job_id)
+                self._forget(sched, job_id)
                 return
-        rows = self.sched.results(job_id)
-        kind = kinds.kind_of(self.sched.status(job_id)["model"])
+        rows = sched.results(job_id)
+        kind = kinds.kind_of(sched.status(job_id)["model"])
         tmp = self.data_dir / "outputs" / f"{job_id}-{uuid.uuid4().hex[:6]}.jsonl"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("w") as f:
             for row in rows:
                 f.write(json.dumps(kind.output_line(row)) + "\n")
+        del rows
+        attempt = 0
         try:
-            for attempt in range(OUTPUT_ATTEMPTS):
+            # Until it is written (the job's results are held until then), while this
+            # scheduler leads; a new leader writes what its copy finished.
+            while self.sched is sched:
                 try:
                     await self.files.put(tmp, name)
-                    self._outputs_written.add(job_id)
-                    self.log.warning("%s: %d results written to %s", job_id, len(rows), name)
+                    total = sched.status(job_id)["total"]
+                    self.log.warning("%s: %d results written to %s", job_id, total, name)
+                    self._forget(sched, job_id)
                     return
                 except ClusterError as e:
+                    attempt += 1
                     self.log.warning(
-                        "%s: writing %s failed (attempt %d): %s", job_id, name, attempt + 1, e
+                        "%s: writing %s failed (attempt %d): %s", job_id, name, attempt, e
                     )
-                    await trio.sleep(1.0 + attempt)
+                    await trio.sleep(min(float(attempt), OUTPUT_RETRY_MAX))
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -358,7 +397,11 @@ class Leader:
             try:
                 return JobStatus(**sched.status(request.job_id))
             except KeyError:
-                raise NotFound(f"no such job: {request.job_id}") from None
+                raise NotFound(
+                    f"no such job: {request.job_id} (or it finished before the last "
+                    f"{sched.config.keep_finished} finished jobs; its output, if any, "
+                    f"is outputs/{request.job_id}.jsonl)"
+                ) from None
         if isinstance(request, AssignmentsRequest):
             return Assignments(sched.assignments())
         raise Invalid(f"{type(request).__name__} is not a leader request")

@@ -48,6 +48,7 @@ from net.messages import (
     ErrorReply,
     StandbyEvent,
     StandbySnapshot,
+    StandbySnapshotPart,
 )
 from net.transport import Address
 
@@ -56,6 +57,7 @@ INFERENCE_REQUESTS = (
     AssignBatch,
     StandbyEvent,
     StandbySnapshot,
+    StandbySnapshotPart,
     CapacityRequest,
     *LEADER_REQUESTS,
 )
@@ -146,6 +148,8 @@ class InferenceService:
             return Capacity(self.me.name, self.worker.capacity())
         if isinstance(request, StandbySnapshot):
             return self.copy.snapshot(request)
+        if isinstance(request, StandbySnapshotPart):
+            return self.copy.part(request)
         if isinstance(request, StandbyEvent):
             return self.copy.events(request)
         if isinstance(request, LEADER_REQUESTS):
