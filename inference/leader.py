@@ -7,8 +7,10 @@ standby's replicator (``on_applied``), logs the query timings of answered batche
 (:mod:`inference.timings`) and carries out the actions: batches go to workers
 (:class:`~net.messages.AssignBatch`), finished jobs are written to
 ``outputs/JOB_ID.jsonl`` in the file store, one line per query as the job's kind
-shapes it (:mod:`inference.kinds`).  A timer feeds the scheduler a ``Tick`` when
-its next batch deadline passes.
+shapes it (:mod:`inference.kinds`), and then forgotten (a replicated ``Forget``; a
+write that fails is retried until it lands, while this node leads).  A member whose
+first capacity request fails is asked again, with back-off, as long as it is a member.
+A timer feeds the scheduler a ``Tick`` when its next batch deadline passes.
 
 :meth:`Leader.handle` answers the typed leader requests of :mod:`inference.client`
 (C1-C5) and the workers' :class:`~net.messages.BatchResult`.  A node that is not (yet)
@@ -167,12 +169,14 @@ class Leader:
         now = self.clock()
         if copy is not None:
             self.sched, self.seq, old = copy
+            jobs = self.sched.job_ids()
             self.log.warning(
-                "%s takes over scheduling from %s at event %d (%d jobs)",
+                "%s takes over scheduling from %s at event %d (%d jobs, %d queries done)",
                 self.me,
                 old,
                 self.seq,
-                len(self.sched.job_ids()),
+                len(jobs),
+                sum(self.sched.status(j)["done"] for j in jobs),
             )
             self.apply(Takeover(tuple(live), now))
         else:

@@ -11,7 +11,12 @@ them on a worker (:class:`Assign`); the worker answers the whole batch with
 :meth:`Scheduler.batch_failed`.  A job is ``queued`` until its first batch goes out,
 ``running`` until every query has a result, then ``done`` (``failed`` if every query
 ended in an error row), and the scheduler says :class:`JobFinished` so the shell writes
-``outputs/JOB_ID.jsonl``.
+``outputs/JOB_ID.jsonl``.  Once that is in the file store the shell applies
+:class:`Forget`: the job's inputs and results go (the store has them), and only its
+C4 status stays, in a table of the ``keep_finished`` most recently forgotten jobs.
+So the scheduler holds what running jobs need plus a bounded tail, whatever the
+number of jobs it has run; everything else it keeps is bounded by the cluster (costs
+per model and worker, batch sizes per model, the statistics' capped samples).
 
 Workers advertise a capacity (``threads``, ``gpu``, ``slots``) and hold one batch per
 slot, running them one at a time (a second slot lets a node fetch the next batch's
@@ -100,7 +105,7 @@ Invariants
    the results.  (A query may additionally sit in a batch we gave up on; at most one
    answer for it is kept.)
 2. ``len(results) == total`` exactly when the job is ``done`` or ``failed``; each
-   query index has one result row, forever.
+   query index has one result row until the job is forgotten, and it is never replaced.
 3. A worker's live batches never exceed its slots, except right after a capacity
    change shrinks them.
 4. ``served`` and ``in_flight`` change only by whole queries; a job's ``in_flight`` is

@@ -58,8 +58,9 @@ SNAPSHOT_PART = 4 * 1024 * 1024
 MAX_EVENT = MAX_FRAME - 64 * 1024
 # The most snapshot bytes a standby buffers (a peer's parts: bounded whatever they say).
 MAX_SNAPSHOT = 1024 * 1024 * 1024
-# How often the replicator logs what it has sent, while it sends.
-REPORT_EVERY = 10.0
+# How often the replicator logs what it has sent, at most (while it sends, and after a
+# pause in sending).
+REPORT_EVERY = 1.0
 # Pause after a refused snapshot or an unreachable standby before trying again.
 RETRY_PAUSE = 0.5
 
@@ -223,7 +224,9 @@ class Replicator:
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            with trio.move_on_after(REPORT_EVERY):
+                await self._wake.wait()
+            self._report()  # what was sent before this pause, once
             self._wake = trio.Event()
             while (state := self._state()) is not None:
                 ring = self.view.ring()
@@ -301,6 +304,9 @@ class Replicator:
         self.sent.events += events
         self.sent.event_bytes += event_bytes
         self.sent.snapshot_bytes += snapshot_bytes
+        self._report()
+
+    def _report(self) -> None:
         now = trio.current_time()
         if now - self._reported[1] >= REPORT_EVERY and self.sent.bytes > self._reported[0]:
             self.log.info("replication: %s", self.report())
