@@ -107,7 +107,27 @@ class Answered:
     indices: tuple[int, ...]
 
 
-Action = Assign | JobAccepted | JobStarted | JobFinished | BatchLost | QueryGaveUp | Answered
+@dataclass(frozen=True)
+class WorkerStalled:
+    """``worker`` let a batch time out: it gets no work until it answers something or
+    is announced again (:class:`WorkerUp`).  The shell asks it what it can run, which
+    announces it again if it is alive: a worker whose batches were lost in transit
+    (sent by a leader that died) has nothing left to answer, and would idle forever.
+    """
+
+    worker: str
+
+
+Action = (
+    Assign
+    | JobAccepted
+    | JobStarted
+    | JobFinished
+    | BatchLost
+    | QueryGaveUp
+    | Answered
+    | WorkerStalled
+)
 
 
 # --- events (what happened; each is one public method call) --------------------------------

@@ -28,7 +28,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from inference.events import (
     Takeover,
     Tick,
     WorkerDown,
+    WorkerStalled,
     WorkerUp,
 )
 from inference.files import FileStore
@@ -143,6 +144,10 @@ class Leader:
         self.timings = TimingLog(data_dir / "query_timings.csv", log)
         self._timer_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # Waits until the hot standby holds an event (by number); the service wires
+        # the replicator's.  A worker's result and a client's submission are answered
+        # only after that, so that what was acknowledged survives this node's crash.
+        self.wait_replicated: Callable[[int], Awaitable[object]] | None = None
 
     @property
     def active(self) -> bool:
@@ -273,6 +278,8 @@ class Leader:
                     a.reason,
                     a.requeued,
                 )
+            elif isinstance(a, WorkerStalled):
+                self._nursery.start_soon(self.add_worker, a.worker)  # alive? then work
             elif isinstance(a, QueryGaveUp):
                 self.log.warning(
                     "%s query %d (%s) gave up: %s", a.job_id, a.index, a.input, a.error
@@ -385,6 +392,9 @@ class Leader:
                         now,
                     )
                 )
+            # Acknowledged only once the standby has it: a result acknowledged and then
+            # lost with this node would leave its batch to time out on the next leader.
+            await self._replicated(self.seq)
             return StoreAck(True)
         if isinstance(request, RatesRequest):
             return Rates(sched.c1(self.clock())["models"])
@@ -421,4 +431,9 @@ class Leader:
             raise NotReady("not ready: leadership moved while submitting")
         actions = self.apply(Submit(None, model, tuple(inputs), self.clock()))
         accepted = next(a for a in actions if isinstance(a, JobAccepted))
+        await self._replicated(self.seq)  # a job id given out survives this node
         return JobSubmitted(accepted.job_id, accepted.model, accepted.total)
+
+    async def _replicated(self, seq: int) -> None:
+        if self.wait_replicated is not None:
+            await self.wait_replicated(seq)

@@ -82,7 +82,10 @@ of its answer each cost the query one attempt; after ``max_attempts`` it gets an
 row (its job kind's, e.g. ``{"input", "top5": [], "error"}``; see
 :func:`inference.kinds.error_row`) and the job completes without it.  A worker
 that timed out gets no more work until it answers something or is re-announced (a
-hung worker costs one batch's attempts, not one per batch).  Batches we gave up on
+hung worker costs one batch's attempts per timeout, not one per batch); the scheduler
+says :class:`WorkerStalled` and the shell asks the worker what it can run, which
+re-announces a live one (after a takeover, a batch the old leader recorded but never
+delivered times out on a worker that has nothing left to answer).  Batches we gave up on
 are remembered until their job finishes, so a late answer still counts for queries
 that are not done yet (and a query answered twice counts once: the second is a
 *duplicate*, ignored and counted).
@@ -146,6 +149,7 @@ from inference.events import (
     Takeover,
     Tick,
     WorkerDown,
+    WorkerStalled,
     WorkerUp,
 )
 from inference.metrics import RATE_WINDOW, QueryStats
@@ -588,6 +592,8 @@ class Scheduler:
             actions += self._give_up(b, error, error, now)
             w = self._workers.get(b.worker)
             if w is not None:
+                if not w.stalled:
+                    actions.append(WorkerStalled(w.name))
                 w.stalled = True
         return actions + self._dispatch(now)
 
@@ -986,5 +992,6 @@ __all__ = [
     "Takeover",
     "Tick",
     "WorkerDown",
+    "WorkerStalled",
     "WorkerUp",
 ]

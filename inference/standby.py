@@ -204,6 +204,29 @@ class Replicator:
         self._wake = trio.Event()
         self.sent = Sent()
         self._reported: tuple[int, float] = (0, 0.0)  # (bytes, when) of the last report
+        # The newest event the current standby holds, and who waits for it to grow.
+        self.acked = 0
+        self._acked_changed = trio.Event()
+
+    async def replicated(self, seq: int, timeout: float) -> bool:
+        """Wait (up to ``timeout``) until the standby holds event ``seq``; True at once
+        when there is no standby (a cluster of one) or this node does not lead."""
+        with trio.move_on_after(timeout):
+            while self.acked < seq and self._has_standby():
+                await self._acked_changed.wait()
+            return True
+        return False
+
+    def _has_standby(self) -> bool:
+        if self._state() is None:
+            return False
+        ring = self.view.ring()
+        return len(ring) > 1 and ring[0] == self.me
+
+    def _acked_to(self, seq: int) -> None:
+        self.acked = seq
+        self._acked_changed.set()
+        self._acked_changed = trio.Event()
 
     def push(self, seq: int, event: Any) -> None:
         """Queue the event the leader just applied as number ``seq``."""
@@ -234,13 +257,16 @@ class Replicator:
                 if standby != self.standby:
                     self.standby = standby
                     self._needs_snapshot = True
+                    self._acked_to(0)
                 if standby is None:
                     self._queue.clear()
+                    self._acked_to(0)  # nobody to wait for
                     break
                 try:
                     if self._needs_snapshot:
                         if await self._send_snapshot(standby, *state):
                             self._needs_snapshot = False
+                            self._acked_to(state[1])
                         else:
                             await trio.sleep(RETRY_PAUSE)
                         continue
@@ -259,6 +285,7 @@ class Replicator:
                     reply = await self.view.call(standby, StandbyEvent(self.me, first, events))
                     if isinstance(reply, StoreAck) and reply.ok:
                         del self._queue[: len(events)]
+                        self._acked_to(first + len(events) - 1)
                     else:
                         self._needs_snapshot = True
                 except RpcError as e:
