@@ -20,6 +20,10 @@ The standby is the next live member after the leader in ring order.  Two halves:
   events and about ``STANDBY_BYTES`` of them; an event too large for any request (a
   submission of millions of inputs) is sent as part of a snapshot instead.
 
+The replicator knows the newest event its standby holds (:attr:`Replicator.acked`),
+and :meth:`Replicator.replicated` waits for one: the leader answers a worker's result
+and a client's submission only after that, so nothing acknowledged is lost with it.
+
 What the standby holds is bounded by what the leader holds: finished jobs are
 forgotten (a replicated ``Forget``) once their output is in the file store.  The
 replicator counts what it sends (:attr:`Replicator.sent`) and logs it with each
@@ -240,6 +244,7 @@ class Replicator:
     def restart(self) -> None:
         """Start over with a snapshot (a new leadership, a membership change)."""
         self._needs_snapshot = True
+        self._acked_to(0)  # until the snapshot is in (a new leadership numbers afresh)
         self._wake.set()
 
     def wake(self) -> None:
