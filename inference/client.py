@@ -10,6 +10,7 @@ store, into a local path of the caller's.  Nothing here knows about the console.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,13 @@ class InferenceClient:
     ) -> Output:
         """C4 get-output: copy a finished job's output file to ``local``.
 
-        Conflict while the job is still queued or running."""
-        status = await self.status(job_id)
+        Conflict while the job is still queued or running.  A job finished so long ago
+        that the leader no longer tracks it (it keeps the most recent finished jobs) is
+        read from its output file if that is there; NotFound otherwise."""
+        try:
+            status = await self.status(job_id)
+        except NotFound:
+            return await self._old_output(job_id, local, progress)
         if status.state not in ("done", "failed"):
             raise Conflict(
                 f"{job_id} is {status.state} ({status.done} of {status.total} queries "
@@ -125,3 +131,14 @@ class InferenceClient:
         with local.open() as f:
             results = sum(1 for line in f if line.strip())
         return Output(job_id, results, status.state)
+
+    async def _old_output(self, job_id: str, local: Path, progress: Progress | None) -> Output:
+        try:
+            await self.files.get(f"outputs/{job_id}.jsonl", local, progress)
+        except NotFound:
+            raise NotFound(f"no such job: {job_id}, and no outputs/{job_id}.jsonl") from None
+        with local.open() as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        # The scheduler's own rule: a job fails when every query ended in an error row.
+        failed = bool(lines) and all(isinstance(x, dict) and x.get("error") for x in lines)
+        return Output(job_id, len(lines), "failed" if failed else "done")

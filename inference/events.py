@@ -93,7 +93,41 @@ class QueryGaveUp:
     error: str
 
 
-Action = Assign | JobAccepted | JobStarted | JobFinished | BatchLost | QueryGaveUp
+@dataclass(frozen=True)
+class Answered:
+    """The queries of a batch's answer that counted: each one's first result.
+
+    The shell logs their timings (``query_timings.csv``); answers the scheduler
+    ignored (a duplicate, a query the batch did not hold) are not in ``indices``.
+    """
+
+    job_id: str
+    model: str
+    batch_id: int
+    indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WorkerStalled:
+    """``worker`` let a batch time out: it gets no work until it answers something or
+    is announced again (:class:`WorkerUp`).  The shell asks it what it can run, which
+    announces it again if it is alive: a worker whose batches were lost in transit
+    (sent by a leader that died) has nothing left to answer, and would idle forever.
+    """
+
+    worker: str
+
+
+Action = (
+    Assign
+    | JobAccepted
+    | JobStarted
+    | JobFinished
+    | BatchLost
+    | QueryGaveUp
+    | Answered
+    | WorkerStalled
+)
 
 
 # --- events (what happened; each is one public method call) --------------------------------

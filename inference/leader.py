@@ -7,8 +7,10 @@ standby's replicator (``on_applied``), logs the query timings of answered batche
 (:mod:`inference.timings`) and carries out the actions: batches go to workers
 (:class:`~net.messages.AssignBatch`), finished jobs are written to
 ``outputs/JOB_ID.jsonl`` in the file store, one line per query as the job's kind
-shapes it (:mod:`inference.kinds`).  A timer feeds the scheduler a ``Tick`` when
-its next batch deadline passes.
+shapes it (:mod:`inference.kinds`), and then forgotten (a replicated ``Forget``; a
+write that fails is retried until it lands, while this node leads).  A member whose
+first capacity request fails is asked again, with back-off, as long as it is a member.
+A timer feeds the scheduler a ``Tick`` when its next batch deadline passes.
 
 :meth:`Leader.handle` answers the typed leader requests of :mod:`inference.client`
 (C1-C5) and the workers' :class:`~net.messages.BatchResult`.  A node that is not (yet)
@@ -26,7 +28,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,13 @@ from config.topology import InferenceConfig
 from inference import kinds
 from inference.events import (
     Action,
+    Answered,
     Assign,
     BatchDone,
     BatchFailed,
     BatchLost,
     Event,
+    Forget,
     JobAccepted,
     JobFinished,
     JobStarted,
@@ -50,6 +54,7 @@ from inference.events import (
     Takeover,
     Tick,
     WorkerDown,
+    WorkerStalled,
     WorkerUp,
 )
 from inference.files import FileStore
@@ -97,8 +102,12 @@ MAX_QUERY_SECONDS = 86_400.0
 DEFAULT_CAPACITY: dict[str, Any] = {"threads": 1, "slots": 1}
 # How long a new worker has to say what it can run.
 CAPACITY_TIMEOUT = 2.0
-# Attempts at writing a finished job's output (a second more between each).
-OUTPUT_ATTEMPTS = 5
+# Pauses between capacity requests to a member that did not answer (doubling to the
+# cap): it stays a candidate worker for as long as it is a member.
+CAPACITY_RETRY_FIRST = 0.5
+CAPACITY_RETRY_MAX = 5.0
+# Writing a finished job's output is retried a second later, then two, ... up to this.
+OUTPUT_RETRY_MAX = 10.0
 
 Clock = Callable[[], float]
 # A copy of a scheduler to take over: (scheduler, its event number, its old leader).
@@ -129,10 +138,16 @@ class Leader:
         self._on_applied = on_applied
         self.sched: Scheduler | None = None
         self.seq = 0  # events applied by this scheduler, across leaders
-        self._outputs_written: set[str] = set()
+        # Jobs whose output is being written now (a finished job is forgotten once its
+        # output is in the store, so this holds only finished jobs not yet forgotten).
+        self._writing: set[str] = set()
         self.timings = TimingLog(data_dir / "query_timings.csv", log)
         self._timer_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # Waits until the hot standby holds an event (by number); the service wires
+        # the replicator's.  A worker's result and a client's submission are answered
+        # only after that, so that what was acknowledged survives this node's crash.
+        self.wait_replicated: Callable[[int], Awaitable[object]] | None = None
 
     @property
     def active(self) -> bool:
@@ -159,12 +174,14 @@ class Leader:
         now = self.clock()
         if copy is not None:
             self.sched, self.seq, old = copy
+            jobs = self.sched.job_ids()
             self.log.warning(
-                "%s takes over scheduling from %s at event %d (%d jobs)",
+                "%s takes over scheduling from %s at event %d (%d jobs, %d queries done)",
                 self.me,
                 old,
                 self.seq,
-                len(self.sched.job_ids()),
+                len(jobs),
+                sum(self.sched.status(j)["done"] for j in jobs),
             )
             self.apply(Takeover(tuple(live), now))
         else:
@@ -195,12 +212,21 @@ class Leader:
         self._nursery.start_soon(self.add_worker, name)
 
     async def add_worker(self, name: str) -> None:
-        try:
-            reply = await self.view.call(name, CapacityRequest(), timeout=CAPACITY_TIMEOUT)
-            capacity = reply.capacity if isinstance(reply, Capacity) else {}
-        except RpcError:
-            return  # not reachable: membership will tell us if it is gone
-        if self.sched is not None and name in self.view.ring():
+        """Ask ``name`` what it can run and make it a worker; asked again (with back-off)
+        while it does not answer, as long as it is a member and we lead."""
+        sched, delay = self.sched, CAPACITY_RETRY_FIRST
+        while True:
+            if self.sched is None or self.sched is not sched or name not in self.view.ring():
+                return  # membership says it is gone (or we stopped leading)
+            try:
+                reply = await self.view.call(name, CapacityRequest(), timeout=CAPACITY_TIMEOUT)
+                capacity = reply.capacity if isinstance(reply, Capacity) else {}
+                break
+            except RpcError as e:
+                self.log.info("%s: no capacity answer (%s); asking again in %.1f s", name, e, delay)
+                await trio.sleep(delay)
+                delay = min(2 * delay, CAPACITY_RETRY_MAX)
+        if self.sched is not None and self.sched is sched and name in self.view.ring():
             try:
                 self.apply(WorkerUp(name, capacity or DEFAULT_CAPACITY, self.clock()))
             except ValueError as e:
@@ -217,12 +243,12 @@ class Leader:
         """Apply one scheduler event, replicate it, log timings, carry out actions."""
         if self.sched is None:
             return []
-        if isinstance(event, BatchDone):
-            # Asked before the event releases the batch; after a takeover only the
-            # scheduler knows the old leader's batches.
-            job_id, model = self.sched.batch_job(event.batch_id) or ("?", "?")
-            self.timings.record(event, job_id, model)
         actions = self.sched.handle(event)
+        if isinstance(event, BatchDone):
+            # Only the answers the scheduler counted (a duplicate is not a query run).
+            for a in actions:
+                if isinstance(a, Answered):
+                    self.timings.record(event, a.job_id, a.model, frozenset(a.indices))
         self.seq += 1
         self._on_applied(self.seq, event)
         self._timer_wake.set()
@@ -252,6 +278,8 @@ class Leader:
                     a.reason,
                     a.requeued,
                 )
+            elif isinstance(a, WorkerStalled):
+                self._nursery.start_soon(self.add_worker, a.worker)  # alive? then work
             elif isinstance(a, QueryGaveUp):
                 self.log.warning(
                     "%s query %d (%s) gave up: %s", a.job_id, a.index, a.input, a.error
@@ -271,34 +299,56 @@ class Leader:
             self.apply(BatchFailed(a.worker, a.batch_id, why, self.clock()))
 
     async def _write_output(self, job_id: str, only_if_missing: bool) -> None:
-        """Write outputs/JOB_ID.jsonl to the store (one line per query, in query order)."""
-        if self.sched is None or job_id in self._outputs_written:
+        """Write outputs/JOB_ID.jsonl to the store (one line per query, in query order),
+        then forget the job: from then on its results are in the store only."""
+        sched = self.sched
+        if sched is None or job_id in self._writing or sched.forgotten(job_id):
             return
+        self._writing.add(job_id)
+        try:
+            await self._write_then_forget(sched, job_id, only_if_missing)
+        finally:
+            self._writing.discard(job_id)
+
+    def _forget(self, sched: Scheduler, job_id: str) -> None:
+        # Still the scheduler that finished the job: replicated, so the standby forgets too.
+        if self.sched is sched and not sched.forgotten(job_id):
+            self.apply(Forget(job_id))
+
+    async def _write_then_forget(
+        self, sched: Scheduler, job_id: str, only_if_missing: bool
+    ) -> None:
         name = f"outputs/{job_id}.jsonl"
         if only_if_missing:
             with contextlib.suppress(ClusterError):
                 await self.files.newest_version(name)
-                self._outputs_written.add(job_id)
+                self._forget(sched, job_id)
                 return
-        rows = self.sched.results(job_id)
-        kind = kinds.kind_of(self.sched.status(job_id)["model"])
+        rows = sched.results(job_id)
+        kind = kinds.kind_of(sched.status(job_id)["model"])
         tmp = self.data_dir / "outputs" / f"{job_id}-{uuid.uuid4().hex[:6]}.jsonl"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("w") as f:
             for row in rows:
                 f.write(json.dumps(kind.output_line(row)) + "\n")
+        del rows
+        attempt = 0
         try:
-            for attempt in range(OUTPUT_ATTEMPTS):
+            # Until it is written (the job's results are held until then), while this
+            # scheduler leads; a new leader writes what its copy finished.
+            while self.sched is sched:
                 try:
                     await self.files.put(tmp, name)
-                    self._outputs_written.add(job_id)
-                    self.log.warning("%s: %d results written to %s", job_id, len(rows), name)
+                    total = sched.status(job_id)["total"]
+                    self.log.warning("%s: %d results written to %s", job_id, total, name)
+                    self._forget(sched, job_id)
                     return
                 except ClusterError as e:
+                    attempt += 1
                     self.log.warning(
-                        "%s: writing %s failed (attempt %d): %s", job_id, name, attempt + 1, e
+                        "%s: writing %s failed (attempt %d): %s", job_id, name, attempt, e
                     )
-                    await trio.sleep(1.0 + attempt)
+                    await trio.sleep(min(float(attempt), OUTPUT_RETRY_MAX))
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -342,6 +392,9 @@ class Leader:
                         now,
                     )
                 )
+            # Acknowledged only once the standby has it: a result acknowledged and then
+            # lost with this node would leave its batch to time out on the next leader.
+            await self._replicated(self.seq)
             return StoreAck(True)
         if isinstance(request, RatesRequest):
             return Rates(sched.c1(self.clock())["models"])
@@ -358,7 +411,11 @@ class Leader:
             try:
                 return JobStatus(**sched.status(request.job_id))
             except KeyError:
-                raise NotFound(f"no such job: {request.job_id}") from None
+                raise NotFound(
+                    f"no such job: {request.job_id} (or it finished before the last "
+                    f"{sched.config.keep_finished} finished jobs; its output, if any, "
+                    f"is outputs/{request.job_id}.jsonl)"
+                ) from None
         if isinstance(request, AssignmentsRequest):
             return Assignments(sched.assignments())
         raise Invalid(f"{type(request).__name__} is not a leader request")
@@ -374,4 +431,9 @@ class Leader:
             raise NotReady("not ready: leadership moved while submitting")
         actions = self.apply(Submit(None, model, tuple(inputs), self.clock()))
         accepted = next(a for a in actions if isinstance(a, JobAccepted))
+        await self._replicated(self.seq)  # a job id given out survives this node
         return JobSubmitted(accepted.job_id, accepted.model, accepted.total)
+
+    async def _replicated(self, seq: int) -> None:
+        if self.wait_replicated is not None:
+            await self.wait_replicated(seq)

@@ -11,7 +11,12 @@ them on a worker (:class:`Assign`); the worker answers the whole batch with
 :meth:`Scheduler.batch_failed`.  A job is ``queued`` until its first batch goes out,
 ``running`` until every query has a result, then ``done`` (``failed`` if every query
 ended in an error row), and the scheduler says :class:`JobFinished` so the shell writes
-``outputs/JOB_ID.jsonl``.
+``outputs/JOB_ID.jsonl``.  Once that is in the file store the shell applies
+:class:`Forget`: the job's inputs and results go (the store has them), and only its
+C4 status stays, in a table of the ``keep_finished`` most recently forgotten jobs.
+So the scheduler holds what running jobs need plus a bounded tail, whatever the
+number of jobs it has run; everything else it keeps is bounded by the cluster (costs
+per model and worker, batch sizes per model, the statistics' capped samples).
 
 Workers advertise a capacity (``threads``, ``gpu``, ``slots``) and hold one batch per
 slot, running them one at a time (a second slot lets a node fetch the next batch's
@@ -77,7 +82,10 @@ of its answer each cost the query one attempt; after ``max_attempts`` it gets an
 row (its job kind's, e.g. ``{"input", "top5": [], "error"}``; see
 :func:`inference.kinds.error_row`) and the job completes without it.  A worker
 that timed out gets no more work until it answers something or is re-announced (a
-hung worker costs one batch's attempts, not one per batch).  Batches we gave up on
+hung worker costs one batch's attempts per timeout, not one per batch); the scheduler
+says :class:`WorkerStalled` and the shell asks the worker what it can run, which
+re-announces a live one (after a takeover, a batch the old leader recorded but never
+delivered times out on a worker that has nothing left to answer).  Batches we gave up on
 are remembered until their job finishes, so a late answer still counts for queries
 that are not done yet (and a query answered twice counts once: the second is a
 *duplicate*, ignored and counted).
@@ -100,7 +108,7 @@ Invariants
    the results.  (A query may additionally sit in a batch we gave up on; at most one
    answer for it is kept.)
 2. ``len(results) == total`` exactly when the job is ``done`` or ``failed``; each
-   query index has one result row, forever.
+   query index has one result row until the job is forgotten, and it is never replaced.
 3. A worker's live batches never exceed its slots, except right after a capacity
    change shrinks them.
 4. ``served`` and ``in_flight`` change only by whole queries; a job's ``in_flight`` is
@@ -123,6 +131,7 @@ from typing import Any
 from inference import kinds
 from inference.events import (
     Action,
+    Answered,
     Assign,
     BatchDone,
     BatchFailed,
@@ -140,6 +149,7 @@ from inference.events import (
     Takeover,
     Tick,
     WorkerDown,
+    WorkerStalled,
     WorkerUp,
 )
 from inference.metrics import RATE_WINDOW, QueryStats
@@ -173,6 +183,9 @@ class SchedulerConfig:
     batch_timeout_factor: float = 10.0
     # Seed of the "random" policy's generator (combined with the batch number).
     seed: int = 0
+    # Finished jobs whose C4 status is still answered after they are forgotten (their
+    # output is in the file store): a bounded table of the most recent ones.
+    keep_finished: int = 1000
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -187,6 +200,8 @@ class SchedulerConfig:
             raise ValueError(f"cost_alpha must be in (0, 1], not {self.cost_alpha}")
         if self.batch_timeout <= 0 or self.batch_timeout_factor <= 0:
             raise ValueError("batch_timeout and batch_timeout_factor must be positive")
+        if self.keep_finished < 0:
+            raise ValueError(f"keep_finished must not be negative, not {self.keep_finished}")
 
     def to_plain(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -203,6 +218,7 @@ class SchedulerConfig:
             batch_timeout=float(d["batch_timeout"]),
             batch_timeout_factor=float(d["batch_timeout_factor"]),
             seed=int(d["seed"]),
+            keep_finished=int(d.get("keep_finished", cls.keep_finished)),
         )
 
 
@@ -289,6 +305,8 @@ class Scheduler:
         self._error_row = error_row or kinds.error_row
         self.stats = QueryStats()
         self._jobs: dict[str, Job] = {}
+        # C4 status of forgotten jobs, oldest first, at most config.keep_finished.
+        self._finished: dict[str, dict[str, Any]] = {}
         self._workers: dict[str, Worker] = {}
         self._batches: dict[int, Batch] = {}
         # Batches we gave up on, kept until their job finishes so late answers count.
@@ -316,8 +334,13 @@ class Scheduler:
         return [j.job_id for j in self._ordered_jobs()]
 
     def status(self, job_id: str) -> dict[str, Any]:
-        """C4 status: job_id, model, state, done, total (and times, errors, in_flight)."""
-        j = self._jobs[job_id]
+        """C4 status: job_id, model, state, done, total (and times, errors, in_flight).
+
+        A forgotten job answers from its summary while it is among the
+        ``keep_finished`` most recent; KeyError for one never seen or long gone."""
+        j = self._jobs.get(job_id)
+        if j is None:
+            return dict(self._finished[job_id])
         return {
             "job_id": j.job_id,
             "model": j.model,
@@ -331,8 +354,14 @@ class Scheduler:
             "finished_at": j.finished_at,
         }
 
+    def forgotten(self, job_id: str) -> bool:
+        """``job_id`` finished and was forgotten (its results are only in its output)."""
+        return job_id in self._finished
+
     def results(self, job_id: str) -> list[Row]:
-        """The job's result rows so far, in query order (all of them once it finished)."""
+        """The job's result rows so far, in query order (all of them once it finished).
+
+        KeyError once the job is forgotten."""
         j = self._jobs[job_id]
         return [j.results[i] for i in sorted(j.results)]
 
@@ -435,7 +464,7 @@ class Scheduler:
         """A new job: one query per input.  ``job_id`` None takes :meth:`next_job_id`."""
         if job_id is None:
             job_id = self.next_job_id()
-        if not job_id or job_id in self._jobs:
+        if not job_id or job_id in self._jobs or job_id in self._finished:
             raise ValueError(f"job id {job_id!r} is empty or already used")
         if not model:
             raise ValueError("a job needs a model")
@@ -508,6 +537,7 @@ class Scheduler:
             return self._dispatch(now)
         held = dict(batch.queries)
         answered: set[int] = set()
+        counted: list[int] = []
         for k, (index, row) in enumerate(answers):
             if index not in held:
                 self.strays += 1
@@ -517,12 +547,17 @@ class Scheduler:
                 job.duplicates += 1
                 self.duplicates += 1
                 continue
-            if index in job.pending:  # a late answer for a query we had put back
+            # A late answer for a query we had put back (only a batch given up on can
+            # hold one: a live batch's queries are in no queue, invariant 1).
+            if not live and index in job.pending:
                 job.pending.remove(index)
                 job.served += 1
             job.results[index] = {**row, "input": job.inputs[index]}
+            counted.append(index)
             self.stats.record(job.model, now, timings[k] if k < len(timings) else None)
         actions: list[Action] = []
+        if counted:
+            actions.append(Answered(job.job_id, job.model, batch_id, tuple(counted)))
         if live:
             missing = [i for i, _ in batch.queries if i not in answered]
             if missing:
@@ -557,6 +592,8 @@ class Scheduler:
             actions += self._give_up(b, error, error, now)
             w = self._workers.get(b.worker)
             if w is not None:
+                if not w.stalled:
+                    actions.append(WorkerStalled(w.name))
                 w.stalled = True
         return actions + self._dispatch(now)
 
@@ -582,13 +619,20 @@ class Scheduler:
         return actions + self._dispatch(now)
 
     def forget(self, job_id: str) -> list[Action]:
-        """Drop a finished job (after its outputs are safely written)."""
+        """Drop a finished job (after its output is safely written).
+
+        Its inputs, results and attempts go; its C4 status stays in a table of the
+        ``keep_finished`` most recently forgotten jobs (the oldest leaves first)."""
         job = self._jobs.get(job_id)
         if job is None:
             return []
         if job.state not in TERMINAL:
             raise ValueError(f"{job_id} is {job.state}; only finished jobs can be forgotten")
+        summary = self.status(job_id)
         del self._jobs[job_id]
+        self._finished[job_id] = summary
+        while len(self._finished) > self.config.keep_finished:
+            del self._finished[next(iter(self._finished))]
         return []
 
     # --- internals -------------------------------------------------------------------------
@@ -818,6 +862,7 @@ class Scheduler:
             ],
             "batches": [_batch_plain(self._batches[b]) for b in sorted(self._batches)],
             "retired": [_batch_plain(self._retired[b]) for b in sorted(self._retired)],
+            "finished": [dict(f) for f in self._finished.values()],  # oldest first
             "stats": self.stats.snapshot(),
         }
 
@@ -872,12 +917,30 @@ class Scheduler:
         for d in snapshot["retired"]:
             b = _batch_from_plain(d)
             s._retired[b.batch_id] = b
+        for d in snapshot.get("finished", ()):  # absent from older snapshots
+            f = _summary_from_plain(d)
+            s._finished[f["job_id"]] = f
         s.stats = QueryStats.restore(snapshot["stats"])
         return s
 
 
 def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
+
+
+def _summary_from_plain(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "job_id": str(d["job_id"]),
+        "model": str(d["model"]),
+        "state": str(d["state"]),
+        "done": int(d["done"]),
+        "total": int(d["total"]),
+        "errors": int(d["errors"]),
+        "in_flight": int(d["in_flight"]),
+        "submitted_at": float(d["submitted_at"]),
+        "started_at": _opt_float(d["started_at"]),
+        "finished_at": _opt_float(d["finished_at"]),
+    }
 
 
 def _batch_plain(b: Batch) -> dict[str, Any]:
@@ -910,6 +973,7 @@ __all__ = [
     "POLICIES",
     "RATE_WINDOW",
     "Action",
+    "Answered",
     "Assign",
     "BatchDone",
     "BatchFailed",
@@ -928,5 +992,6 @@ __all__ = [
     "Takeover",
     "Tick",
     "WorkerDown",
+    "WorkerStalled",
     "WorkerUp",
 ]

@@ -48,6 +48,7 @@ from net.messages import (
     ErrorReply,
     StandbyEvent,
     StandbySnapshot,
+    StandbySnapshotPart,
 )
 from net.transport import Address
 
@@ -56,11 +57,16 @@ INFERENCE_REQUESTS = (
     AssignBatch,
     StandbyEvent,
     StandbySnapshot,
+    StandbySnapshotPart,
     CapacityRequest,
     *LEADER_REQUESTS,
 )
 # The leadership loop looks again at least this often, even without a membership event.
 LEADERSHIP_POLL = 1.0
+# How long the leader holds a worker's result or a submission's answer at most while
+# its standby catches up to it (see Leader.wait_replicated); under the workers' and
+# clients' RPC timeout (5 s), so a slow standby costs time, not retries.
+REPLICATION_WAIT = 3.0
 
 
 class InferenceService:
@@ -100,10 +106,16 @@ class InferenceService:
             self._applied,
         )
         self.replicator = Replicator(me.name, self.view, self.leader.state, self.log)
+        self.leader.wait_replicated = self._replicated
         self._leadership_changed = trio.Event()
 
     def _applied(self, seq: int, event: Event) -> None:
         self.replicator.push(seq, event)
+
+    async def _replicated(self, seq: int) -> None:
+        # Bounded: a slow or unreachable standby must not stop the cluster (the leader
+        # then answers anyway; the replicator sends the standby a snapshot when it can).
+        await self.replicator.replicated(seq, REPLICATION_WAIT)
 
     # --- life cycle ------------------------------------------------------------
 
@@ -146,6 +158,8 @@ class InferenceService:
             return Capacity(self.me.name, self.worker.capacity())
         if isinstance(request, StandbySnapshot):
             return self.copy.snapshot(request)
+        if isinstance(request, StandbySnapshotPart):
+            return self.copy.part(request)
         if isinstance(request, StandbyEvent):
             return self.copy.events(request)
         if isinstance(request, LEADER_REQUESTS):

@@ -3,7 +3,10 @@
 The standby is the next live member after the leader in ring order.  Two halves:
 
 * :class:`StandbyCopy` runs on every node and answers the leader's
-  :class:`~net.messages.StandbySnapshot` (the whole scheduler state as plain data) and
+  :class:`~net.messages.StandbySnapshotPart` (the whole scheduler state as plain data,
+  msgpack-encoded and cut into parts of at most ``SNAPSHOT_PART`` bytes, so that a
+  state of any size fits the frame limit; restored, all at once, when the last part
+  is in: until then the copy is the one it had) and
   :class:`~net.messages.StandbyEvent` (the events the leader applied since, each a
   ``net.wire``-encoded event of :mod:`inference.events`).  It applies events only in
   sequence: one that does not follow its copy (another leader, a gap), or does not
@@ -13,7 +16,18 @@ The standby is the next live member after the leader in ring order.  Two halves:
 * :class:`Replicator` runs on the leader: every applied event is queued with its
   sequence number (:meth:`Replicator.push`), and :meth:`Replicator.run` sends what is
   queued to the current standby, a snapshot first whenever the standby changed, the
-  leader changed, or a send failed.
+  leader changed, or a send failed.  A request carries at most ``STANDBY_BATCH``
+  events and about ``STANDBY_BYTES`` of them; an event too large for any request (a
+  submission of millions of inputs) is sent as part of a snapshot instead.
+
+The replicator knows the newest event its standby holds (:attr:`Replicator.acked`),
+and :meth:`Replicator.replicated` waits for one: the leader answers a worker's result
+and a client's submission only after that, so nothing acknowledged is lost with it.
+
+What the standby holds is bounded by what the leader holds: finished jobs are
+forgotten (a replicated ``Forget``) once their output is in the file store.  The
+replicator counts what it sends (:attr:`Replicator.sent`) and logs it with each
+snapshot and every ``REPORT_EVERY`` seconds while it sends.
 
 Invariant: the copy is the leader's scheduler as of event ``seq``; events are applied
 exactly once, in order, because each request names the first event's number and the
@@ -24,8 +38,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import trio
 
 from inference.events import EVENT_TYPES
@@ -33,11 +49,22 @@ from inference.scheduler import Scheduler
 from membership.peers import ClusterView
 from net import wire
 from net.errors import one_line
-from net.messages import StandbyEvent, StandbySnapshot, StoreAck
-from net.rpc import RpcError
+from net.messages import StandbyEvent, StandbySnapshot, StandbySnapshotPart, StoreAck
+from net.rpc import MAX_FRAME, RpcError
 
-# Scheduler events sent to the standby per request, at most.
+# Scheduler events sent to the standby per request, at most, and their bytes (the
+# first event goes even if larger, as long as it fits a frame).
 STANDBY_BATCH = 512
+STANDBY_BYTES = 4 * 1024 * 1024
+# Bytes of snapshot per StandbySnapshotPart: well inside a frame with its envelope.
+SNAPSHOT_PART = 4 * 1024 * 1024
+# A single event larger than this cannot go in a StandbyEvent; a snapshot carries it.
+MAX_EVENT = MAX_FRAME - 64 * 1024
+# The most snapshot bytes a standby buffers (a peer's parts: bounded whatever they say).
+MAX_SNAPSHOT = 1024 * 1024 * 1024
+# How often the replicator logs what it has sent, at most (while it sends, and after a
+# pause in sending).
+REPORT_EVERY = 1.0
 # Pause after a refused snapshot or an unreachable standby before trying again.
 RETRY_PAUSE = 0.5
 
@@ -50,18 +77,57 @@ class StandbyCopy:
         self.scheduler: Scheduler | None = None
         self.seq = 0
         self.leader: str | None = None
+        # The parts of a snapshot coming in: (leader, seq, parts) and the data so far.
+        self._incoming: tuple[str, int, int] | None = None
+        self._parts: list[bytes] = []
+        self._size = 0
 
     def snapshot(self, msg: StandbySnapshot) -> StoreAck:
+        return self._restore(msg.leader, msg.seq, msg.snapshot)
+
+    def part(self, msg: StandbySnapshotPart) -> StoreAck:
+        """One part of a snapshot; the parts come in order, and the last restores it."""
+        key = (msg.leader, msg.seq, msg.parts)
+        if not 0 <= msg.part < msg.parts:
+            self._drop_parts()
+            return StoreAck(False, f"snapshot part {msg.part} of {msg.parts}?")
+        if msg.part == 0:
+            self._drop_parts()
+            self._incoming = key
+        elif self._incoming != key or len(self._parts) != msg.part:
+            self._drop_parts()
+            return StoreAck(False, "snapshot part out of order; send the snapshot again")
+        self._size += len(msg.data)
+        if self._size > MAX_SNAPSHOT:
+            self._drop_parts()
+            return StoreAck(False, f"snapshot over {MAX_SNAPSHOT} bytes")
+        self._parts.append(msg.data)
+        if msg.part + 1 < msg.parts:
+            return StoreAck(True)
+        data = b"".join(self._parts)
+        self._drop_parts()
         try:
-            scheduler = Scheduler.restore(msg.snapshot)
+            plain = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception as e:  # msgpack raises several unrelated types on garbage
+            return StoreAck(False, one_line(f"undecodable scheduler snapshot: {type(e).__name__}"))
+        if not isinstance(plain, dict):
+            return StoreAck(False, f"a scheduler snapshot is a map, not {type(plain).__name__}")
+        return self._restore(msg.leader, msg.seq, plain)
+
+    def _drop_parts(self) -> None:
+        self._incoming, self._parts, self._size = None, [], 0
+
+    def _restore(self, leader: str, seq: int, plain: dict[str, Any]) -> StoreAck:
+        try:
+            scheduler = Scheduler.restore(plain)
         except Exception as e:  # a peer's plain data: any shape at all
             return StoreAck(
                 False, one_line(f"unusable scheduler snapshot: {type(e).__name__}: {e}")
             )
         self.scheduler = scheduler
-        self.seq = msg.seq
-        self.leader = msg.leader
-        self.log.info("standby copy of %s's scheduler at event %d", msg.leader, msg.seq)
+        self.seq = seq
+        self.leader = leader
+        self.log.info("standby copy of %s's scheduler at event %d", leader, seq)
         return StoreAck(True)
 
     def events(self, msg: StandbyEvent) -> StoreAck:
@@ -96,6 +162,31 @@ class StandbyCopy:
         return sched, self.seq, leader
 
 
+def snapshot_parts(leader: str, seq: int, sched: Scheduler) -> list[StandbySnapshotPart]:
+    """``sched``'s state as of event ``seq``, in parts of at most ``SNAPSHOT_PART`` bytes."""
+    data = msgpack.packb(sched.snapshot(), use_bin_type=True)
+    cuts = range(0, max(len(data), 1), SNAPSHOT_PART)
+    return [
+        StandbySnapshotPart(leader, seq, k, len(cuts), data[at : at + SNAPSHOT_PART])
+        for k, at in enumerate(cuts)
+    ]
+
+
+@dataclass
+class Sent:
+    """What a replicator has sent its standbys (accepted or not), since it started."""
+
+    snapshots: int = 0
+    snapshot_bytes: int = 0
+    events: int = 0
+    event_bytes: int = 0
+    requests: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.snapshot_bytes + self.event_bytes
+
+
 class Replicator:
     """On the leader: keeps the next live member's :class:`StandbyCopy` current."""
 
@@ -115,6 +206,31 @@ class Replicator:
         self._queue: list[tuple[int, bytes]] = []
         self._needs_snapshot = True
         self._wake = trio.Event()
+        self.sent = Sent()
+        self._reported: tuple[int, float] = (0, 0.0)  # (bytes, when) of the last report
+        # The newest event the current standby holds, and who waits for it to grow.
+        self.acked = 0
+        self._acked_changed = trio.Event()
+
+    async def replicated(self, seq: int, timeout: float) -> bool:
+        """Wait (up to ``timeout``) until the standby holds event ``seq``; True at once
+        when there is no standby (a cluster of one) or this node does not lead."""
+        with trio.move_on_after(timeout):
+            while self.acked < seq and self._has_standby():
+                await self._acked_changed.wait()
+            return True
+        return False
+
+    def _has_standby(self) -> bool:
+        if self._state() is None:
+            return False
+        ring = self.view.ring()
+        return len(ring) > 1 and ring[0] == self.me
+
+    def _acked_to(self, seq: int) -> None:
+        self.acked = seq
+        self._acked_changed.set()
+        self._acked_changed = trio.Event()
 
     def push(self, seq: int, event: Any) -> None:
         """Queue the event the leader just applied as number ``seq``."""
@@ -128,6 +244,7 @@ class Replicator:
     def restart(self) -> None:
         """Start over with a snapshot (a new leadership, a membership change)."""
         self._needs_snapshot = True
+        self._acked_to(0)  # until the snapshot is in (a new leadership numbers afresh)
         self._wake.set()
 
     def wake(self) -> None:
@@ -135,7 +252,9 @@ class Replicator:
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            with trio.move_on_after(REPORT_EVERY):
+                await self._wake.wait()
+            self._report()  # what was sent before this pause, once
             self._wake = trio.Event()
             while (state := self._state()) is not None:
                 ring = self.view.ring()
@@ -143,34 +262,92 @@ class Replicator:
                 if standby != self.standby:
                     self.standby = standby
                     self._needs_snapshot = True
+                    self._acked_to(0)
                 if standby is None:
                     self._queue.clear()
+                    self._acked_to(0)  # nobody to wait for
                     break
                 try:
                     if self._needs_snapshot:
-                        sched, seq = state
-                        snap = sched.snapshot()
-                        self._queue = [e for e in self._queue if e[0] > seq]
-                        reply = await self.view.call(standby, StandbySnapshot(self.me, seq, snap))
-                        if isinstance(reply, StoreAck) and reply.ok:
+                        if await self._send_snapshot(standby, *state):
                             self._needs_snapshot = False
+                            self._acked_to(state[1])
                         else:
                             await trio.sleep(RETRY_PAUSE)
                         continue
                     if not self._queue:
                         break
-                    # Everything queued goes in one request: under load that is many
-                    # events per round trip, so replication never limits dispatch.
-                    batch = self._queue[:STANDBY_BATCH]
-                    events = tuple(data for _, data in batch)
-                    reply = await self.view.call(
-                        standby, StandbyEvent(self.me, batch[0][0], events)
-                    )
+                    if len(self._queue[0][1]) > MAX_EVENT:
+                        self.log.info("event %d too large to send alone", self._queue[0][0])
+                        self._needs_snapshot = True
+                        continue
+                    # Everything queued goes in one request (up to a bound): under load
+                    # that is many events per round trip, so replication never limits
+                    # dispatch.
+                    events = self._next_events()
+                    first = self._queue[0][0]
+                    self._count(events=len(events), event_bytes=sum(map(len, events)))
+                    reply = await self.view.call(standby, StandbyEvent(self.me, first, events))
                     if isinstance(reply, StoreAck) and reply.ok:
-                        del self._queue[: len(batch)]
+                        del self._queue[: len(events)]
+                        self._acked_to(first + len(events) - 1)
                     else:
                         self._needs_snapshot = True
                 except RpcError as e:
                     self.log.debug("standby %s unreachable: %s", standby, e)
                     self._needs_snapshot = True
                     await trio.sleep(RETRY_PAUSE)
+
+    def _next_events(self) -> tuple[bytes, ...]:
+        events: list[bytes] = []
+        size = 0
+        for _, data in self._queue[:STANDBY_BATCH]:
+            if events and size + len(data) > STANDBY_BYTES:
+                break
+            events.append(data)
+            size += len(data)
+        return tuple(events)
+
+    async def _send_snapshot(self, standby: str, sched: Scheduler, seq: int) -> bool:
+        """The whole state as of ``seq``, part by part; True when the standby took it."""
+        parts = snapshot_parts(self.me, seq, sched)
+        self._queue = [e for e in self._queue if e[0] > seq]
+        size = sum(len(p.data) for p in parts)
+        self.sent.snapshots += 1
+        for p in parts:
+            self._count(snapshot_bytes=len(p.data))
+            reply = await self.view.call(standby, p)
+            if not (isinstance(reply, StoreAck) and reply.ok):
+                why = reply.error if isinstance(reply, StoreAck) else type(reply).__name__
+                self.log.info("standby %s refused snapshot part %d: %s", standby, p.part, why)
+                return False
+        self.log.info(
+            "standby %s: snapshot at event %d, %d bytes in %d parts (%s)",
+            standby,
+            seq,
+            size,
+            len(parts),
+            self.report(),
+        )
+        return True
+
+    def _count(self, *, events: int = 0, event_bytes: int = 0, snapshot_bytes: int = 0) -> None:
+        self.sent.requests += 1
+        self.sent.events += events
+        self.sent.event_bytes += event_bytes
+        self.sent.snapshot_bytes += snapshot_bytes
+        self._report()
+
+    def _report(self) -> None:
+        now = trio.current_time()
+        if now - self._reported[1] >= REPORT_EVERY and self.sent.bytes > self._reported[0]:
+            self.log.info("replication: %s", self.report())
+            self._reported = (self.sent.bytes, now)
+
+    def report(self) -> str:
+        """What was sent to standbys so far, for the node's log (the bench reads it)."""
+        s = self.sent
+        return (
+            f"sent {s.bytes} bytes in {s.requests} requests: {s.events} events "
+            f"({s.event_bytes} bytes), {s.snapshots} snapshots ({s.snapshot_bytes} bytes)"
+        )

@@ -1,6 +1,6 @@
 """The leader's per-query timing log: ``query_timings.csv`` in the node's data directory.
 
-One row per answered query (finished_at, job_id, model, query, input, worker,
+One row per answered query, the first answer only (finished_at, job_id, model, query, input, worker,
 batch_id, seconds), appended as each batch's answer is applied.  The file is opened
 once, on the first answer, and flushed per batch: people and tests read it while jobs
 run, and opening it per batch would cost the leader's event loop more than the write.
@@ -20,6 +20,7 @@ import contextlib
 import csv
 import logging
 import os
+from collections.abc import Container
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,10 +38,13 @@ class TimingLog:
         # Batches whose rows were not written since the last failure (0: writing works).
         self.missed = 0
 
-    def record(self, event: BatchDone, job_id: str, model: str) -> None:
-        """Append the batch's rows; a failure is logged (once), never raised."""
+    def record(
+        self, event: BatchDone, job_id: str, model: str, only: Container[int] | None = None
+    ) -> None:
+        """Append the batch's rows (those of the query indices in ``only``, when given:
+        the answers the scheduler counted); a failure is logged (once), never raised."""
         try:
-            self._write(event, job_id, model)
+            self._write(event, job_id, model, only)
         except (OSError, ValueError) as e:  # ValueError: a file closed under us
             self._drop_file()
             if not self.missed:
@@ -61,13 +65,20 @@ class TimingLog:
             )
             self.missed = 0
 
-    def _write(self, event: BatchDone, job_id: str, model: str) -> None:
+    def _write(
+        self, event: BatchDone, job_id: str, model: str, only: Container[int] | None
+    ) -> None:
         if self._file is not None and os.fstat(self._file.fileno()).st_nlink == 0:
             self._drop_file()  # removed while open: write where people will look
         if self._file is None:
             self._open()
         assert self._file is not None
+        left = None if only is None else {i for i, _ in event.results if i in only}
         for (index, row), seconds in zip(event.results, event.timings, strict=False):
+            if left is not None:
+                if index not in left:
+                    continue  # ignored by the scheduler, or a second answer in this batch
+                left.discard(index)
             self._writer.writerow(
                 [
                     f"{event.now:.3f}",

@@ -577,6 +577,21 @@ class StandbySnapshot:
     snapshot: dict[str, Any]
 
 
+@message(tag=109)
+@dataclass(frozen=True)
+class StandbySnapshotPart:
+    """Leader to hot standby: part ``part`` (0-based) of ``parts`` of the scheduler
+    state as of event ``seq``, msgpack-encoded and cut into pieces that each fit a
+    frame whatever the state's size; the standby restores it when the last part is in.
+    """
+
+    leader: str
+    seq: int
+    part: int
+    parts: int
+    data: bytes
+
+
 @message(tag=84)
 @dataclass(frozen=True)
 class CapacityRequest:

@@ -685,8 +685,9 @@ def test_forget_drops_finished_jobs_only() -> None:
         s.forget("job-1")
     answer(s, a, 1.0)
     assert s.forget("job-1") == []
+    assert s.job_ids() == [] and s.forgotten("job-1")
     with pytest.raises(KeyError):
-        s.status("job-1")
+        s.results("job-1")
     assert s.forget("job-1") == []
     answer(s, a, 2.0)  # a late answer for a forgotten job is a duplicate
     assert s.duplicates == 2
