@@ -70,6 +70,9 @@ GRANT_BYTES = 60 * 1024
 BATCHES_IN_FLIGHT = 8
 # Large files streaming at once (each to all of its replicas).
 STREAMS_IN_FLIGHT = 4
+# A batch request gets io_timeout(its bytes) plus this much per file: a pessimistic
+# disk's cost of creating a file, so a busy replica is not given up on too early.
+SECONDS_PER_FILE = 0.02
 # Files put again alone after their batch failed, at once.
 RETRIES_IN_FLIGHT = 4
 # At most this many failed files are named in the error line.
@@ -324,7 +327,8 @@ class PutDir:
     ) -> list[NodeError | None] | NodeError:
         """One batch request to ``node``: its answer per item, or one error for all."""
         try:
-            reply = await self.view.call(node, request, io_timeout(size))
+            timeout = io_timeout(size) + SECONDS_PER_FILE * len(indices)
+            reply = await self.view.call(node, request, timeout)
         except RpcError as e:
             return NodeError(ErrorKind.FAILED, str(e))
         if isinstance(reply, BatchAck) and len(reply.kinds) == len(indices) == len(reply.errors):
