@@ -53,11 +53,15 @@ from sdfs.putcoord import NodeError
 if TYPE_CHECKING:
     from sdfs.client import SdfsClient
 
-# Files up to this size travel inline in the StoreBatch frame; larger ones stream.
-INLINE_MAX = 32 * 1024
-# A StoreBatch frame stays under net.rpc.PREAUTH_FRAME (64 KiB): it is the first frame
-# of its connection, and larger unauthenticated frames share a budget with every peer.
-BATCH_BYTES = 48 * 1024
+# Files up to this size travel inline in the StoreBatch frame (a MAC and a msgpack copy
+# per byte, which for a file this small costs less than a stream's set-up and its
+# fsync per file on every replica); larger ones stream (sdfs.copies.push).
+INLINE_MAX = 1024 * 1024
+# Inline bytes in one StoreBatch.  A frame this large, the first of its connection,
+# holds part of each replica's budget for unauthenticated frames while it arrives
+# (net.rpc.UNVERIFIED_BYTES, 64 MiB): BATCHES_IN_FLIGHT of them hold a quarter of it,
+# and a put-dir that meets a full budget only sees those batches retried alone.
+BATCH_BYTES = 2 * 1024 * 1024
 # Per item beyond its bytes: the record and msgpack's framing of it.
 ITEM_OVERHEAD = 256
 # Most files in one batch (streamed files count here, not in BATCH_BYTES).
