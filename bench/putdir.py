@@ -114,6 +114,7 @@ def main() -> None:
     p.add_argument("--huge", type=int, default=0, help="also one put-dir of this many files")
     p.add_argument("--transfer", default="tcp")
     p.add_argument("--no-scp", action="store_true", help="skip the OpenSSH scp -r baseline")
+    p.add_argument("--keep", type=Path, help="work in this directory and keep it (node logs)")
     args = p.parse_args()
     interrupt_on_sigterm()
     out: dict[str, Any] = {
@@ -126,8 +127,10 @@ def main() -> None:
     }
     wall = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="putdir-bench-") as tmp:
-        work = Path(tmp)
-        with LocalCluster(5, cluster={"transfer": args.transfer}) as c:
+        work = Path(tmp) if args.keep is None else args.keep
+        work.mkdir(parents=True, exist_ok=True)
+        # The cluster's files in this run's own directory (like everything it writes).
+        with LocalCluster(5, workdir=work / "cluster", cluster={"transfer": args.transfer}) as c:
             c.wait_converged(timeout=30)
             time.sleep(1.5)  # the leader's first rebuild
             wait_for(lambda: c.console("H1", "ls-all") is not None, 30, "a leader")

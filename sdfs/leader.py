@@ -79,7 +79,7 @@ LEADER_REQUESTS = (
     PutDoneBatch,
 )
 # Most files one PutBeginBatch or PutDoneBatch may name (a put-dir asks for fewer).
-MAX_BATCH = 4096
+MAX_PUT_BATCH = 4096
 
 # How often the leader checks for under-replicated files besides failure events.
 REPAIR_INTERVAL = 2.0
@@ -309,8 +309,8 @@ class SdfsLeader:
         if isinstance(request, PutBeginBatch):
             return self._grant_batch(metadata, request)
         if isinstance(request, PutDoneBatch):
-            if len(request.puts) > MAX_BATCH:
-                raise Invalid(f"a batch of {len(request.puts)} puts; at most {MAX_BATCH}")
+            if len(request.puts) > MAX_PUT_BATCH:
+                raise Invalid(f"a batch of {len(request.puts)} puts; at most {MAX_PUT_BATCH}")
             for done in request.puts:  # all checked before any is recorded
                 check_record(done.record)
             for done in request.puts:
@@ -352,8 +352,8 @@ class SdfsLeader:
 
     def _grant_batch(self, metadata: Metadata, request: PutBeginBatch) -> PutGrantBatch:
         """A grant per file, as PutBegin gives one; all or none (a bad name refuses all)."""
-        if len(request.files) > MAX_BATCH:
-            raise Invalid(f"a batch of {len(request.files)} files; at most {MAX_BATCH}")
+        if len(request.files) > MAX_PUT_BATCH:
+            raise Invalid(f"a batch of {len(request.files)} files; at most {MAX_PUT_BATCH}")
         for want in request.files:
             check_size(want.size, f"put {check_name(want.name)}: size")
         ring = self._writable_ring()
