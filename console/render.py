@@ -245,8 +245,8 @@ def render(command: str, data: Mapping[str, Any]) -> str:
 def progress_line(done: int, total: int, label: str) -> str:
     """One line of progress for a long command (a copy, or files of a put-dir)."""
     pct = f" {100 * done / total:5.1f}%" if total else ""
-    if label == "files":
-        return f"{done} of {total} files{pct}"
+    if label == "files" or label.startswith("files, "):  # a put-dir: files, then bytes
+        return f"{done} of {total} files{pct}{label[len('files') :]}"
     return f"{label}: {human_bytes(done)} of {human_bytes(total)}{pct}"
 
 

@@ -494,6 +494,112 @@ class StoreAck:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+# --- SDFS: many small files at once (put-dir) --------------------------------------------
+#
+# A put-dir grants, stores, commits and reports files in batches (sdfs/putdir.py): one
+# request per replica per batch instead of one per file, each replica fsyncing its
+# directories once per batch.  The semantics per file are those of the single put.
+
+
+@dataclass(frozen=True)
+class PutWant:
+    """One file a batch grant asks for."""
+
+    name: str
+    size: int
+
+
+@message(tag=120)
+@dataclass(frozen=True)
+class PutBeginBatch:
+    """Client to leader: grant a new version of each of ``files`` (PutBegin for many)."""
+
+    files: tuple[PutWant, ...]
+    client: str
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One file's grant in a PutGrantBatch (the fields of PutGrant)."""
+
+    name: str
+    version: int
+    put_id: str
+    replicas: tuple[str, ...]
+
+
+@message(tag=121)
+@dataclass(frozen=True)
+class PutGrantBatch:
+    """Leader to client: one grant per file asked for, in the same order."""
+
+    grants: tuple[Grant, ...]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One file of a StoreBatch: store it as ``record`` (PENDING).
+
+    Its bytes are ``data`` when ``incoming`` is "" (a small file, sent inline in the
+    authenticated frame), else the file ``incoming`` in the receiver's incoming
+    directory (a large one, streamed there first)."""
+
+    record: VersionRecord
+    incoming: str
+    data: bytes
+
+
+@message(tag=122)
+@dataclass(frozen=True)
+class StoreBatch:
+    """Writer to replica: take every item (Ingest for many; one group commit to disk)."""
+
+    items: tuple[BatchItem, ...]
+
+
+@dataclass(frozen=True)
+class PutKey:
+    """One put of a CommitBatch."""
+
+    name: str
+    version: int
+    put_id: str
+
+
+@message(tag=123)
+@dataclass(frozen=True)
+class CommitBatch:
+    """Writer to replica: these puts reached their write quorum (CommitVersion for many)."""
+
+    puts: tuple[PutKey, ...]
+
+
+@message(tag=124)
+@dataclass(frozen=True)
+class BatchAck:
+    """A replica's answer to a StoreBatch or CommitBatch: per item, in order, the
+    :class:`net.errors.ErrorKind` of its failure (-1 for done) and a line saying why."""
+
+    kinds: tuple[int, ...]
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Done:
+    """One put of a PutDoneBatch (the fields of PutDone)."""
+
+    record: VersionRecord
+    holders: tuple[str, ...]
+
+
+@message(tag=125)
+@dataclass(frozen=True)
+class PutDoneBatch:
+    """Client to leader: each record is committed on its holders (PutDone for many)."""
+
+    puts: tuple[Done, ...]
+
+
 @message(tag=32)
 @dataclass(frozen=True)
 class ConsoleProgress:

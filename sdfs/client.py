@@ -63,9 +63,6 @@ from sdfs.names import check_name
 from sdfs.store import StoreError, relative_data_path
 from sdfs.transfer import TransferError
 
-# Files of a put-dir in flight at once: enough to hide each put's round trips.
-PUT_DIR_PARALLELISM = 4
-
 
 @dataclass(frozen=True)
 class PutResult:
@@ -166,7 +163,7 @@ class SdfsClient:
             elif isinstance(step, putcoord.Commit):
                 steps = coord.committed(await self._commit(step), trio.current_time())
             elif isinstance(step, putcoord.Abort):
-                await self._abort(step)
+                await self.abort_put(step)
             elif isinstance(step, putcoord.Regrant):
                 self.log.info("put %s: asking for a fresh version: %s", name, step.reason)
             elif isinstance(step, putcoord.Report):
@@ -194,7 +191,7 @@ class SdfsClient:
                 n.start_soon(one, node)
         return done
 
-    async def _abort(self, step: putcoord.Abort) -> None:
+    async def abort_put(self, step: putcoord.Abort) -> None:
         """Drop the pending copies and give the version number back to the leader."""
         request = AbortPut(step.name, step.version, step.put_id)
         leader = self.view.leader()
@@ -234,33 +231,13 @@ class SdfsClient:
     async def put_dir(
         self, localdir: Path, prefix: str, progress: Progress | None = None
     ) -> list[str]:
-        """Put every regular file under ``localdir`` as PREFIX/relative/path; the names."""
-        if not localdir.is_dir():
-            raise Invalid(f"local directory {localdir} does not exist")
-        prefix = prefix.strip("/")
-        files = sorted(p for p in localdir.rglob("*") if p.is_file() and not p.is_symlink())
-        names = [
-            f"{prefix}/{p.relative_to(localdir).as_posix()}"
-            if prefix
-            else p.relative_to(localdir).as_posix()
-            for p in files
-        ]
-        for name in names:
-            check_name(name)
-        done: list[str] = []
-        limiter = trio.CapacityLimiter(PUT_DIR_PARALLELISM)
+        """Put every regular file under ``localdir`` as PREFIX/relative/path; the names.
 
-        async def one(path: Path, name: str) -> None:
-            async with limiter:
-                await self.put(path, name)
-            done.append(name)
-            if progress is not None:
-                progress(len(done), len(names), "files")
+        In batches (sdfs.putdir); :class:`~sdfs.putdir.PutDirFailed` names the files
+        that could not be stored, and why, if any."""
+        from sdfs.putdir import PutDir
 
-        async with trio.open_nursery() as n:
-            for path, name in zip(files, names, strict=True):
-                n.start_soon(one, path, name)
-        return sorted(done)
+        return await PutDir(self).run(localdir, prefix, progress)
 
     # --- reads ---------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ import trio
 from config.topology import ClusterConfig
 from membership.core import Event
 from membership.peers import ClusterView
-from net.errors import ClusterError, NoQuorum, NotFound, NotReady, to_failure
+from net.errors import ClusterError, Invalid, NoQuorum, NotFound, NotReady, to_failure
 from net.limits import check_pattern
 from net.messages import (
     AbortPut,
@@ -57,14 +57,18 @@ from net.messages import (
     DeleteReplica,
     DropReplica,
     FileList,
+    Grant,
     Inventory,
     ListFiles,
     Locate,
     LocatedVersion,
     Location,
     PutBegin,
+    PutBeginBatch,
     PutDone,
+    PutDoneBatch,
     PutGrant,
+    PutGrantBatch,
     ReplicateOrder,
     StoreAck,
     VersionRecord,
@@ -77,7 +81,18 @@ from sdfs.names import check_name
 from sdfs.pages import PAGE_NAMES
 
 # Inventory: a node's report of its holdings after they changed outside the protocol.
-LEADER_REQUESTS = (PutBegin, PutDone, Locate, ListFiles, DeleteFile, Inventory)
+LEADER_REQUESTS = (
+    PutBegin,
+    PutDone,
+    Locate,
+    ListFiles,
+    DeleteFile,
+    Inventory,
+    PutBeginBatch,
+    PutDoneBatch,
+)
+# Most files one PutBeginBatch or PutDoneBatch may name (a put-dir asks for fewer).
+MAX_PUT_BATCH = 4096
 
 # How often the leader checks for under-replicated files besides failure events.
 REPAIR_INTERVAL = 2.0
@@ -322,6 +337,16 @@ class SdfsLeader:
         if isinstance(request, PutDone):
             metadata.put_done(check_record(request.record), request.holders)
             return StoreAck(True)
+        if isinstance(request, PutBeginBatch):
+            return self._grant_batch(metadata, request)
+        if isinstance(request, PutDoneBatch):
+            if len(request.puts) > MAX_PUT_BATCH:
+                raise Invalid(f"a batch of {len(request.puts)} puts; at most {MAX_PUT_BATCH}")
+            for done in request.puts:  # all checked before any is recorded
+                check_record(done.record)
+            for done in request.puts:
+                metadata.put_done(done.record, done.holders)
+            return StoreAck(True)
         if isinstance(request, Locate):
             versions, deleted = metadata.locate(check_name(request.name))
             live = set(self.view.ring())
@@ -364,16 +389,37 @@ class SdfsLeader:
     def _grant(self, metadata: Metadata, request: PutBegin) -> PutGrant:
         name = check_name(request.name)
         check_size(request.size, f"put {name}: size")
-        ring = self.view.ring()
+        ring = self._writable_ring()
+        put_id = uuid.uuid4().hex
+        version = metadata.grant(name, put_id, self.clock())
+        return PutGrant(name, version, put_id, tuple(placement(name, ring, self.replication)))
+
+    def _grant_batch(self, metadata: Metadata, request: PutBeginBatch) -> PutGrantBatch:
+        """A grant per file, as PutBegin gives one; all or none (a bad name refuses all)."""
+        if len(request.files) > MAX_PUT_BATCH:
+            raise Invalid(f"a batch of {len(request.files)} files; at most {MAX_PUT_BATCH}")
+        for want in request.files:
+            check_size(want.size, f"put {check_name(want.name)}: size")
+        ring = self._writable_ring()
+        now = self.clock()
+        grants = []
+        for want in request.files:
+            put_id = uuid.uuid4().hex
+            version = metadata.grant(want.name, put_id, now)
+            replicas = tuple(placement(want.name, ring, self.replication))
+            grants.append(Grant(want.name, version, put_id, replicas))
+        return PutGrantBatch(tuple(grants))
+
+    def _writable_ring(self) -> list[str]:
+        """The live ring, if it holds a write quorum; NoQuorum otherwise."""
+        ring = list(self.view.ring())
         w = write_quorum(self.replication)
         if len(ring) < w:
             raise NoQuorum(
                 f"only {len(ring)} live node{'s' if len(ring) != 1 else ''}; "
                 f"a put needs {w} (the write quorum)"
             )
-        put_id = uuid.uuid4().hex
-        version = metadata.grant(name, put_id, self.clock())
-        return PutGrant(name, version, put_id, tuple(placement(name, ring, self.replication)))
+        return ring
 
     async def _delete_everywhere(self, metadata: Metadata, name: str) -> StoreAck:
         try:

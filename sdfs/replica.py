@@ -28,6 +28,8 @@ from net.blocking import Blocking, to_thread
 from net.errors import ClusterError, expect, to_failure
 from net.messages import (
     AbortPut,
+    BatchAck,
+    CommitBatch,
     CommitVersion,
     DeleteReplica,
     DropReplica,
@@ -40,10 +42,12 @@ from net.messages import (
     StatReply,
     StatRequest,
     StoreAck,
+    StoreBatch,
     VersionRecord,
     VersionState,
 )
 from net.rpc import RpcError
+from sdfs import storebatch
 from sdfs.checks import check_record, check_version
 from sdfs.copies import PeerDirectory, Transfers, ingest, push
 from sdfs.names import check_name
@@ -64,6 +68,8 @@ REPLICA_REQUESTS = (
     DeleteReplica,
     ReplicateOrder,
     DropReplica,
+    StoreBatch,
+    CommitBatch,
 )
 
 # A pending copy whose put never finished, or an arrival never ingested, is dropped
@@ -223,6 +229,10 @@ class Replica:
             name = check_name(request.name)
             version = check_version(request.version)
             await self.blocking.run(store.drop, name, version, request.put_id)
+        elif isinstance(request, StoreBatch):
+            return await self._store_batch(request)
+        elif isinstance(request, CommitBatch):
+            return await self._commit_batch(request)
         elif isinstance(request, ReplicateOrder):
             for r in request.records:  # all or nothing: a bad order is refused whole
                 check_record(r)
@@ -230,6 +240,40 @@ class Replica:
         else:
             raise TypeError(f"not a replica request: {type(request).__name__}")
         return StoreAck(True)
+
+    async def _store_batch(self, request: StoreBatch) -> BatchAck:
+        """Ingest every item of a put-dir batch, in one group commit (sdfs.store)."""
+        results: list[ClusterError | None] = [None] * len(request.items)
+        todo: list[int] = []
+        for i, item in enumerate(request.items):
+            try:  # a bad item is refused alone; the others go on
+                check_record(item.record)
+                todo.append(i)
+            except ClusterError as e:
+                results[i] = e
+        items = [request.items[i] for i in todo]
+        stored = await self.blocking.run(
+            storebatch.ingest_batch, self.store, [(it.record, it.incoming, it.data) for it in items]
+        )
+        for i, error in zip(todo, stored, strict=True):
+            results[i] = error
+        return batch_ack(results)
+
+    async def _commit_batch(self, request: CommitBatch) -> BatchAck:
+        results: list[ClusterError | None] = [None] * len(request.puts)
+        todo: list[int] = []
+        for i, put in enumerate(request.puts):
+            try:
+                check_name(put.name)
+                check_version(put.version)
+                todo.append(i)
+            except ClusterError as e:
+                results[i] = e
+        puts = [(p.name, p.version, p.put_id) for p in (request.puts[i] for i in todo)]
+        done = await self.blocking.run(storebatch.commit_batch, self.store, puts)
+        for i, error in zip(todo, done, strict=True):
+            results[i] = error
+        return batch_ack(results)
 
     async def _replicate(self, order: ReplicateOrder) -> StoreAck:
         """Copy committed versions we hold to ``order.targets`` (a leader's repair order)."""
@@ -257,3 +301,11 @@ class Replica:
             "; ".join(f"{t}: {e}" for t, e in errors.items()),
             {"copied": copied, "errors": errors},
         )
+
+
+def batch_ack(results: list[ClusterError | None]) -> BatchAck:
+    """Per item: -1 and "" for done, else the error's kind and its line."""
+    return BatchAck(
+        tuple(-1 if e is None else int(e.kind) for e in results),
+        tuple("" if e is None else to_failure(e).error for e in results),
+    )

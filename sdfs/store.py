@@ -123,6 +123,14 @@ class Arrivals:
             return None
 
 
+def _whole(data: Path, record: VersionRecord) -> bool:
+    """Whether ``data`` holds exactly the bytes ``record`` describes."""
+    try:
+        return data.stat().st_size == record.size and sha256_file(data) == record.sha256
+    except OSError:
+        return False
+
+
 def disk_error(node: str, error: OSError, what: str) -> StoreError:
     """A one-line StoreError for a failed disk operation: "disk full on H2: ..." ."""
     full = error.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -145,6 +153,9 @@ class ReplicaStore:
         # Directories with removals not yet fsynced (see _sync_removals).
         self._unsynced: set[Path] = set()
         self.arrivals = Arrivals()
+        # Versions a batch (sdfs.storebatch) is writing, not yet indexed: put_id by
+        # (name, version), so that no other put claims them meanwhile.
+        self._staging: dict[tuple[str, int], str] = {}
         self._load()
 
     def _make_layout(self) -> None:
@@ -181,7 +192,14 @@ class ReplicaStore:
             tomb = max(
                 (v for v, r in versions.items() if r.state == VersionState.DELETED), default=0
             )
-            for v in [v for v in versions if v < tomb]:
+            # A PENDING meta whose data is not whole (a batch writes both before one
+            # barrier, sdfs.storebatch) was never acknowledged: it goes.
+            broken = [
+                v
+                for v, r in versions.items()
+                if r.state == VersionState.PENDING and not _whole(d / f"{v}.data", r)
+            ]
+            for v in [v for v in versions if v < tomb] + broken:
                 with contextlib.suppress(OSError):
                     (d / f"{v}.meta").unlink()
                 del versions[v]
@@ -319,6 +337,13 @@ class ReplicaStore:
                 # The tombstone first: the record at its version is the tombstone itself.
                 if record.version <= self._tombstone(record.name):
                     raise StoreError(f"{record.name} was deleted after v{record.version}")
+                staged = self._staging.get((record.name, record.version))
+                if staged is not None and staged != record.put_id:
+                    raise VersionTaken(
+                        f"{record.name} v{record.version} already belongs to another put"
+                    )
+                if staged is not None:
+                    raise StoreError(f"{record.name} v{record.version} is being stored")
                 existing = self._index.get(record.name, {}).get(record.version)
                 if existing is not None:
                     if existing.put_id != record.put_id:

@@ -156,6 +156,10 @@ def test_progress_lines() -> None:
         "a.bin -> H2: 20.0 MB of 40.0 MB  50.0%"
     )
     assert progress_line(3, 4, "files") == "3 of 4 files  75.0%"
+    # A put-dir's: files, then bytes.
+    assert progress_line(3, 4, "files, 1.5 KB of 2.0 KB") == (
+        "3 of 4 files  75.0%, 1.5 KB of 2.0 KB"
+    )
     # net.progress.human_bytes: past 1000 GB it counts in TB.
     assert progress_line(1_500_000_000_000, 3_000_000_000_000, "w") == (
         "w: 1.5 TB of 3.0 TB  50.0%"

@@ -161,6 +161,28 @@ def test_put_dir_and_delete(cluster: LocalCluster, tmp_path: Path) -> None:
     assert again["version"] > 1
 
 
+def test_put_dir_of_many_files_small_and_large(cluster: LocalCluster, tmp_path: Path) -> None:
+    # Small files go inline in batches, the 2 MB one streams (sdfs.putdir); all of them
+    # come back whole from a node that did not write them, each on 4 replicas.
+    c = cluster
+    root = tmp_path / "many"
+    for i in range(300):
+        (root / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 7}" / f"f{i:03d}.txt").write_bytes(os.urandom(300 + i))
+    random_file(root / "d0" / "photo.jpg", 200_000)
+    random_file(root / "big.bin", 2_000_000)
+    local = sorted(p for p in root.rglob("*") if p.is_file())
+    names = sorted(f"many/{p.relative_to(root).as_posix()}" for p in local)
+
+    assert c.console("H3", "put-dir", str(root), "many", timeout=120)["files"] == names
+    assert c.console("H5", "ls-all", "many/*")["files"] == names
+    for rel in ("big.bin", "d0/photo.jpg", "d5/f299.txt"):
+        assert len(c.console("H1", "ls", f"many/{rel}")["replicas"]) == REPLICATION
+        out = tmp_path / "got"
+        c.console("H4", "get", f"many/{rel}", str(out))
+        assert digest(out) == digest(root / rel)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

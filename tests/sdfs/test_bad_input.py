@@ -8,6 +8,7 @@ metadata.  Runs on virtual time over :class:`tests.helpers.sdfs_cluster.SdfsClus
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,24 @@ from net.errors import ErrorKind
 from net.limits import MAX_VERSION
 from net.messages import (
     AbortPut,
+    BatchAck,
+    BatchItem,
+    CommitBatch,
     CommitVersion,
     DeleteReplica,
+    Done,
     Failure,
     Ingest,
     ListFiles,
     PutBegin,
+    PutBeginBatch,
     PutDone,
+    PutDoneBatch,
+    PutKey,
+    PutWant,
     ReplicateOrder,
     StatRequest,
+    StoreBatch,
     VersionRecord,
     VersionState,
 )
@@ -137,6 +147,12 @@ BAD_LEADER_REQUESTS = [
     (PutDone(record(version=-3), ("H2",)), "version"),
     (PutDone(record(size=-3), ("H2",)), "size"),
     (ListFiles("*" * 5000), "pattern"),
+    # A batch is refused whole, before anything is granted or recorded.
+    (PutBeginBatch((PutWant("ok", 1), PutWant("..", 1)), "H3"), "'..'"),
+    (PutBeginBatch((PutWant("ok", 1), PutWant("f", -1)), "H3"), "size"),
+    (PutBeginBatch(tuple(PutWant(f"f{i}", 1) for i in range(4097)), "H3"), "at most 4096"),
+    (PutDoneBatch((Done(record(), ("H2",)), Done(record(name="../x"), ("H2",)))), "'..'"),
+    (PutDoneBatch((Done(record(), ("H2",)), Done(record(version=TOP), ("H2",)))), "version"),
 ]
 
 
@@ -151,3 +167,27 @@ async def test_the_leader_refuses_bad_names_and_numbers_as_invalid(
     assert_invalid(reply, word)
     metadata = cluster.leader("H1").metadata
     assert metadata is not None and metadata.files == {}
+
+
+async def test_a_replica_refuses_each_bad_item_of_a_batch_alone(nursery, autojump_clock, tmp_path):
+    cluster = await running(nursery, tmp_path)
+    service = cluster.service("H3")
+    good = VersionRecord("ok", 1, "put-1", 3, hashlib.sha256(b"abc").hexdigest(), 0)
+    items = (
+        BatchItem(good, "", b"abc"),
+        BatchItem(record(name="../x", state=0), "", b"abc"),
+        BatchItem(record(version=TOP, state=0), "", b"abc"),
+        BatchItem(record(name="g", state=0), "../../etc/passwd", b""),
+        BatchItem(record(name="h", state=0), "", b"not what the record says"),
+    )
+    reply = await service.handle(StoreBatch(items), PEER)
+    assert isinstance(reply, BatchAck)
+    assert reply.kinds[:3] == (-1, ErrorKind.INVALID, ErrorKind.INVALID)
+    assert all(k >= 0 for k in reply.kinds[3:])
+    assert all("\n" not in e and len(e) < 200 for e in reply.errors)
+    assert [r.name for r in service.store.records()] == ["ok"]
+    commits = (PutKey("ok", 1, "put-1"), PutKey("ok", 0, "put-1"), PutKey("/abs", 1, "put-1"))
+    reply = await service.handle(CommitBatch(commits), PEER)
+    assert isinstance(reply, BatchAck)
+    assert reply.kinds == (-1, ErrorKind.INVALID, ErrorKind.INVALID)
+    assert service.store.names() == ["ok"]
