@@ -215,18 +215,21 @@ class Chunk:
 # the integrity argument).
 
 
-@message(tag=73)
+@message(tag=73, version=2)
 @dataclass(frozen=True)
 class PutStream:
     """Start of an upload into the receiver's incoming directory as ``name``.
 
     Exactly ``size`` raw bytes follow, then the sender's :class:`StreamEnd`.  The
     receiver answers with the StreamEnd of what it stored, or with an ErrorReply,
-    possibly before the bytes have all been sent (it then stops reading).
+    possibly before the bytes have all been sent (it then stops reading).  The bytes'
+    tag is keyed by ``nonce`` (net.codec.Codec.upload_key): one upload to several
+    replicas sends them one nonce, so the sender computes one tag for all.
     """
 
     name: str
     size: int
+    nonce: bytes
 
 
 @message(tag=74)
@@ -254,7 +257,8 @@ class StreamStart:
 class StreamEnd:
     """After a raw stream: how many bytes it had, their CRC-32 (zlib's), their SHA-256
     (hex; "" where the sender did not compute it) and ``tag``, their Poly1305 under the
-    stream's one-time key (net.codec.Session.stream_key).  A receiver keeps the bytes
+    stream's one-time key (an upload's: net.codec.Codec.upload_key; a download's:
+    net.codec.Session.stream_key).  A receiver keeps the bytes
     only if the tag matches them; as an answer to a stream, the receiver's StreamEnd
     repeats what it verified, with an empty tag."""
 

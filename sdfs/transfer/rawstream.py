@@ -8,16 +8,19 @@ put, and a put to 4 replicas does that 8 times per byte.
 
 Integrity and authenticity:
 
-- On the wire, a Poly1305 tag of the bytes (``tag``) under a one-time key that both
-  ends derive from the connection's key and the header frame's sequence number
-  (net.codec.Session.stream_key); the StreamEnd that carries it is itself sealed with
-  the connection's key.  Every receiver checks the tag on arrival, before the file is
-  renamed into place: whoever can splice bytes into a node's TCP connection cannot make
-  them pass without the cluster secret.  (A CRC-32 alone, as before, anyone can forge.)
-  Poly1305 runs at ~8 GB/s here, faster than the CRC-32 it replaces on receivers and
-  four times faster than SHA-256, so a put to 4 replicas on one host stays as fast.
-- The CRC-32 (zlib's) stays in the StreamEnd for the sender's and the reader's checks
-  and reports.
+- On the wire, a Poly1305 tag of the bytes (``tag``) under a one-time key: an
+  upload's from the cluster secret and the random nonce in its sealed PutStream
+  (net.codec.Codec.upload_key; one upload to several replicas has one nonce, so the
+  sender computes one tag for all), a download's from the connection's key and the
+  header frame's sequence number (net.codec.Session.stream_key); the StreamEnd that
+  carries it is itself sealed with the connection's key.  Every receiver checks the
+  tag on arrival, before the file is renamed into place: whoever can splice bytes
+  into a node's TCP connection cannot make them pass without the cluster secret.
+  (A CRC-32 alone, as before, anyone can forge.)  Poly1305 runs at ~8 GB/s here,
+  faster than the CRC-32 it replaces on receivers and four times faster than SHA-256,
+  so a put to 4 replicas on one host stays as fast.
+- The CRC-32 (zlib's) stays in the StreamEnd of a download for the reader's checks
+  and reports; an upload's sender no longer computes it (its receivers trust the tag).
 - End to end, the SHA-256 in the file's VersionRecord: the writer computes it in the
   same pass that reads the bytes it sends and MACs, and sends it in the StreamEnd of
   an upload; a receiver that verified the tag knows those are the bytes the SHA-256
@@ -267,6 +270,7 @@ def send(
     check: Callable[[], None] = _never,
     progress: Callable[[int], None] | None = None,
     floor: Callable[[], Floor] | None = None,
+    crc: bool = True,
 ) -> tuple[int, list[str | None]]:
     """Send the first ``size`` bytes of file ``f`` to every socket in ``socks``.
 
@@ -293,7 +297,7 @@ def send(
     threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(len(socks))]
     for t in threads:
         t.start()
-    crc = 0
+    checksum = 0
     done = 0
     buf = bytearray(max(1, min(BUFFER, size)))
     view = memoryview(buf)
@@ -304,7 +308,8 @@ def send(
             if n == 0:
                 raise ValueError(f"the file shrank to {done} bytes while it was being sent")
             piece = view[:n]
-            crc = zlib.crc32(piece, crc)
+            if crc:
+                checksum = zlib.crc32(piece, checksum)
             for h in hashers:
                 h.update(piece)
             done += n
@@ -318,4 +323,4 @@ def send(
         stop.set()
         for t in threads:
             t.join()
-    return crc, errors
+    return checksum, errors

@@ -5,7 +5,7 @@ Plug it into the node's server as::
     server = TransferServer(store.incoming, store.root, node_name="H2", arrivals=store.arrivals)
     RpcServer(codec, handler, stream_handler=server.handle, streams=(PutStream, GetStream))
 
-Upload: ``PutStream(name, size)``, ``size`` raw bytes, the sender's
+Upload: ``PutStream(name, size, nonce)``, ``size`` raw bytes, the sender's
 ``StreamEnd(size, crc32, sha256, tag)``; answered with the StreamEnd of what was stored
 (empty tag), or an ErrorReply.  The file is written to a hidden temporary in the
 incoming directory, checked against the sender's Poly1305 tag under the stream's
@@ -50,6 +50,7 @@ from typing import IO, Any
 
 import trio
 
+from net.codec import NONCE_SIZE
 from net.errors import one_line
 from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
 from net.progress import human_bytes
@@ -185,7 +186,9 @@ class TransferServer:
             )
             out = writer  # a name the closure can use without an Optional check
             # The tag replaces our own CRC-32: it is faster, and it is what we trust.
-            mac = rawstream.stream_mac(conn.session.stream_key(sending=False))
+            if len(request.nonce) != NONCE_SIZE:
+                raise _Refused(f"{what} refused: an upload nonce is {NONCE_SIZE} bytes")
+            mac = rawstream.stream_mac(conn.session.codec.upload_key(request.nonce))
             sock = rawstream.dup_socket(conn.stream.socket)  # type: ignore[attr-defined]
             try:
                 async with self._peer_slot(conn):

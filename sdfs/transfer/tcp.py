@@ -29,7 +29,7 @@ from pathlib import Path
 
 import trio
 
-from net.codec import Codec, Rejected
+from net.codec import NONCE_SIZE, Codec, Rejected
 from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
 from net.progress import Progress
 from net.rpc import IDLE_TIMEOUT, Connection, RpcError, connect, read_frame
@@ -124,6 +124,8 @@ class TcpTransfer:
             reporter = Reporter(progress, label, size)
             reporter(0)
 
+            nonce = os.urandom(NONCE_SIZE)
+
             async def open_one(i: int) -> None:
                 peer, name = targets[i]
                 try:
@@ -134,7 +136,7 @@ class TcpTransfer:
                 conns[i] = conn
                 try:
                     with trio.fail_after(self.idle_timeout):
-                        await conn.send(PutStream(name, size))
+                        await conn.send(PutStream(name, size, nonce))
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     results[i] = TransferError(f"{whats[i]} failed: connection lost")
                 except trio.TooSlowError:
@@ -145,9 +147,10 @@ class TcpTransfer:
                     if results[i] is None:
                         nursery.start_soon(open_one, i)
             live = [i for i in range(len(targets)) if results[i] is None]
-            # One MAC per receiver (each stream has its own one-time key), fed by the
-            # thread that reads the file once for the CRC-32 and the SHA-256.
-            macs = [rawstream.stream_mac(conns[i].session.stream_key(sending=True)) for i in live]
+            # One MAC for every receiver (one upload key: net.codec.Codec.upload_key), fed
+            # by the thread that reads the file once for the SHA-256.  No CRC-32: the
+            # receivers trust the tag, and echo the StreamEnd's crc32 back.
+            mac = rawstream.stream_mac(self.codec.upload_key(nonce))
             hasher = hashlib.sha256()
             crc = 0
             errors: list[str | None] = []
@@ -161,7 +164,8 @@ class TcpTransfer:
                             size,
                             socks,
                             idle_timeout=self.idle_timeout,
-                            hashers=[hasher, *macs],
+                            hashers=[hasher, mac],
+                            crc=False,
                             check=trio.from_thread.check_cancelled,
                             progress=report,
                         )
@@ -174,9 +178,10 @@ class TcpTransfer:
                 for s in socks:
                     s.close()
             digest = hasher.hexdigest()
+            tag = mac.finalize()
 
             async def finish(k: int, i: int) -> None:
-                end = StreamEnd(size, crc, digest, macs[k].finalize())
+                end = StreamEnd(size, crc, digest, tag)
                 results[i] = await self._finish(
                     conns[i], targets[i][0], whats[i], errors[k], end, start
                 )

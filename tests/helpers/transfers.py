@@ -168,11 +168,16 @@ def scp_peer(sshd: PrivateSshd, tmp_path: Path) -> Peer:
     return Peer("H3", "127.0.0.1", 1, sshd.port, str(incoming), str(store))
 
 
+# The nonce of the uploads these tests send by hand (PutStream(name, size, NONCE)).
+NONCE = bytes(range(16))
+
+
 def upload_end(conn: Connection, sent: bytes, meant: bytes | None = None) -> StreamEnd:
     """The trailer an honest sender puts after ``meant`` (default ``sent``) on ``conn``,
-    just after its PutStream: size, CRC-32, SHA-256 and the tag under the stream's key."""
+    just after its PutStream (nonce NONCE): size, CRC-32, SHA-256 and the tag under the
+    upload's key."""
     meant = sent if meant is None else meant
-    mac = rawstream.stream_mac(conn.session.stream_key(sending=True))
+    mac = rawstream.stream_mac(conn.session.codec.upload_key(NONCE))
     mac.update(meant)
     return StreamEnd(
         len(meant), zlib.crc32(meant), hashlib.sha256(meant).hexdigest(), mac.finalize()

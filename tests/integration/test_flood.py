@@ -74,7 +74,9 @@ async def _flood(
         async with stream:
             try:
                 session = await greet(stream, codec)
-                await stream.send_all(seal_frame(session, PutStream(f"flood{i}", 10_000_000)))
+                await stream.send_all(
+                    seal_frame(session, PutStream(f"flood{i}", 10_000_000, bytes(NONCE_SIZE)))
+                )
                 while True:
                     await stream.send_all(b"x")
                     await trio.sleep(1)

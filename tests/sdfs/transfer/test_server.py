@@ -13,6 +13,7 @@ from net.messages import ErrorReply, GetStream, PutStream
 from net.rpc import frame_codec
 from sdfs.transfer import Peer, TcpTransfer, TransferError, TransferServer
 from tests.helpers.transfers import (
+    NONCE,
     SECRET,
     make_env,
     node_dirs,
@@ -30,7 +31,7 @@ async def test_tcp_server_refuses_bad_names_itself(tmp_path: Path) -> None:
     incoming, store = node_dirs(tmp_path)
     server = TransferServer(incoming, store, node_name="H2")
     async with raw_client(server) as conn:
-        await conn.send(PutStream("../escape", 4))
+        await conn.send(PutStream("../escape", 4, NONCE))
         reply = await conn.receive()
     assert "refused" in reply.error and "'/'" in reply.error
     assert not (incoming.parent / "escape").exists()
@@ -42,7 +43,7 @@ async def test_tcp_receiver_refuses_bytes_that_do_not_match_the_senders_checksum
     incoming, store = node_dirs(tmp_path)
     server = TransferServer(incoming, store, node_name="H2")
     async with raw_client(server) as conn:
-        await conn.send(PutStream("n", 3))
+        await conn.send(PutStream("n", 3, NONCE))
         await conn.stream.send_all(b"abc")
         await conn.send(upload_end(conn, b"abc", meant=b"abd"))  # it meant to send abd
         reply = await conn.receive()
@@ -86,7 +87,7 @@ async def test_a_stream_altered_on_the_wire_with_its_crc_kept_is_refused(tmp_pat
     incoming, store = node_dirs(tmp_path)
     server = TransferServer(incoming, store, node_name="H2")
     async with raw_client(server) as conn:
-        await conn.send(PutStream("n", len(genuine)))
+        await conn.send(PutStream("n", len(genuine), NONCE))
         await conn.stream.send_all(forged)  # the bytes as altered in transit
         await conn.send(upload_end(conn, forged, meant=genuine))
         reply = await conn.receive()
@@ -128,14 +129,25 @@ async def test_tcp_disk_full_is_refused_with_the_reason(tmp_path: Path, big_file
 @pytest.mark.parametrize(
     "request_",
     [
-        PutStream("x/" * 4_000_000, 1),  # a 8 MB name: its repr alone is over the frame limit
-        PutStream("\x00" * 3_000_000, 1),  # each NUL is 4 characters in a repr
-        PutStream("n", -1),
+        PutStream(
+            "x/" * 4_000_000, 1, NONCE
+        ),  # a 8 MB name: its repr alone is over the frame limit
+        PutStream("\x00" * 3_000_000, 1, NONCE),  # each NUL is 4 characters in a repr
+        PutStream("n", -1, NONCE),
+        PutStream("n", 3, b"short"),
         GetStream("\x00" * 3_000_000),
         GetStream("../" * 1_000_000 + "etc/passwd"),
         GetStream("files/" + "a" * 5000),
     ],
-    ids=["huge-name", "nul-name", "negative-size", "nul-path", "huge-path", "long-part"],
+    ids=[
+        "huge-name",
+        "nul-name",
+        "negative-size",
+        "short-nonce",
+        "nul-path",
+        "huge-path",
+        "long-part",
+    ],
 )
 async def test_tcp_server_refuses_hostile_requests_with_one_short_line(
     tmp_path: Path, request_: object

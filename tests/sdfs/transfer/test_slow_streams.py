@@ -15,6 +15,7 @@ from net.rpc import Connection, client_handshake, connect, frame_codec, open_con
 from sdfs.transfer import TransferServer
 from sdfs.transfer.rawstream import Floor, StreamBroken
 from tests.helpers.transfers import (
+    NONCE,
     SECRET,
     node_dirs,
     raw_client,
@@ -37,7 +38,7 @@ async def test_a_trickled_upload_is_cut_off_and_its_space_released(tmp_path: Pat
     incoming, store = node_dirs(tmp_path)
     server = TransferServer(incoming, store, node_name="H2", floor_bytes=1000, floor_window=1.0)
     async with raw_client(server) as conn:
-        await conn.send(PutStream("n", 1_000_000))
+        await conn.send(PutStream("n", 1_000_000, NONCE))
         await trio.sleep(0.2)
         assert server._held == 1_000_000
         start = trio.current_time()
@@ -90,7 +91,7 @@ async def test_slow_streams_do_not_take_the_default_thread_limiter(tmp_path: Pat
         conns = []
         for i in range(6):
             conn = await nursery.start(_open, port)
-            await conn.send(PutStream(f"n{i}", 1_000_000))
+            await conn.send(PutStream(f"n{i}", 1_000_000, NONCE))
             conns.append(conn)
         await trio.sleep(0.5)
         assert server.threads.borrowed_tokens == 2  # one peer IP: 2 of the 3
@@ -99,7 +100,7 @@ async def test_slow_streams_do_not_take_the_default_thread_limiter(tmp_path: Pat
             assert await trio.to_thread.run_sync(lambda: 42) == 42
         # Another peer IP still gets the third thread.
         other = await connect_from_other(port)
-        await other.send(PutStream("other", 3))
+        await other.send(PutStream("other", 3, NONCE))
         await other.stream.send_all(b"abc")
         end = upload_end(other, b"abc")
         await other.send(end)
