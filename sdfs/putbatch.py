@@ -132,9 +132,7 @@ class BatchCoordinator:
         self, node: str, indices: Sequence[int], results: Sequence[NodeError | None] | NodeError
     ) -> None:
         """``node``'s answer to its StoreBatch: one per index, or one error for all."""
-        for k, i in enumerate(indices):
-            f = self._expect(i, FileState.STORING)
-            error = results if isinstance(results, NodeError) else results[k]
+        for f, error in self._answers(indices, results, FileState.STORING):
             if error is None:
                 f.stored.add(node)
             else:
@@ -157,13 +155,24 @@ class BatchCoordinator:
     def committed(
         self, node: str, indices: Sequence[int], results: Sequence[NodeError | None] | NodeError
     ) -> None:
-        for k, i in enumerate(indices):
-            f = self._expect(i, FileState.COMMITTING)
-            error = results if isinstance(results, NodeError) else results[k]
+        """``node``'s answer to its CommitBatch: one per index, or one error for all."""
+        for f, error in self._answers(indices, results, FileState.COMMITTING):
             if error is None:
                 f.committed.add(node)
             else:
                 f.errors[node] = error
+
+    def _answers(
+        self,
+        indices: Sequence[int],
+        results: Sequence[NodeError | None] | NodeError,
+        state: FileState,
+    ) -> list[tuple[_File, NodeError | None]]:
+        """Each file of ``indices`` (each must be in ``state``) with its answer."""
+        return [
+            (self._expect(i, state), results if isinstance(results, NodeError) else results[k])
+            for k, i in enumerate(indices)
+        ]
 
     def finish(self) -> Outcome:
         succeeded: list[tuple[int, VersionRecord, tuple[str, ...]]] = []

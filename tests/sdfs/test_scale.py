@@ -219,9 +219,9 @@ async def test_a_tombstone_expires_everywhere_and_a_node_back_after_the_grace_br
     assert cluster.log("was away longer than the tombstone grace period", "H1")
 
 
-async def test_a_node_away_less_than_the_grace_still_learns_of_the_delete(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
-) -> None:
+async def deleted_while_away(nursery: trio.Nursery, tmp_path: Path) -> tuple[SdfsCluster, str]:
+    """A 5-node cluster (grace 1,000 s) where ``gone.txt`` was deleted while one of its
+    holders (returned) was down."""
     cluster = SdfsCluster(nursery, tmp_path, 5, delay=0.25)
     cluster.config = dataclasses.replace(cluster.config, tombstone_grace=1000.0)
     await cluster.start()
@@ -230,6 +230,13 @@ async def test_a_node_away_less_than_the_grace_still_learns_of_the_delete(
     cluster.crash(away)
     await cluster.wait_until(lambda: away not in cluster.service("H1").peers.ring(), 60)
     await cluster.client("H3").delete("gone.txt")
+    return cluster, away
+
+
+async def test_a_node_away_less_than_the_grace_still_learns_of_the_delete(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    cluster, away = await deleted_while_away(nursery, tmp_path)
     await trio.sleep(500)
     await cluster.restart(away, "H1")
     assert not cluster.service(away).replica.outdated
@@ -318,14 +325,7 @@ def test_inventory_pages_decode_fast_and_still_refuse_a_bad_record() -> None:
 async def test_an_outdated_node_still_learns_of_a_delete_whose_tombstone_is_kept(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    cluster = SdfsCluster(nursery, tmp_path, 5, delay=0.25)
-    cluster.config = dataclasses.replace(cluster.config, tombstone_grace=1000.0)
-    await cluster.start()
-    await cluster.put("H3", "gone.txt", b"old bytes\n")
-    away = cluster.holders("gone.txt", 1)[-1]
-    cluster.crash(away)
-    await cluster.wait_until(lambda: away not in cluster.service("H1").peers.ring(), 60)
-    await cluster.client("H3").delete("gone.txt")
+    cluster, away = await deleted_while_away(nursery, tmp_path)
     age(tmp_path / away / "sdfs" / STAMP, 1001)
     await cluster.restart(away, "H1")
     assert cluster.service(away).replica.outdated
