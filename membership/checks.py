@@ -9,6 +9,7 @@ one that does not decode.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from net.messages import Ack, Gossip, Ping, PingReq, Update
@@ -17,6 +18,17 @@ from net.messages import Ack, Gossip, Ping, PingReq, Update
 # them exact in JSON (list_mem) and far from msgpack's 64-bit limit.
 MAX_COUNTER = 2**53
 MAX_PORT = 65535
+# A host a member can be reached at: a DNS name (RFC 1123: at most 253 characters of
+# letters, digits, '-' and '.') or an IPv4 or IPv6 address (hex, ':', a '%' zone).  A
+# name with other characters never resolves; worse, the resolver raises UnicodeError
+# (not OSError) on some of them, and every call to the member would fail in a way
+# nothing expects.
+_HOST = re.compile(r"[A-Za-z0-9.:%_-]{1,253}")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be a member's address, or None."""
+    return None if _HOST.fullmatch(host) else f"host {host[:80]!r} is not a host name or address"
 
 
 def _counter(value: int, what: str) -> str | None:
@@ -29,6 +41,8 @@ def _update_problem(u: Update) -> str | None:
         return "update without a member name"
     if not 0 <= u.port <= MAX_PORT:
         return f"update for {u.name!r}: port {u.port} out of range"
+    if u.host and host_problem(u.host):
+        return f"update for {u.name!r}: {host_problem(u.host)}"
     return _counter(u.incarnation, f"update for {u.name!r}: incarnation")
 
 
@@ -39,8 +53,8 @@ def datagram_problem(msg: Any) -> str | None:
         if problem:
             return problem
     if isinstance(msg, PingReq):
-        if not msg.host or not 1 <= msg.port <= MAX_PORT:
-            return f"ping-req target address {msg.host!r}:{msg.port} is not usable"
+        if host_problem(msg.host) or not 1 <= msg.port <= MAX_PORT:
+            return f"ping-req target address {msg.host[:80]!r}:{msg.port} is not usable"
         return _counter(msg.seq, "seq")
     for u in getattr(msg, "updates", ()):
         problem = _update_problem(u)

@@ -225,7 +225,7 @@ async def connect(addr: Address, codec: Codec, timeout: float = 5.0) -> Connecti
             stream = await trio.open_tcp_stream(host, port)
     except trio.TooSlowError:
         raise RpcError(f"{host}:{port} did not accept a connection within {timeout:g} s") from None
-    except OSError as e:
+    except (OSError, UnicodeError) as e:  # UnicodeError: a name the resolver cannot encode
         raise RpcError(f"cannot reach {host}:{port}: {_reason(e)}") from None
     try:
         with trio.fail_after(timeout):
@@ -444,7 +444,8 @@ async def call(addr: Address, codec: Codec, request: Any, timeout: float = RPC_T
                 return await read_frame(stream, session)
     except trio.TooSlowError:
         raise RpcError(f"{host}:{port} did not answer within {timeout:g} s") from None
-    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+    except (OSError, UnicodeError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
+        # UnicodeError: a host name the resolver cannot encode (IDNA)
         raise RpcError(f"cannot reach {host}:{port}: {_reason(e)}") from None
     except EOFError:
         # Servers close without a word on a frame that fails its MAC.

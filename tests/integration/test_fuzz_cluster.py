@@ -400,7 +400,9 @@ def test_hostile_messages_of_every_type_never_end_a_node() -> None:
 
         codec = frame_codec(secret)
         down = [n.name for n in cluster.nodes if not cluster.procs[n.name].alive()]
-        assert down == [], f"nodes ended by the fuzzer (seed {seed}): {down}"
+        assert down == [], f"nodes ended by the fuzzer (seed {seed}): {down}\n" + "\n".join(
+            f"{name}'s log ends:\n{cluster.procs[name].log_tail(40)}" for name in down
+        )
         removed: dict[str, set[str]] = {}
         for node in cluster.nodes:
             view = trio.run(list_mem_within, (node.host, node.port), codec, 1.0)

@@ -15,9 +15,10 @@ import pytest
 import trio
 
 from config.topology import MembershipConfig
+from membership.checks import datagram_problem
 from membership.service import DATAGRAM_TYPES
 from net.codec import BOOT_SLACK, DATAGRAM_WINDOW, DatagramCodec
-from net.messages import Gossip, Merge, Ping, PingReq, Status, UpdateKind
+from net.messages import Gossip, Merge, Ping, PingReq, Status, Update, UpdateKind
 from tests.helpers.memcluster import SECRET, SimCluster
 
 CFG = MembershipConfig()
@@ -166,3 +167,23 @@ def kinds_one(data: bytes) -> object:
     return DatagramCodec(SECRET, CFG.max_datagram, window=float("inf"), clock=lambda: 0.0).open(
         data
     )
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["bad\x86host", "a b", "", "x" * 254, "h\x00"],
+    ids=["idna", "space", "empty", "long", "nul"],
+)
+def test_news_of_a_member_at_a_host_that_is_no_host_is_dropped(host: str) -> None:
+    # Found by the fuzzer: sealed ALIVE news of a member at "\x86..." was taken in, and
+    # the leader's capacity request to it raised UnicodeError out of the resolver.
+    bogus = Update(int(UpdateKind.ALIVE), "H9", 0, host, 8000)
+    problem = datagram_problem(Gossip("H2", (bogus,)))
+    if host:
+        assert problem is not None and "not a host" in problem
+    else:
+        assert problem is None  # "" is how SUSPECT, FAILED and LEFT news carry no address
+    assert datagram_problem(PingReq(1, "H2", "H9", host, 8000)) is not None
+    ok = Update(int(UpdateKind.ALIVE), "H9", 0, "10.0.0.9", 8000)
+    assert datagram_problem(Gossip("H2", (ok,))) is None
+    assert datagram_problem(PingReq(1, "H2", "H9", "fe80::1%eth0", 8000)) is None

@@ -13,7 +13,16 @@ import trio
 from net import rpc
 from net.codec import HELLO_MAGIC, HELLO_SIZE, NONCE_SIZE, SERVER, Codec
 from net.messages import ConsoleReply, ConsoleRequest, ErrorReply, Ping
-from net.rpc import HEADER, MAX_FRAME, RpcError, RpcServer, call, frame_codec, read_frame
+from net.rpc import (
+    HEADER,
+    MAX_FRAME,
+    RpcError,
+    RpcServer,
+    call,
+    connect,
+    frame_codec,
+    read_frame,
+)
 from net.transport import Address
 
 SECRET = b"rpc-secret"
@@ -184,6 +193,17 @@ async def test_call_to_a_closed_port_is_a_one_line_rpc_error():
     assert message.startswith(f"cannot reach 127.0.0.1:{port}: ")
     # The reason is the operating system's, not a generic "all attempts failed".
     assert "refused" in message.lower()
+
+
+@pytest.mark.parametrize("host", ["bad\x86host", "a" * 64 + ".example"])
+async def test_a_host_name_the_resolver_cannot_encode_is_an_rpc_error(host: str) -> None:
+    # The resolver raises UnicodeError, not OSError, for these (IDNA): found by the
+    # fuzzer, whose sealed membership news named such a host, and the leader's first
+    # capacity request to it ended the node.
+    with pytest.raises(RpcError, match="cannot reach"):
+        await call((host, 9), frame_codec(SECRET), ConsoleRequest("ls"))
+    with pytest.raises(RpcError, match="cannot reach"):
+        await connect((host, 9), frame_codec(SECRET))
 
 
 async def test_a_silent_server_times_out_with_an_rpc_error():
