@@ -429,15 +429,17 @@ def console(
     *args: str,
     json: bool = True,
     timeout: float = 20.0,
+    prefix: Sequence[str] = (),
 ) -> Any:
-    """Run ``python -m console --node HOST:PORT --config F [--json] ARGS...``.
+    """Run ``python -m console --node HOST:PORT --config F [--json] ARGS...``, behind
+    ``prefix`` if given (e.g. ``ip netns exec NS``).
 
     Returns the parsed JSON with ``json=True`` (the default), else the printed text.
     Raises :class:`ConsoleError` (with the console's one-line reason) on a non-zero
     exit, a timeout, or output that is not JSON.
     """
     addr = node.addr if isinstance(node, NodeSpec) else node
-    argv = _console_argv(addr, config, args, json)
+    argv = [*prefix, *_console_argv(addr, config, args, json)]
     what = f"console {' '.join(args)} on {addr}"
     try:
         done = subprocess.run(

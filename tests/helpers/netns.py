@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from scripts.localcluster import REPO_ROOT
+from scripts.localcluster import REPO_ROOT, ConsoleError, _child_env, console
 
 SUBNET = "10.213.0"
 PORT = 7000
@@ -63,13 +63,6 @@ def require_netns() -> None:
     if made.returncode != 0:
         pytest.fail(f"`ip netns add` does not work here: {made.stderr.strip()}")
     ip("netns", "del", probe, check=False)
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 class NetnsCluster:
@@ -233,21 +226,13 @@ class NetnsCluster:
     # --- questions (through the one-shot console, inside each host's namespace) --------
 
     def console(self, host: str, *args: str, timeout: float = 20.0) -> Any:
-        argv = ["ip", "netns", "exec", self.ns(host), sys.executable, "-m", "console"]
-        argv += ["--node", f"{self.addr(host)}:{PORT}", "--config", str(self.config_path)]
-        argv += ["--json", *args]
-        done = subprocess.run(
-            argv,
-            cwd=REPO_ROOT,
-            env=_child_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
+        return console(
+            f"{self.addr(host)}:{PORT}",
+            self.config_path,
+            *args,
             timeout=timeout,
+            prefix=["ip", "netns", "exec", self.ns(host)],
         )
-        if done.returncode != 0:
-            raise RuntimeError(f"console {args} on {host}: {done.stderr.strip()[-300:]}")
-        return json.loads(done.stdout)
 
     def views(self, names: Iterable[str] | None = None) -> dict[str, tuple[set[str], str | None]]:
         """Each host's (member names, leader), asked of each in parallel."""
@@ -273,7 +258,7 @@ class NetnsCluster:
                 last = views
                 if all(views[h][0] == w for h, w in want.items()):
                     return views
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
+            except ConsoleError as e:
                 last = e
             if time.monotonic() >= deadline:
                 raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {last}")
