@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config.llm import LlmSpec, parse_llms
+from config.tables import ConfigError as ConfigError
+from config.tables import Schema, check_table
+
 # The defaults the issue and INTERFACE.md name.  They are module constants as well
 # as dataclass defaults so that scripts and docs can quote them.
 M = 3
@@ -56,10 +60,6 @@ floor against the obviously weak (16 typed characters hold far fewer than 128
 bits); ``python -m config.secret new`` writes 64 hex digits, 256 random bits."""
 
 SECRET_SOURCES = ("built-in default", "cluster.secret", "cluster.secret_file", SECRET_ENV)
-
-
-class ConfigError(ValueError):
-    """A cluster file that cannot be used; the message names the key."""
 
 
 @dataclass(frozen=True, order=True)
@@ -167,6 +167,8 @@ class ClusterConfig:
     transfer: str = "scp"
     ssh: SSHConfig = field(default_factory=SSHConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    # Grading models ([[llm]] tables), in the file's order.
+    llms: tuple[LlmSpec, ...] = ()
 
     @property
     def secret_bytes(self) -> bytes:
@@ -225,7 +227,7 @@ def profile(name: str, base: ClusterConfig | None = None) -> ClusterConfig:
 
 # --- the TOML cluster file ------------------------------------------------------
 
-_CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
+_CLUSTER_KEYS: Schema = {
     "introducer": str,
     "secret": str,
     # Beyond INTERFACE.md: a file holding the secret (see read_secret_file).
@@ -248,48 +250,26 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "reconnect_interval": (int, float),
     "reconnect_timeout": (int, float),
 }
-_SSH_KEYS: dict[str, type | tuple[type, ...]] = {
+_SSH_KEYS: Schema = {
     "user": str,
     "port": int,
     "key_file": str,
     "known_hosts": str,
     "accept_new_host_keys": bool,
 }
-_INFERENCE_KEYS: dict[str, type | tuple[type, ...]] = {
+_INFERENCE_KEYS: Schema = {
     "policy": str,
     "batch_size": int,
     "threads": int,
     "allow_download": bool,
 }
 POLICIES = ("fair", "round-robin", "random", "least-loaded")
-_NODE_KEYS: dict[str, type | tuple[type, ...]] = {
+_NODE_KEYS: Schema = {
     "name": str,
     "host": str,
     "port": int,
     "ssh_port": int,
 }
-
-
-def _check_type(key: str, value: Any, expected: type | tuple[type, ...]) -> None:
-    # bool is an int in Python; a port of `true` is still a mistake.
-    ok = not (isinstance(value, bool) and expected is not bool) and isinstance(value, expected)
-    if not ok:
-        names = (
-            " or ".join(t.__name__ for t in expected)
-            if isinstance(expected, tuple)
-            else expected.__name__
-        )
-        raise ConfigError(f"{key}: expected {names}, got {value!r}")
-
-
-def _check_table(prefix: str, table: Any, schema: dict[str, type | tuple[type, ...]]) -> None:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{prefix}: expected a table")
-    for key, value in table.items():
-        full = f"{prefix}.{key}"
-        if key not in schema:
-            raise ConfigError(f"{full}: unknown key")
-        _check_type(full, value, schema[key])
 
 
 def _check_port(key: str, port: int) -> None:
@@ -336,14 +316,14 @@ def config_from_dict(
     this function stays a pure function of its arguments but for the secret file.
     """
     for key in data:
-        if key not in ("cluster", "ssh", "inference", "nodes"):
+        if key not in ("cluster", "ssh", "inference", "nodes", "llm"):
             raise ConfigError(f"{key}: unknown key")
     cluster = data.get("cluster", {})
     ssh = data.get("ssh", {})
     inference = data.get("inference", {})
-    _check_table("cluster", cluster, _CLUSTER_KEYS)
-    _check_table("ssh", ssh, _SSH_KEYS)
-    _check_table("inference", inference, _INFERENCE_KEYS)
+    check_table("cluster", cluster, _CLUSTER_KEYS)
+    check_table("ssh", ssh, _SSH_KEYS)
+    check_table("inference", inference, _INFERENCE_KEYS)
     if inference.get("policy", "fair") not in POLICIES:
         raise ConfigError(
             f"inference.policy: expected one of {', '.join(POLICIES)}, got {inference['policy']!r}"
@@ -367,7 +347,7 @@ def config_from_dict(
     seen_addrs: set[tuple[str, int]] = set()
     for i, raw in enumerate(raw_nodes):
         prefix = f"nodes[{i}]"
-        _check_table(prefix, raw, _NODE_KEYS)
+        check_table(prefix, raw, _NODE_KEYS)
         for required in ("name", "host", "port"):
             if required not in raw:
                 raise ConfigError(f"{prefix}.{required}: missing")
@@ -452,6 +432,7 @@ def config_from_dict(
         transfer=transfer,
         ssh=SSHConfig(**ssh),
         inference=InferenceConfig(**inference),
+        llms=parse_llms(data.get("llm", [])),
     )
 
 

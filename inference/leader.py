@@ -88,6 +88,7 @@ from net.rpc import RpcError
 # What the leader answers (the node routes these here).
 LEADER_REQUESTS = (
     BatchResult,
+    Capacity,  # a worker's own announcement: what it can serve changed
     RatesRequest,
     LatencyRequest,
     SetBatchSizeRequest,
@@ -394,6 +395,15 @@ class Leader:
                 )
             # Acknowledged only once the standby has it: a result acknowledged and then
             # lost with this node would leave its batch to time out on the next leader.
+            await self._replicated(self.seq)
+            return StoreAck(True)
+        if isinstance(request, Capacity):
+            if request.node not in self.view.ring():
+                raise Invalid(f"{request.node} is not a member")
+            try:
+                self.apply(WorkerUp(request.node, dict(request.capacity), self.clock()))
+            except ValueError as e:
+                raise Invalid(f"unusable capacity from {request.node}: {e}") from None
             await self._replicated(self.seq)
             return StoreAck(True)
         if isinstance(request, RatesRequest):

@@ -34,20 +34,13 @@ from inference.models import (
     imagenet_labels,
     preprocess_spec,
 )
+from inference.worker_main import error_line as one_line
 
 TOP_K = 5
 # An upper bound on one forward pass.  The scheduler picks the batch size (C3); this
 # only keeps a very large request from holding every decoded image in memory at once
 # (64 x 3 x 299 x 299 float32 is 69 MB).
 DEFAULT_MAX_BATCH = 64
-ERROR_CHARS = 300
-
-
-def one_line(exc: BaseException) -> str:
-    """``exc`` as a single line for replies and rows (torch's messages span many lines)."""
-    text = " ".join(str(exc).split())
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line if len(line) <= ERROR_CHARS else line[: ERROR_CHARS - 3] + "..."
 
 
 def pick_device(device: str | None) -> torch.device:

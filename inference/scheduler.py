@@ -18,11 +18,19 @@ So the scheduler holds what running jobs need plus a bounded tail, whatever the
 number of jobs it has run; everything else it keeps is bounded by the cluster (costs
 per model and worker, batch sizes per model, the statistics' capped samples).
 
-Workers advertise a capacity (``threads``, ``gpu``, ``slots``) and hold one batch per
+Workers advertise a capacity (``threads``, ``gpu``, ``slots``, and optionally
+``unavailable``: models they cannot serve now, and ``parallel``: per model, the requests
+they run at once) and hold one batch per
 slot, running them one at a time (a second slot lets a node fetch the next batch's
 inputs while one runs).  Whenever an event leaves a slot free and some job has pending
 queries, the scheduler fills it: the worker is the one with the most free capacity
-(free slots, then a GPU, then threads, then name), and the job is chosen by the policy.
+(free slots, then a GPU, then threads, then name), and the job is chosen by the policy
+among those whose model the worker can serve.  A worker that announces a model
+unavailable (its grading server went down) gets no more of it, and its batches of that
+model go back to their queues at once, without costing their queries an attempt: the
+worker is fine, the model's server is not.  A batch of a model the worker runs
+``parallel`` at a time holds at least that many queries (up to the batch size), so
+that its requests can all be in flight.
 
 Fair time (policy ``"fair"``, the default).  The goal is equal *query rates* for the
 jobs that run together, which means unequal *worker time*: a model that costs three
@@ -262,6 +270,8 @@ class Worker:
     batches: list[int] = field(default_factory=list)  # live batch ids, in dispatch order
     stalled: bool = False  # a batch timed out: no new work until it answers
     last_answer: float = 0.0  # its last results (it was busy with that batch until then)
+    unavailable: frozenset[str] = frozenset()  # models it cannot serve now
+    parallel: dict[str, int] = field(default_factory=dict)  # model -> requests at once
 
     @property
     def free(self) -> int:
@@ -280,7 +290,16 @@ class Batch:
     adopted: bool = False  # survived a takeover: sent_at is the takeover, not the dispatch
 
 
-def _capacity(capacity: Mapping[str, Any]) -> tuple[int, str | None, int]:
+@dataclass(frozen=True)
+class _Capacity:
+    threads: int
+    gpu: str | None
+    slots: int
+    unavailable: frozenset[str]
+    parallel: dict[str, int]
+
+
+def _capacity(capacity: Mapping[str, Any]) -> _Capacity:
     threads = capacity.get("threads", 1)
     gpu = capacity.get("gpu")
     slots = capacity.get("slots", 1)
@@ -290,7 +309,18 @@ def _capacity(capacity: Mapping[str, Any]) -> tuple[int, str | None, int]:
         raise ValueError(f"capacity gpu must be a name or None, not {gpu!r}")
     if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
         raise ValueError(f"capacity slots must be a positive integer, not {slots!r}")
-    return threads, gpu or None, slots
+    unavailable = capacity.get("unavailable") or []
+    if not isinstance(unavailable, list | tuple) or not all(
+        isinstance(m, str) for m in unavailable
+    ):
+        raise ValueError(f"capacity unavailable must be a list of models, not {unavailable!r}")
+    parallel = capacity.get("parallel") or {}
+    if not isinstance(parallel, dict) or not all(
+        isinstance(m, str) and isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 1024
+        for m, n in parallel.items()
+    ):
+        raise ValueError(f"capacity parallel must map models to 1..1024, not {parallel!r}")
+    return _Capacity(threads, gpu or None, slots, frozenset(unavailable), dict(parallel))
 
 
 class Scheduler:
@@ -387,6 +417,7 @@ class Scheduler:
                 "slots": w.slots,
                 "batches": list(w.batches),
                 "stalled": w.stalled,
+                "unavailable": sorted(w.unavailable),
             }
             for w in sorted(self._workers.values(), key=lambda w: w.name)
         }
@@ -418,11 +449,14 @@ class Scheduler:
         size = self.batch_size(model)
         if self.config.max_batch_seconds is None:
             return size
+        w = self._workers.get(worker)
+        # A worker that runs this model's requests several at a time gets enough for all.
+        floor = min(size, w.parallel.get(model, 1)) if w is not None else 1
         cost = self.cost_estimate(model, worker)
         if cost is None or cost <= 0:
-            return 1 if cost is None else size  # probe an unmeasured model
+            return floor if cost is None else size  # probe an unmeasured model
         # The epsilon keeps 0.3 / 0.1 = 2.9999999999999996 from losing a query.
-        return max(1, min(size, int(self.config.max_batch_seconds / cost + 1e-9)))
+        return max(floor, min(size, int(self.config.max_batch_seconds / cost + 1e-9)))
 
     def next_deadline(self) -> float:
         """When :meth:`tick` next has work to do (a batch timeout); inf if never."""
@@ -490,15 +524,24 @@ class Scheduler:
         return []
 
     def worker_up(self, name: str, capacity: Mapping[str, Any], now: float) -> list[Action]:
-        """``name`` can take work (again); a known worker just updates its capacity."""
-        threads, gpu, slots = _capacity(capacity)
+        """``name`` can take work (again); a known worker just updates its capacity.
+
+        Its live batches of a model it now says it cannot serve go back to their
+        queues, without costing an attempt."""
+        c = _capacity(capacity)
         w = self._workers.get(name)
         if w is None:
-            self._workers[name] = Worker(name, threads, gpu, slots, now)
+            w = self._workers[name] = Worker(name, c.threads, c.gpu, c.slots, now)
         else:
-            w.threads, w.gpu, w.slots = threads, gpu, slots
+            w.threads, w.gpu, w.slots = c.threads, c.gpu, c.slots
             w.stalled = False  # re-announced: it is alive and listening
-        return self._dispatch(now)
+        w.unavailable, w.parallel = c.unavailable, c.parallel
+        actions: list[Action] = []
+        for bid in list(w.batches):
+            b = self._batches[bid]
+            if b.model in w.unavailable:
+                actions += self._give_up(b, f"{name} cannot serve {b.model} now", None, now)
+        return actions + self._dispatch(now)
 
     def worker_down(self, name: str, now: float) -> list[Action]:
         """``name`` is gone: its queries go back to the front of their jobs' queues."""
@@ -786,7 +829,11 @@ class Scheduler:
                 # starting its worker process and loading the model: seconds), it
                 # takes no second batch of that model: its other slots stay free, so
                 # a job submitted meanwhile still starts at once.
-                eligible = [j for j in competing if not self._probing(j.model, worker)]
+                eligible = [
+                    j
+                    for j in competing
+                    if j.model not in worker.unavailable and not self._probing(j.model, worker)
+                ]
                 if eligible:
                     actions += self._assign(self._pick(eligible), worker, now)
                     break
@@ -857,6 +904,8 @@ class Scheduler:
                     "batches": list(w.batches),
                     "stalled": w.stalled,
                     "last_answer": w.last_answer,
+                    "unavailable": sorted(w.unavailable),
+                    "parallel": [[m, n] for m, n in sorted(w.parallel.items())],
                 }
                 for w in sorted(self._workers.values(), key=lambda w: w.name)
             ],
@@ -910,6 +959,8 @@ class Scheduler:
                 batches=[int(b) for b in d["batches"]],
                 stalled=bool(d["stalled"]),
                 last_answer=float(d.get("last_answer", 0.0)),  # absent from older snapshots
+                unavailable=frozenset(str(m) for m in d.get("unavailable", ())),
+                parallel={str(m): int(n) for m, n in d.get("parallel", ())},
             )
         for d in snapshot["batches"]:
             b = _batch_from_plain(d)

@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from config.topology import ClusterConfig, Node
+from inference import kinds
 from inference.events import Event
 from inference.files import FileStore
 from inference.leader import LEADER_REQUESTS, Leader
@@ -91,8 +92,17 @@ class InferenceService:
         self.view: ClusterView = view or Peers(membership, config, frames, self.handle)
         nodes_here = sum(1 for n in config.nodes if n.host == me.host) or 1
         threads = config.inference.threads or default_threads(nodes_here)
+        kinds.use_llms(config.llms)
         self.worker = Worker(
-            me.name, self.view, files, config.inference, threads, data_dir, self.log
+            me.name,
+            self.view,
+            files,
+            config.inference,
+            threads,
+            data_dir,
+            self.log,
+            host=me.host,
+            llms=config.llms,
         )
         self.copy = StandbyCopy(self.log)
         self.leader = Leader(

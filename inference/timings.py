@@ -1,7 +1,8 @@
 """The leader's per-query timing log: ``query_timings.csv`` in the node's data directory.
 
 One row per answered query, the first answer only (finished_at, job_id, model, query, input, worker,
-batch_id, seconds), appended as each batch's answer is applied.  The file is opened
+batch_id, seconds, and for grading models prompt_tokens and completion_tokens, empty
+for image models), appended as each batch's answer is applied.  The file is opened
 once, on the first answer, and flushed per batch: people and tests read it while jobs
 run, and opening it per batch would cost the leader's event loop more than the write.
 
@@ -26,7 +27,18 @@ from typing import Any, TextIO
 
 from inference.events import BatchDone
 
-HEADER = ("finished_at", "job_id", "model", "query", "input", "worker", "batch_id", "seconds")
+HEADER = (
+    "finished_at",
+    "job_id",
+    "model",
+    "query",
+    "input",
+    "worker",
+    "batch_id",
+    "seconds",
+    "prompt_tokens",
+    "completion_tokens",
+)
 
 
 class TimingLog:
@@ -89,6 +101,8 @@ class TimingLog:
                     event.worker,
                     event.batch_id,
                     repr(float(seconds)),  # full precision: C2 is computed from these
+                    _count(row.get("prompt_tokens")),
+                    _count(row.get("completion_tokens")),
                 ]
             )
         self._file.flush()
@@ -119,6 +133,11 @@ class TimingLog:
 
     def close(self) -> None:
         self._drop_file()
+
+
+def _count(value: object) -> str:
+    """A token count for the log ("" for rows without one, or a bogus one)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else ""
 
 
 def _last_byte(path: Path) -> bytes:

@@ -16,6 +16,14 @@ with a longer window than a console request's: a batch's result is minutes of wo
 and leadership may be moving (detection takes about 5 s, then the standby takes over).
 
 The worker's capacity (threads, GPU, slots) is what the scheduler sizes its batches by.
+It also lists the models this worker cannot serve now (``unavailable``) and how many
+requests it runs at once per model (``parallel``, from ``[[llm]]``).  A batch whose
+kind raises :class:`~inference.kinds.base.ModelUnavailable` (a grading server is down)
+makes the worker announce its new capacity to the leader *before* it reports the
+batch failed: the leader then puts the batch's queries back without charging them an
+attempt, and gives this worker no more of that model.  The worker probes with back-off
+(:data:`PROBE_FIRST` doubling to :data:`PROBE_MAX`) and announces the model again
+once the probe succeeds.
 """
 
 from __future__ import annotations
@@ -25,19 +33,21 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from config.llm import LlmSpec
 from config.topology import InferenceConfig
 from inference import kinds
 from inference.files import FileStore
-from inference.kinds.base import WorkerContext
+from inference.kinds.base import ModelUnavailable, WorkerContext
 from inference.worker_client import WorkerProcess
 from membership.peers import ClusterView, call_leader
 from net.errors import ClusterError
-from net.messages import AssignBatch, BatchResult, StoreAck
+from net.messages import AssignBatch, BatchResult, Capacity, StoreAck
 from net.rpc import RPC_TIMEOUT
 
 # How long a worker keeps trying to hand a result to a leader (see the docstring).
@@ -47,6 +57,9 @@ REPORT_RETRY_WINDOW = 60.0
 REPORT_RETRY_MAX_DELAY = 0.25
 # Batches a worker holds at once (see the docstring).
 WORKER_SLOTS = 2
+# Probing a model marked unavailable: first pause, and the most it doubles to.
+PROBE_FIRST = 1.0
+PROBE_MAX = 30.0
 
 
 def _gpu_name() -> str | None:
@@ -83,26 +96,43 @@ class Worker:
         threads: int,
         data_dir: Path,
         log: logging.Logger,
+        host: str = "127.0.0.1",
+        llms: Sequence[LlmSpec] = (),
     ) -> None:
         self.me = me
         self.view = view
         self.log = log
         self.threads = threads
         self.process = WorkerProcess(threads, log_path=data_dir / "worker.log")
+        self.torchless = WorkerProcess(threads, log_path=data_dir / "worker.log", torch=False)
         self.context = WorkerContext(
             files=files,
             cache=data_dir / "cache",
             process=self.process,
             slot=trio.Lock(),
             allow_download=config.allow_download,
+            torchless=self.torchless,
+            host=host,
+            threads=threads,
         )
+        self.parallel = {s.name: s.parallel for s in llms if s.parallel > 1}
+        self.unavailable: dict[str, str] = {}  # model -> why (see the module docstring)
         self._gpu: str | bool | None = False  # False: not looked up yet
         self._nursery: trio.Nursery | None = None
 
     def capacity(self) -> dict[str, Any]:
         if self._gpu is False:
             self._gpu = _gpu_name()
-        return {"threads": self.threads, "gpu": self._gpu or None, "slots": WORKER_SLOTS}
+        capacity: dict[str, Any] = {
+            "threads": self.threads,
+            "gpu": self._gpu or None,
+            "slots": WORKER_SLOTS,
+        }
+        if self.unavailable:
+            capacity["unavailable"] = sorted(self.unavailable)
+        if self.parallel:
+            capacity["parallel"] = dict(self.parallel)
+        return capacity
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
@@ -113,6 +143,10 @@ class Worker:
         finally:
             with trio.CancelScope(shield=True):
                 await self.process.aclose()
+                await self.torchless.aclose()
+                for value in self.context.state.values():
+                    if hasattr(value, "aclose"):
+                        await value.aclose()
 
     def assign(self, request: AssignBatch) -> StoreAck:
         assert self._nursery is not None
@@ -125,6 +159,12 @@ class Worker:
             kind = kinds.kind_of(req.model)
             out = await kind.run_batch(self.context, req.model, req.queries)
             reply = BatchResult(self.me, req.batch_id, out.rows, out.timings, "")
+        except ModelUnavailable as e:
+            self.log.warning("batch %d of %s: %s", req.batch_id, req.job_id, e)
+            # The leader hears first that this worker cannot serve the model, so it
+            # takes the batch back for free; the failure then finds it taken.
+            await self._model_down(e.model, e.reason, e.probe)
+            reply = BatchResult(self.me, req.batch_id, (), (), f"{self.me}: {e}")
         except Exception as e:  # any failure goes back to the scheduler, not up
             why = str(e) if isinstance(e, ClusterError) else f"{type(e).__name__}: {e}"
             self.log.warning("batch %d of %s failed: %s", req.batch_id, req.job_id, why)
@@ -137,6 +177,46 @@ class Worker:
             time.perf_counter() - started,
         )
         await self._report(reply)
+
+    async def _model_down(
+        self, model: str, reason: str, probe: Callable[[], Awaitable[bool]]
+    ) -> None:
+        if model in self.unavailable:
+            return  # a probe is running already
+        self.unavailable[model] = reason
+        assert self._nursery is not None
+        self._nursery.start_soon(self._probe, model, probe)
+        await self._announce()
+
+    async def _probe(self, model: str, probe: Callable[[], Awaitable[bool]]) -> None:
+        delay = PROBE_FIRST
+        while True:
+            await trio.sleep(delay)
+            try:
+                ok = await probe()
+            except Exception as e:  # a probe that breaks is a probe that failed
+                self.log.debug("probe of %s failed: %s", model, e)
+                ok = False
+            if ok:
+                break
+            delay = min(2 * delay, PROBE_MAX)
+        self.unavailable.pop(model, None)
+        self.log.warning("%s can serve %s again", self.me, model)
+        await self._announce()
+
+    async def _announce(self) -> None:
+        """Tell the leader this worker's capacity (what it can serve changed)."""
+        try:
+            await call_leader(
+                self.view,
+                Capacity(self.me, self.capacity()),
+                timeout=RPC_TIMEOUT,
+                window=REPORT_RETRY_WINDOW,
+                max_delay=REPORT_RETRY_MAX_DELAY,
+            )
+        except ClusterError as e:
+            # The next leader asks every worker for its capacity anyway.
+            self.log.warning("could not tell the leader about %s: %s", self.unavailable, e)
 
     async def _report(self, result: BatchResult) -> None:
         """Hand a batch's result to the leader, whoever that is by now."""

@@ -138,11 +138,14 @@ class WorkerProcess:
         stop_timeout: float = 10.0,
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
+        torch: bool = True,
     ) -> None:
         self.threads = threads if threads is not None else default_threads(nodes_per_host)
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, not {self.threads}")
         self.device = device
+        # False: a process that never imports torch (only op "kind"; see worker_main).
+        self.torch = torch
         self.log_path = Path(log_path) if log_path is not None else None
         # Importing torch and starting CUDA can take tens of seconds on a cold disk.
         self.start_timeout = start_timeout
@@ -182,6 +185,7 @@ class WorkerProcess:
             str(self.threads),
             "--device",
             self.device,
+            *(() if self.torch else ("--no-torch",)),
         ]
 
     def _child_env(self) -> dict[str, str]:

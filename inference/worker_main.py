@@ -34,7 +34,9 @@ and how it stops when the node dies.  Logs go to stderr only; stdout carries not
 but replies.
 
 This module's top level imports no torch, so the client can share the framing below;
-:func:`main` imports the runtime.
+:func:`main` imports the runtime.  With ``--no-torch`` it never does: the process
+answers ``hello`` (``torch`` null) and ``kind`` only, for kinds that need no torch
+(llama.cpp grading), so a node grading with an LLM does not carry torch's memory.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgpack
 
+from net.errors import one_line as net_one_line
+
 if TYPE_CHECKING:
     from inference.runtime import ModelRunner
 
@@ -58,6 +62,8 @@ HEADER = struct.Struct(">I")
 # A request is a list of paths and a reply a few hundred bytes per image; 64 MiB is far
 # beyond both and still bounds what a corrupt length can make either side allocate.
 MAX_FRAME = 64 * 1024 * 1024
+# An error line in a reply or a row, in characters.
+ERROR_CHARS = 300
 
 
 class FrameError(Exception):
@@ -148,7 +154,6 @@ def _kind_call(request: dict[str, Any]) -> dict[str, Any]:
 def handle(runner: ModelRunner, request: dict[str, Any]) -> dict[str, Any]:
     """The reply to one request (the runtime's failures become ``ok: false``)."""
     from inference.models import canonical_model
-    from inference.runtime import one_line
 
     op = request.get("op")
     try:
@@ -178,10 +183,40 @@ def handle(runner: ModelRunner, request: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         # The traceback is for the worker's log; the caller gets one line.
         log.warning("request %r (op %r) failed", request.get("id"), op, exc_info=True)
-        reply = {"ok": False, "error": one_line(exc)}
+        reply = {"ok": False, "error": error_line(exc)}
     if "id" in request:
         reply["id"] = request["id"]
     return reply
+
+
+def handle_torchless(request: dict[str, Any]) -> dict[str, Any]:
+    """The reply to one request in a ``--no-torch`` process: hello and kind only."""
+    op = request.get("op")
+    try:
+        if op == "hello":
+            reply: dict[str, Any] = {
+                "ok": True,
+                "device": "cpu",
+                "gpu": None,
+                "threads": _TORCHLESS_THREADS[0],
+                "torch": None,
+                "models": [],
+                "pid": os.getpid(),
+            }
+        elif op == "kind":
+            reply = {**_kind_call(request), "ok": True}
+        else:
+            raise ValueError(f"op {op!r} needs torch; this worker runs without it (--no-torch)")
+    except Exception as exc:
+        log.warning("request %r (op %r) failed", request.get("id"), op, exc_info=True)
+        reply = {"ok": False, "error": error_line(exc)}
+    if "id" in request:
+        reply["id"] = request["id"]
+    return reply
+
+
+# The --threads of a --no-torch process (kinds read it from their args instead).
+_TORCHLESS_THREADS = [1]
 
 
 def serve(
@@ -203,7 +238,9 @@ def serve(
         except ValueError as exc:
             reply: dict[str, Any] = {"ok": False, "error": str(exc)}
         else:
-            if runner is None:
+            if runner is None and startup_error is None:  # --no-torch
+                reply = handle_torchless(request)
+            elif runner is None:
                 # Still answer, so the node learns why instead of seeing a silent exit.
                 reply = {"ok": False, "error": startup_error or "the worker failed to start"}
                 if "id" in request:
@@ -212,6 +249,12 @@ def serve(
                 reply = handle(runner, request)
         out.write(encode_frame(reply))
         out.flush()
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc`` as a single line for replies and rows (torch's messages span many lines)."""
+    name = type(exc).__name__
+    return net_one_line(f"{name}: {exc}" if str(exc).strip() else name, ERROR_CHARS)
 
 
 def _threads(text: str) -> int:
@@ -231,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if present)"
     )
+    parser.add_argument(
+        "--no-torch", action="store_true", help="never import torch: answer hello and kind only"
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
@@ -248,13 +294,20 @@ def main(argv: list[str] | None = None) -> int:
 
     runner: ModelRunner | None = None
     startup_error: str | None = None
+    if args.no_torch:
+        _TORCHLESS_THREADS[0] = args.threads or 1
+        log.info("ready without torch: %d threads", _TORCHLESS_THREADS[0])
+        try:
+            return serve(None, None, sys.stdin.buffer, out)
+        except BrokenPipeError:
+            return 0
     try:
-        from inference.runtime import ModelRunner, one_line
+        from inference.runtime import ModelRunner
 
         try:
             runner = ModelRunner(device=args.device, threads=args.threads)
         except Exception as exc:
-            startup_error = f"worker start-up failed: {one_line(exc)}"
+            startup_error = f"worker start-up failed: {error_line(exc)}"
     except Exception as exc:  # torch itself failed to import
         startup_error = f"worker start-up failed: cannot import torch: {exc}"
     if startup_error is not None:

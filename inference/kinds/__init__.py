@@ -10,8 +10,12 @@ Everything imported here is torch-free: the node imports this registry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from config.llm import LlmSpec
 from inference.events import Row
 from inference.kinds.base import JobKind
+from inference.kinds.grading import Grading
 from inference.kinds.image import ImageClassification
 from inference.kinds.noop import Noop
 from net.errors import Invalid
@@ -28,6 +32,13 @@ def register(kind: JobKind) -> None:
 
 def unregister(name: str) -> None:
     _KINDS[:] = [k for k in _KINDS if k.name != name]
+
+
+def use_llms(specs: Sequence[LlmSpec]) -> None:
+    """Serve the cluster file's grading models (``[[llm]]``), replacing any before."""
+    unregister(Grading.name)
+    if specs:
+        register(Grading(specs))
 
 
 def resolve(model: str) -> tuple[JobKind, str]:

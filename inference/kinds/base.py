@@ -27,8 +27,8 @@ and anything for a batch it could not run (the worker reports that batch as fail
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
@@ -54,6 +54,29 @@ class WorkerContext:
     # and the second fetches its inputs while the first runs.
     slot: trio.Lock
     allow_download: bool  # may the worker process download public weights?
+    # A second worker process that never imports torch (llama.cpp runs there).
+    torchless: WorkerProcess | None = None
+    host: str = "127.0.0.1"  # this node's host (a server "on the worker's machine")
+    threads: int = 1  # the cores this node's worker may use
+    # Per-kind state kept on this node between batches (clients, cached files); a
+    # value with an ``aclose`` coroutine is closed when the worker stops.
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class ModelUnavailable(Exception):
+    """This worker cannot serve ``model`` now (its server is down or refuses it).
+
+    A kind raises it from :meth:`JobKind.run_batch`; the worker then tells the leader
+    (its capacity lists the model as ``unavailable``, so the batch's queries go
+    elsewhere at no cost) and calls ``probe`` with back-off until it returns True,
+    when it announces the model again.
+    """
+
+    def __init__(self, model: str, reason: str, probe: Callable[[], Awaitable[bool]]) -> None:
+        super().__init__(f"{model} is unavailable here: {reason}")
+        self.model = model
+        self.reason = reason
+        self.probe = probe
 
 
 @dataclass(frozen=True)
@@ -101,7 +124,7 @@ class JobKind(Protocol):
 
 
 async def run_in_worker_process(
-    ctx: WorkerContext, entry: str, args: dict[str, Any], what: str
+    ctx: WorkerContext, entry: str, args: dict[str, Any], what: str, *, torch: bool = True
 ) -> dict[str, Any]:
     """Call the kind's worker-side function ``entry`` ("module:function") in the worker
     process, holding the slot; its reply (``RequestError`` if it raised there).
@@ -109,9 +132,12 @@ async def run_in_worker_process(
     The function runs as ``FUNCTION(state, args) -> dict`` (see
     :mod:`inference.worker_main`, op ``kind``), so it may import torch or llama.cpp;
     keep those imports inside it, so the kind's module stays light for the node.
+    ``torch=False`` runs it in the worker's torch-free process instead (which never
+    imports torch: a kind that needs none need not pay for it).
     """
+    process = ctx.process if torch or ctx.torchless is None else ctx.torchless
     async with ctx.slot:
-        return await ctx.process.request({"op": "kind", "entry": entry, "args": args}, what)
+        return await process.request({"op": "kind", "entry": entry, "args": args}, what)
 
 
 # --- helpers for kinds whose queries are files in the store -------------------------------

@@ -41,7 +41,7 @@ from inference.models import (
     torchvision_weights,
     weights_sdfs_name,
 )
-from inference.runtime import ModelRunner, one_line
+from inference.runtime import ModelRunner
 from inference.worker_client import (
     THREADS_ENV,
     RequestError,
@@ -53,6 +53,7 @@ from inference.worker_client import (
     host_cores,
 )
 from inference.worker_main import FrameError, decode_body, encode_frame, frame_length
+from inference.worker_main import error_line as one_line
 from tests.helpers.imagegen import CORRUPT, install_in_hub_cache, make_images, make_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

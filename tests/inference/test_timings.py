@@ -83,7 +83,7 @@ def test_a_row_left_unfinished_is_ended_before_the_next(
     tmp_path: Path, log: logging.Logger
 ) -> None:
     path = tmp_path / "query_timings.csv"
-    path.write_text(",".join(HEADER) + "\n1.000,job-1,m,0,in,H2,1,0.")
+    path.write_text(",".join(HEADER) + "\n1.000,job-1,m,0,in,H2,1,0.5,12,")
     timings = TimingLog(path, log)
     timings.record(batch(2), "job-1", "m")
     timings.close()
