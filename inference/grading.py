@@ -50,8 +50,8 @@ _FRAME_TOKENS = 24
 ATTEMPTS = 2
 
 SYSTEM_PROMPT = (
-    "You are a careful, fair grader of students' answers. "
-    'Reply with one JSON object only: {"score": INTEGER, "feedback": "ONE OR TWO SENTENCES"}.'
+    "You are a careful, fair grader of students' answers. Reply with one JSON object "
+    'with two keys: "score", an integer, and "feedback", a short reason for the score.'
 )
 
 DEFAULT_TEMPLATE = """Rate the following answer on a scale of 0 to $max_score.

@@ -184,6 +184,7 @@ def write_cluster_file(
     cluster: Mapping[str, TomlValue] | None = None,
     ssh: Mapping[str, TomlValue] | None = None,
     node_extra: Mapping[str, Mapping[str, TomlValue]] | None = None,
+    llm: Sequence[Mapping[str, TomlValue]] = (),
 ) -> tuple[list[NodeSpec], NodeSpec]:
     """Write a TOML cluster file for ``n`` nodes on free ports; returns (nodes, introducer).
 
@@ -191,7 +192,8 @@ def write_cluster_file(
     to a fresh random one so that clusters started side by side never accept each
     other's messages.  ``cluster`` adds or overrides keys of ``[cluster]`` (timings,
     ``replication``, ``transfer``), ``ssh`` fills ``[ssh]`` and ``node_extra`` adds
-    keys to single nodes by name (e.g. ``{"H1": {"ssh_port": 2222}}``).  Timings
+    keys to single nodes by name (e.g. ``{"H1": {"ssh_port": 2222}}``); each of ``llm``
+    is one ``[[llm]]`` table (a grading model).  Timings
     not given keep the defaults of ``config/topology.py``.
     """
     if names is None:
@@ -214,6 +216,8 @@ def write_cluster_file(
         entry: dict[str, TomlValue] = {"name": node.name, "host": node.host, "port": node.port}
         entry.update((node_extra or {}).get(node.name, {}))
         _toml_table(lines, "[[nodes]]", entry)
+    for table in llm:
+        _toml_table(lines, "[[llm]]", table)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return nodes, introducer
@@ -567,6 +571,7 @@ class LocalCluster:
         cluster: Mapping[str, TomlValue] | None = None,
         ssh: Mapping[str, TomlValue] | None = None,
         node_extra: Mapping[str, Mapping[str, TomlValue]] | None = None,
+        llm: Sequence[Mapping[str, TomlValue]] = (),
         test_mode: bool = False,
         drop_rate: float | None = None,
         start_nodes: bool = True,
@@ -576,7 +581,7 @@ class LocalCluster:
         self.keep = keep
         self.config_path = self.workdir / "cluster.toml"
         self.nodes, self.introducer = write_cluster_file(
-            self.config_path, n, cluster=cluster, ssh=ssh, node_extra=node_extra
+            self.config_path, n, cluster=cluster, ssh=ssh, node_extra=node_extra, llm=llm
         )
         self.test_mode = test_mode
         self.drop_rate = drop_rate
