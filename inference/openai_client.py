@@ -9,8 +9,9 @@ no torch), ``parallel`` of them at once per server, each item's prompt from
 Constrained decoding.  The reply's schema goes in ``response_format``.  OpenAI,
 Ollama and vLLM take ``{"type": "json_schema", "json_schema": {"name", "schema"}}``;
 llama.cpp's Python server takes ``{"type": "json_object", "schema": ...}`` and refuses
-the other with 422.  The client starts with ``json_schema`` and, if a server refuses
-it as a bad request (400 or 422), switches that server to ``json_object`` for good.
+the other (HTTP 500, naming ``response_format``).  The client starts with
+``json_schema`` and, if a server refuses it (400, 422, or that 500), switches that
+server to ``json_object`` for good.
 
 Failures.  A server that is busy (503, 429) is retried with exponential back-off for
 up to :data:`BUSY_WINDOW` seconds.  A server that cannot be reached (connection
@@ -77,14 +78,21 @@ class OpenAIClient:
         """One row per query input, in order; ServerDown if the server fails us."""
         rows: list[dict[str, Any]] = [{}] * len(queries)
         limiter = trio.CapacityLimiter(self.spec.parallel)
+        down: list[ServerDown] = []
 
         async def one(i: int, text: str) -> None:
-            async with limiter:
-                rows[i] = await self._grade_one(text, template)
+            try:
+                async with limiter:
+                    rows[i] = await self._grade_one(text, template)
+            except ServerDown as e:  # the first says why; the batch's other requests stop
+                down.append(e)
+                nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
             for i, text in enumerate(queries):
                 nursery.start_soon(one, i, text)
+        if down:
+            raise down[0]
         return rows
 
     async def _grade_one(self, text: str, template: str | None) -> dict[str, Any]:
@@ -150,6 +158,7 @@ class OpenAIClient:
         """The reply's text and its usage; ServerDown if the server fails us."""
         delay, deadline = BUSY_FIRST, trio.current_time() + BUSY_WINDOW
         while True:
+            sent_format = self.format  # another request may change it meanwhile
             try:
                 reply = await self._http.post(
                     "/chat/completions", json=self._body(prompt, max_score, seed)
@@ -159,7 +168,7 @@ class OpenAIClient:
             status = reply.status_code
             if status == 200:
                 return _content(reply)
-            if status in (400, 422) and self.format == "json_schema":
+            if sent_format == "json_schema" and _refuses_json_schema(reply):
                 self.format = "json_object"  # llama.cpp's server: see the module docstring
                 continue
             if status in (429, 503):
@@ -172,6 +181,14 @@ class OpenAIClient:
             if status == 404:
                 raise ServerDown(f"{self.base_url}: model {self.spec.model!r} not found: {excerpt}")
             raise ServerDown(f"{self.base_url}: HTTP {status}: {excerpt}")
+
+
+def _refuses_json_schema(reply: httpx.Response) -> bool:
+    """The server refused the request's ``json_schema`` response format: a bad request
+    (400, 422), or llama.cpp's server, which answers its validation error with 500."""
+    if reply.status_code in (400, 422):
+        return True
+    return reply.status_code == 500 and "response_format" in reply.text
 
 
 def _content(reply: httpx.Response) -> tuple[str, dict[str, Any]]:

@@ -33,6 +33,10 @@ LIGHT_MODULES = [
     "console.render",
     "net.rpc",
     "config.topology",
+    "config.llm",
+    "inference.grading",
+    "inference.kinds.grading",
+    "inference.llama_worker",
 ]
 
 
@@ -41,7 +45,7 @@ def test_light_modules_do_not_import_torch() -> None:
         "import importlib, sys\n"
         f"for m in {LIGHT_MODULES!r}:\n"
         "    importlib.import_module(m)\n"
-        "heavy = {'torch', 'torchvision', 'numpy'}\n"
+        "heavy = {'torch', 'torchvision', 'numpy', 'llama_cpp'}\n"
         "found = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
         "print(','.join(found))\n"
     )

