@@ -22,6 +22,8 @@ the item's id instead.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import secrets
 import tempfile
 from collections.abc import Sequence
@@ -112,6 +114,14 @@ class Grading:
     async def _llama(
         self, ctx: WorkerContext, spec: LlmSpec, texts: list[str], template: str | None
     ) -> list[dict[str, Any]]:
+        if not llama_cpp_installed():
+            # This machine's problem, not the items': the worker announces it cannot
+            # serve the model, so its queries run elsewhere at no cost.
+            raise ModelUnavailable(
+                spec.name,
+                "llama-cpp-python is not installed on this worker (make venv installs it)",
+                _llama_cpp_probe,
+            )
         path = await cached_copy(ctx, spec.model, f"{spec.name}.gguf")
         args = {
             "path": str(path),
@@ -162,6 +172,16 @@ class Grading:
 
     def output_line(self, row: Row) -> dict[str, Any]:
         return {**row, "input": grading.label_of(str(row.get("input", "")))}
+
+
+def llama_cpp_installed() -> bool:
+    """llama-cpp-python can be imported here (the worker process shares this venv)."""
+    importlib.invalidate_caches()
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+async def _llama_cpp_probe() -> bool:
+    return llama_cpp_installed()
 
 
 # --- files ---------------------------------------------------------------------------

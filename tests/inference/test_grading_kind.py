@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
 from config.llm import LlmSpec
 from inference import kinds
+from inference.kinds.base import ModelUnavailable, WorkerContext
 from inference.kinds.grading import Grading
+from inference.worker_client import WorkerProcess
 from net.errors import Invalid
 from tests.helpers.dictfiles import DictFiles
 
@@ -111,3 +117,23 @@ async def test_the_openai_backend_needs_no_file_in_sdfs(files: DictFiles) -> Non
     del files.data["models/smollm2.gguf"]
     inputs = await Grading([LOCAL, REMOTE]).queries(files, "llama3", "grading/items.jsonl", None)
     assert len(inputs) == 3
+
+
+async def test_a_worker_without_llama_cpp_says_the_model_is_unavailable_here(
+    files: DictFiles, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> Any:
+        return None if name == "llama_cpp" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    kind = Grading([LOCAL])
+    inputs = await kind.queries(files, "SmolLM2", "grading/items.jsonl", None)
+    ctx = WorkerContext(files, tmp_path, WorkerProcess(1), trio.Lock(), False)
+    with pytest.raises(ModelUnavailable, match="llama-cpp-python is not installed") as info:
+        await kind.run_batch(ctx, "SmolLM2", [(0, inputs[0])])
+    assert info.value.model == "SmolLM2"
+    assert not await info.value.probe()
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
+    assert await info.value.probe()  # installed meanwhile: the model comes back

@@ -89,3 +89,19 @@ def test_a_row_left_unfinished_is_ended_before_the_next(
     timings.close()
     assert [len(r) for r in rows(path)] == [len(HEADER)] * 5
     assert batches_logged(path) == ["1", "2", "2", "2"]
+
+
+def test_grading_rows_log_their_tokens_and_image_rows_leave_them_empty(
+    tmp_path: Path, log: logging.Logger
+) -> None:
+    path = tmp_path / "query_timings.csv"
+    graded = {"input": "q1", "score": 3, "prompt_tokens": 114, "completion_tokens": 23}
+    bogus = {"input": "q2", "prompt_tokens": "many", "completion_tokens": True}
+    event = BatchDone("H2", 7, ((0, graded), (1, bogus), (2, {"input": "a.jpg"})), (1.5,) * 3, 9.0)
+    timings = TimingLog(path, log)
+    timings.record(event, "job-1", "smollm2")
+    timings.close()
+    header, *logged = rows(path)
+    assert header[-2:] == ["prompt_tokens", "completion_tokens"]
+    assert [r[4] for r in logged] == ["q1", "q2", "a.jpg"]
+    assert [r[-2:] for r in logged] == [["114", "23"], ["", ""], ["", ""]]
