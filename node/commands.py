@@ -326,10 +326,11 @@ def _c4_actions() -> dict[str, Command]:
             "submit-job",
             "submit a job over SDFS inputs",
             (
-                Arg("MODEL", "a model name, like resnet50"),
+                Arg("MODEL", "a model name, like resnet50, or a grading model ([[llm]])"),
                 Arg(
                     "GLOB|COUNT",
-                    "a glob of SDFS inputs (default images/*) or a COUNT of random ones",
+                    "a glob of SDFS inputs (default images/*) or a COUNT of random ones; "
+                    "for a grading model, the SDFS file of JSON Lines items",
                     glob_or_count,
                     optional=True,
                 ),
