@@ -9,8 +9,9 @@ no torch), ``parallel`` of them at once per server, each item's prompt from
 Constrained decoding.  The reply's schema goes in ``response_format``.  OpenAI,
 Ollama and vLLM take ``{"type": "json_schema", "json_schema": {"name", "schema"}}``;
 llama.cpp's Python server takes ``{"type": "json_object", "schema": ...}`` and refuses
-the other with 422.  The client starts with ``json_schema`` and, if a server refuses
-it as a bad request (400 or 422), switches that server to ``json_object`` for good.
+the other (llama-cpp-python 0.3 answers its validation error with HTTP 500, naming
+``response_format``).  The client starts with ``json_schema`` and, if a server refuses
+it (:func:`refuses_json_schema`), switches that server to ``json_object`` for good.
 
 Failures.  A server that is busy (503, 429) is retried with exponential back-off for
 up to :data:`BUSY_WINDOW` seconds.  A server that cannot be reached (connection
@@ -82,9 +83,15 @@ class OpenAIClient:
             async with limiter:
                 rows[i] = await self._grade_one(text, template)
 
-        async with trio.open_nursery() as nursery:
-            for i, text in enumerate(queries):
-                nursery.start_soon(one, i, text)
+        try:
+            async with trio.open_nursery() as nursery:
+                for i, text in enumerate(queries):
+                    nursery.start_soon(one, i, text)
+        except ExceptionGroup as group:
+            # trio wraps the tasks' exceptions in a group; the caller looks for
+            # ServerDown, and a failed batch's reason is one line.
+            down, _ = group.split(ServerDown)
+            raise _first_leaf(down if down is not None else group) from None
         return rows
 
     async def _grade_one(self, text: str, template: str | None) -> dict[str, Any]:
@@ -159,7 +166,7 @@ class OpenAIClient:
             status = reply.status_code
             if status == 200:
                 return _content(reply)
-            if status in (400, 422) and self.format == "json_schema":
+            if self.format == "json_schema" and refuses_json_schema(status, reply.text):
                 self.format = "json_object"  # llama.cpp's server: see the module docstring
                 continue
             if status in (429, 503):
@@ -172,6 +179,19 @@ class OpenAIClient:
             if status == 404:
                 raise ServerDown(f"{self.base_url}: model {self.spec.model!r} not found: {excerpt}")
             raise ServerDown(f"{self.base_url}: HTTP {status}: {excerpt}")
+
+
+def refuses_json_schema(status: int, body: str) -> bool:
+    """Whether a server's answer refuses ``response_format`` type ``json_schema``: a
+    bad request (400, 422), or llama-cpp-python 0.3's HTTP 500 for a request that
+    fails its validation, which names ``response_format`` (a 500 for anything else is
+    a server error, not a refusal)."""
+    return status in (400, 422) or (status == 500 and "response_format" in body)
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _content(reply: httpx.Response) -> tuple[str, dict[str, Any]]:
