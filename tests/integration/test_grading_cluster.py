@@ -275,10 +275,14 @@ def test_grading_beside_resnet50_exactly_once_valid_rows_and_the_same_scores_twi
         time.sleep(0.2)
     for job in jobs.values():
         wait_done(c, "H3", job, 180)
-    print(
-        f"grading + resnet50 together: {time.monotonic() - began:.1f} s; C5 showed both "
-        f"running at once: {seen_together}"
-    )
+    print(f"grading + resnet50 submitted together, both done in {time.monotonic() - began:.1f} s")
+    assert seen_together, "C5 never showed both jobs with workers at once"
+    # The timing log agrees: each job had answers before the other's last one.
+    spans = {}
+    for name, job in jobs.items():
+        ends = [float(r["finished_at"]) for r in timing_rows(c, "H1") if r["job_id"] == job]
+        spans[name] = (min(ends), max(ends))
+    assert spans["grading"][0] < spans["resnet"][1] and spans["resnet"][0] < spans["grading"][1]
 
     rows = output(c, "H1", jobs["grading"], tmp_path)
     by_input = check_exactly_once(rows, items, errors)
@@ -520,3 +524,75 @@ def test_openai_backend_a_server_killed_mid_job_then_restarted(
     check_exactly_once(output(c, "H2", job2, tmp_path), more)
     workers = {r["worker"] for r in timing_rows(c, "H1") if float(r["finished_at"]) > again}
     assert victim in workers, workers
+
+
+# --- kill -9 mid-grading: a worker, then the leader ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kill_cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(
+        4,
+        cluster={"transfer": "tcp", "replication": 3},
+        llm=[llm_table(backend="llama.cpp", model=GGUF_SDFS)],
+    ) as c:
+        c.wait_converged(timeout=30)
+        c.console("H3", "put", str(gguf_path()), GGUF_SDFS, timeout=120)
+        yield c
+
+
+def _kill_mid_job(
+    c: LocalCluster, victim: str, via: str, tmp_path: Path, prefix: str
+) -> tuple[str, list[dict[str, Any]], float]:
+    """Submit 20 items, ``kill -9`` ``victim`` while it holds a batch of them, and
+    check the job completes with every item exactly once; returns (job, items, when)."""
+    items = good_items(20, prefix)
+    put_text(c, via, tmp_path, f"grading/{prefix}.jsonl", jsonl(items))
+    began = time.monotonic()
+    job = submit(c, via, f"grading/{prefix}.jsonl")["job_id"]
+
+    def victim_busy() -> dict[str, Any] | None:
+        if victim not in c.console(via, "C5")["jobs"].get(job, {}).get("workers", []):
+            return None
+        s = status(c, via, job)
+        return s if s["done"] >= 3 else None
+
+    before = wait_for(victim_busy, 120, f"{victim} to hold a batch of {job}", interval=0.1)
+    killed_at = time.time()
+    c.kill(victim)
+    done = wait_done(c, via, job, 180)
+    assert done["done"] == done["total"] == len(items)
+    print(
+        f"{victim} killed with {before['done']} of {len(items)} items done; the job was done "
+        f"{time.monotonic() - began:.1f} s after submission"
+    )
+    check_exactly_once(output(c, via, job, tmp_path), items)  # every item graded, once
+    return job, items, killed_at
+
+
+def test_kill_9_a_worker_mid_grading(kill_cluster: LocalCluster, tmp_path: Path) -> None:
+    c = kill_cluster
+    job, items, killed_at = _kill_mid_job(c, "H4", "H3", tmp_path, "w")
+    # The leader's timing log: each query answered once, the first answer only.
+    logged = [r for r in timing_rows(c, "H1") if r["job_id"] == job]
+    assert sorted(int(r["query"]) for r in logged) == list(range(len(items)))
+    detected = wait_for(
+        lambda: nodelogs.first(c.log_path("H1"), "failed", "H4", killed_at),
+        15,
+        "H4's failure to be detected",
+    )
+    print(f"worker H4 killed; the leader detected it {detected - killed_at:.2f} s later")
+
+
+def test_kill_9_the_leader_mid_grading(kill_cluster: LocalCluster, tmp_path: Path) -> None:
+    c = kill_cluster
+    job, items, killed_at = _kill_mid_job(c, "H1", "H3", tmp_path, "l")
+    took_over = _logged_at(c, "H2", "takes over scheduling", killed_at)
+    assert took_over is not None, "H2 never took over"
+    print(f"leader H1 killed; H2 took over {took_over - killed_at:.2f} s later")
+    # The new leader's timing log has each query at most once, and with the old one's
+    # every query is there (a batch H1 logged but never replicated is logged by both).
+    new = [int(r["query"]) for r in timing_rows(c, "H2") if r["job_id"] == job]
+    old = [int(r["query"]) for r in timing_rows(c, "H1") if r["job_id"] == job]
+    assert len(new) == len(set(new)) and len(old) == len(set(old))
+    assert set(new) | set(old) == set(range(len(items)))
