@@ -102,6 +102,23 @@ def llm_table(**extra: Any) -> dict[str, Any]:
 # --- console helpers -------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a failed test, the last lines of its cluster's logs (and grading servers')."""
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.failed:
+        return
+    for fixture in ("llama_cluster", "openai_cluster", "kill_cluster"):
+        if fixture not in request.fixturenames:
+            continue
+        value = request.getfixturevalue(fixture)
+        c, servers = value if isinstance(value, tuple) else (value, None)
+        procs = [*c.procs.values()] + ([*servers.procs.values()] if servers else [])
+        for proc in procs:
+            print(f"--- {proc.name} (last lines) ---\n{proc.log_tail(25)}")
+
+
 def submit(c: LocalCluster, via: str, sdfs_file: str) -> dict[str, Any]:
     reply: dict[str, Any] = c.console(via, "C4", "submit-job", MODEL, sdfs_file, timeout=60)
     return reply
@@ -122,8 +139,17 @@ def wait_done(c: LocalCluster, via: str, job: str, timeout: float) -> dict[str, 
     return s
 
 
-def wait_under_way(c: LocalCluster, via: str, job: str, done: int, timeout: float = 120) -> None:
-    wait_for(lambda: status(c, via, job)["done"] >= done, timeout, f"{job} under way", interval=0.2)
+def wait_busy(c: LocalCluster, via: str, job: str, worker: str, done: int) -> dict[str, Any]:
+    """Wait until ``worker`` holds a batch of ``job`` and ``done`` items are done;
+    the job's status then.  A job that ends first fails the test at once."""
+
+    def busy() -> dict[str, Any] | None:
+        workers = c.console(via, "C5")["jobs"].get(job, {}).get("workers", [])
+        s = status(c, via, job)
+        assert s["state"] in ("queued", "running"), f"{job} ended first: {s}"
+        return s if worker in workers and s["done"] >= done else None
+
+    return wait_for(busy, 120, f"{worker} to hold a batch of {job}", interval=0.1)
 
 
 def output(c: LocalCluster, via: str, job: str, tmp_path: Path) -> list[dict[str, Any]]:
@@ -432,7 +458,9 @@ def openai_cluster(
             3,
             hosts=OPENAI_HOSTS,
             cluster={"transfer": "tcp", "replication": 3},
-            llm=[llm_table(backend="openai", model=MODEL, url=url)],
+            # Two requests in flight per server (the server queues the second): a
+            # batch holds at least two items, and a killed server fails both.
+            llm=[llm_table(backend="openai", model=MODEL, url=url, parallel=2)],
         ) as c:
             for host in OPENAI_HOSTS:
                 servers.wait(host)
@@ -463,15 +491,7 @@ def test_openai_backend_a_server_killed_mid_job_then_restarted(
     began = time.monotonic()
     job = submit(c, "H3", "grading/openai.jsonl")["job_id"]
     # Kill H2's server while H2 holds a batch of the job.
-    wait_for(
-        lambda: (
-            victim in c.console("H1", "C5")["jobs"].get(job, {}).get("workers", [])
-            and status(c, "H1", job)["done"] >= 2
-        ),
-        120,
-        f"{victim} to hold a batch of {job}",
-        interval=0.1,
-    )
+    wait_busy(c, "H1", job, victim, 2)
     killed_at = time.time()
     servers.kill(victim_host)
     marked = wait_for(
@@ -482,6 +502,14 @@ def test_openai_backend_a_server_killed_mid_job_then_restarted(
     print(
         f"server of {victim} killed; {victim} marked {MODEL} unavailable "
         f"{marked - killed_at:.2f} s later"
+    )
+    # The leader took H2's batches back for free (no attempt charged): it logs them lost
+    # because H2 cannot serve the model, before H2's failure report arrives.
+    taken_back = f"on {victim} lost ({victim} cannot serve {MODEL} now)"
+    wait_for(
+        lambda: _logged_at(c, "H1", taken_back, killed_at),
+        10,
+        f"the leader to take {victim}'s batch back",
     )
     # While its server is down, C5 never shows H2 running the job.
     for _ in range(5):
@@ -550,14 +578,7 @@ def _kill_mid_job(
     put_text(c, via, tmp_path, f"grading/{prefix}.jsonl", jsonl(items))
     began = time.monotonic()
     job = submit(c, via, f"grading/{prefix}.jsonl")["job_id"]
-
-    def victim_busy() -> dict[str, Any] | None:
-        if victim not in c.console(via, "C5")["jobs"].get(job, {}).get("workers", []):
-            return None
-        s = status(c, via, job)
-        return s if s["done"] >= 3 else None
-
-    before = wait_for(victim_busy, 120, f"{victim} to hold a batch of {job}", interval=0.1)
+    before = wait_busy(c, via, job, victim, 3)
     killed_at = time.time()
     c.kill(victim)
     done = wait_done(c, via, job, 180)
