@@ -9,9 +9,9 @@ no torch), ``parallel`` of them at once per server, each item's prompt from
 Constrained decoding.  The reply's schema goes in ``response_format``.  OpenAI,
 Ollama and vLLM take ``{"type": "json_schema", "json_schema": {"name", "schema"}}``;
 llama.cpp's Python server takes ``{"type": "json_object", "schema": ...}`` and refuses
-the other (HTTP 500, naming ``response_format``).  The client starts with
-``json_schema`` and, if a server refuses it (400, 422, or that 500), switches that
-server to ``json_object`` for good.
+the other (llama-cpp-python 0.3 answers its validation error with HTTP 500, naming
+``response_format``).  The client starts with ``json_schema`` and, if a server refuses
+it (:func:`refuses_json_schema`), switches that server to ``json_object`` for good.
 
 Failures.  A server that is busy (503, 429) is retried with exponential back-off for
 up to :data:`BUSY_WINDOW` seconds.  A server that cannot be reached (connection
@@ -88,9 +88,12 @@ class OpenAIClient:
                 down.append(e)
                 nursery.cancel_scope.cancel()
 
-        async with trio.open_nursery() as nursery:
-            for i, text in enumerate(queries):
-                nursery.start_soon(one, i, text)
+        try:
+            async with trio.open_nursery() as nursery:
+                for i, text in enumerate(queries):
+                    nursery.start_soon(one, i, text)
+        except ExceptionGroup as group:  # anything else: one line for the failed batch
+            raise _first_leaf(group) from None
         if down:
             raise down[0]
         return rows
@@ -168,7 +171,7 @@ class OpenAIClient:
             status = reply.status_code
             if status == 200:
                 return _content(reply)
-            if sent_format == "json_schema" and _refuses_json_schema(reply):
+            if sent_format == "json_schema" and refuses_json_schema(status, reply.text):
                 self.format = "json_object"  # llama.cpp's server: see the module docstring
                 continue
             if status in (429, 503):
@@ -183,12 +186,17 @@ class OpenAIClient:
             raise ServerDown(f"{self.base_url}: HTTP {status}: {excerpt}")
 
 
-def _refuses_json_schema(reply: httpx.Response) -> bool:
-    """The server refused the request's ``json_schema`` response format: a bad request
-    (400, 422), or llama.cpp's server, which answers its validation error with 500."""
-    if reply.status_code in (400, 422):
-        return True
-    return reply.status_code == 500 and "response_format" in reply.text
+def refuses_json_schema(status: int, body: str) -> bool:
+    """Whether a server's answer refuses ``response_format`` type ``json_schema``: a
+    bad request (400, 422), or llama-cpp-python 0.3's HTTP 500 for a request that
+    fails its validation, which names ``response_format`` (a 500 for anything else is
+    a server error, not a refusal)."""
+    return status in (400, 422) or (status == 500 and "response_format" in body)
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _content(reply: httpx.Response) -> tuple[str, dict[str, Any]]:

@@ -185,6 +185,7 @@ def write_cluster_file(
     ssh: Mapping[str, TomlValue] | None = None,
     node_extra: Mapping[str, Mapping[str, TomlValue]] | None = None,
     llm: Sequence[Mapping[str, TomlValue]] = (),
+    hosts: Sequence[str] | None = None,
 ) -> tuple[list[NodeSpec], NodeSpec]:
     """Write a TOML cluster file for ``n`` nodes on free ports; returns (nodes, introducer).
 
@@ -193,22 +194,30 @@ def write_cluster_file(
     other's messages.  ``cluster`` adds or overrides keys of ``[cluster]`` (timings,
     ``replication``, ``transfer``), ``ssh`` fills ``[ssh]`` and ``node_extra`` adds
     keys to single nodes by name (e.g. ``{"H1": {"ssh_port": 2222}}``); each of ``llm``
-    is one ``[[llm]]`` table (a grading model).  Timings
+    is one ``[[llm]]`` table (a grading model).  ``hosts`` gives each node its own
+    address, in ``names`` order (e.g. 127.0.0.1, 127.0.0.2, ...: any 127.x.y.z is
+    loopback on Linux), so that a per-host service such as a grading server at
+    ``{host}`` is one per node; the introducer stays on ``host``.  Timings
     not given keep the defaults of ``config/topology.py``.
     """
     if names is None:
         names = [f"H{i}" for i in range(1, n + 1)]
     if len(names) != n:
         raise ValueError(f"{n} nodes but {len(names)} names")
+    if hosts is None:
+        hosts = [host] * n
+    if len(hosts) != n:
+        raise ValueError(f"{n} nodes but {len(hosts)} hosts")
     introducer = NodeSpec("introducer", host, introducer_port or free_port(host))
-    nodes = [NodeSpec(name, host, free_port(host)) for name in names]
+    nodes = [NodeSpec(name, h, free_port(h)) for name, h in zip(names, hosts, strict=True)]
 
     cluster_table: dict[str, TomlValue] = {
         "introducer": introducer.addr,
         "secret": secret if secret is not None else secrets.token_hex(16),
     }
     cluster_table.update(cluster or {})
-    lines = [f"# Written by scripts/localcluster.py for {n} nodes on {host}.", ""]
+    on = ", ".join(dict.fromkeys(hosts))
+    lines = [f"# Written by scripts/localcluster.py for {n} nodes on {on}.", ""]
     _toml_table(lines, "[cluster]", cluster_table)
     if ssh:
         _toml_table(lines, "[ssh]", ssh)
@@ -554,7 +563,8 @@ def interrupt_on_sigterm() -> None:
 
 
 class LocalCluster:
-    """An introducer and ``n`` nodes on 127.0.0.1, in a scratch directory.
+    """An introducer and ``n`` nodes on 127.0.0.1 (or on ``hosts``, one per node), in a
+    scratch directory.
 
     ``with LocalCluster(5) as c:`` writes the cluster file and starts everything;
     leaving the block stops the nodes (SIGTERM, then SIGKILL) and the introducer,
@@ -572,6 +582,7 @@ class LocalCluster:
         ssh: Mapping[str, TomlValue] | None = None,
         node_extra: Mapping[str, Mapping[str, TomlValue]] | None = None,
         llm: Sequence[Mapping[str, TomlValue]] = (),
+        hosts: Sequence[str] | None = None,
         test_mode: bool = False,
         drop_rate: float | None = None,
         start_nodes: bool = True,
@@ -581,7 +592,13 @@ class LocalCluster:
         self.keep = keep
         self.config_path = self.workdir / "cluster.toml"
         self.nodes, self.introducer = write_cluster_file(
-            self.config_path, n, cluster=cluster, ssh=ssh, node_extra=node_extra, llm=llm
+            self.config_path,
+            n,
+            cluster=cluster,
+            ssh=ssh,
+            node_extra=node_extra,
+            llm=llm,
+            hosts=hosts,
         )
         self.test_mode = test_mode
         self.drop_rate = drop_rate
