@@ -66,10 +66,10 @@ llama-build-deps:
 	have=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))' 2>/dev/null || true); \
 	if [ -n "$$have" ] && [ "$$have" = "$$want" ]; then exit 0; fi; \
 	missing=""; \
-	command -v "$${CC:-cc}" >/dev/null || missing="$$missing a C compiler ($${CC:-cc})"; \
-	command -v "$${CXX:-c++}" >/dev/null || missing="$$missing a C++ compiler ($${CXX:-c++})"; \
+	command -v "$${CC:-cc}" >/dev/null || missing="no C compiler ($${CC:-cc})"; \
+	command -v "$${CXX:-c++}" >/dev/null || missing="$${missing:+$$missing and }no C++ compiler ($${CXX:-c++})"; \
 	if [ -n "$$missing" ]; then \
-	  echo "make venv: llama-cpp-python $${want:-(the llm extra)} is compiled from source and needs$$missing: install them (Debian/Ubuntu: sudo apt-get install build-essential; Fedora: sudo dnf install gcc gcc-c++; macOS: xcode-select --install), or set CC/CXX" >&2; \
+	  echo "make venv: llama-cpp-python $${want:-(the llm extra)} is compiled from source, and there is $$missing: install a C/C++ toolchain (Debian/Ubuntu: sudo apt-get install build-essential; Fedora: sudo dnf install gcc gcc-c++; macOS: xcode-select --install), or set CC/CXX" >&2; \
 	  exit 1; \
 	fi
 
