@@ -18,7 +18,8 @@ up to :data:`BUSY_WINDOW` seconds.  A server that cannot be reached (connection
 refused or reset, a timeout), that stays busy, or that does not have the model (404)
 makes the batch raise :class:`~inference.kinds.base.ModelUnavailable`: the worker then
 tells the leader it cannot serve the model, the batch's queries run elsewhere, and
-:meth:`OpenAIClient.healthy` is asked with back-off until the server answers again.
+:meth:`OpenAIClient.healthy` is asked with back-off until the server completes a
+one-token request for the model again.
 An invalid reply is asked once more (with the next seed), then becomes an error row.
 """
 
@@ -37,6 +38,8 @@ from inference import grading
 # Seconds to connect; a reply may take minutes on a slow machine (max_tokens on a CPU).
 CONNECT_TIMEOUT = 5.0
 REPLY_TIMEOUT = 300.0
+# A probe's one-token completion (a loaded server answers in well under a second).
+PROBE_TIMEOUT = 30.0
 # A busy server (503 or 429) is retried for this long, backing off from BUSY_FIRST.
 BUSY_WINDOW = 30.0
 BUSY_FIRST = 0.25
@@ -67,9 +70,18 @@ class OpenAIClient:
         await self._http.aclose()
 
     async def healthy(self) -> bool:
-        """The server answers its model list (the probe while it is marked down)."""
+        """The server completes a one-token request for the model (the probe while it is
+        marked down).  Not just its model list: a server that answers but lacks the
+        model (Ollama's 404 before ``ollama pull``) must stay down, or the worker would
+        flap between down and up while the batches it is given come back unanswered."""
+        body = {
+            "model": self.spec.model,
+            "messages": [{"role": "user", "content": "Reply OK."}],
+            "max_tokens": 1,
+            "temperature": 0.0,
+        }
         try:
-            reply = await self._http.get("/models", timeout=CONNECT_TIMEOUT)
+            reply = await self._http.post("/chat/completions", json=body, timeout=PROBE_TIMEOUT)
         except httpx.HTTPError:
             return False
         return reply.status_code == 200

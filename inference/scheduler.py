@@ -596,6 +596,8 @@ class Scheduler:
                 job.pending.remove(index)
                 job.served += 1
             job.results[index] = {**row, "input": job.inputs[index]}
+            if row.get("error"):  # a query its kind could not answer (a bad input)
+                job.errors += 1
             counted.append(index)
             self.stats.record(job.model, now, timings[k] if k < len(timings) else None)
         actions: list[Action] = []

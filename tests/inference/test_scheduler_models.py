@@ -120,3 +120,19 @@ def test_unusable_capacity_is_refused_and_changes_nothing(capacity: dict[str, An
     with pytest.raises(ValueError, match="capacity"):
         s.worker_up("H1", capacity, 0.0)
     assert s.snapshot() == before
+
+
+def test_error_rows_a_kind_returns_count_as_errors_and_all_of_them_fail_the_job() -> None:
+    s = fixed()
+    s.worker_up("H1", CAP, 0.0)
+    (a,) = assigns(s.submit(None, LLM, ["q0", "bad"], 0.0))
+    rows: list[tuple[int, dict[str, Any]]] = [
+        (0, {"input": "q0", "score": 3}),
+        (1, {"input": "bad", "error": "not valid JSON"}),
+    ]
+    s.batch_done("H1", a.batch_id, rows, [1.0, 0.0], 1.0)
+    assert (s.status("job-1")["state"], s.status("job-1")["errors"]) == ("done", 1)
+    (b,) = assigns(s.submit(None, LLM, ["x", "y"], 2.0))
+    bad = [(i, {"input": name, "error": "no 'answer'"}) for i, name in b.queries]
+    s.batch_done("H1", b.batch_id, bad, [0.0, 0.0], 3.0)
+    assert (s.status("job-2")["state"], s.status("job-2")["errors"]) == ("failed", 2)
