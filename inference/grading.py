@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -321,27 +322,69 @@ def parse_reply(text: str, max_score: int) -> tuple[int, str]:
     return score, feedback
 
 
-def row(
-    query: Query,
-    model: str,
-    score: int,
-    feedback: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    seconds: float,
-) -> dict[str, Any]:
-    """An answered item's row (the output line's keys)."""
-    assert query.item is not None
-    return {
-        "input": query.label,
-        "score": score,
-        "max_score": query.item.max_score,
-        "feedback": feedback,
-        "model": model,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "seconds": seconds,
-    }
+def start(text: str) -> Query | dict[str, Any]:
+    """The query to grade in a query input, or at once the error row of one that cannot
+    be graded (a malformed line, or text that is no grading query)."""
+    try:
+        query = decode_query(text)
+    except ValueError as e:
+        return error_row(label_of(text), str(e), seconds=0.0)
+    if query.item is None:
+        return error_row(query.label, query.error, seconds=0.0)
+    return query
+
+
+@dataclass
+class Tries:
+    """One item's attempts at a valid reply (at most :data:`ATTEMPTS`), whichever
+    backend makes them: offer each reply; the row comes back once one is valid."""
+
+    query: Query
+    model: str
+    clock: Callable[[], float] = time.perf_counter
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    why: str = ""  # why the last reply was refused
+
+    def __post_init__(self) -> None:
+        assert self.query.item is not None, "only an item can be graded"
+        self.started = self.clock()
+
+    def offer(self, reply: str, usage: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The row if ``reply`` is a valid grade, else None (:attr:`why` says why)."""
+        assert self.query.item is not None
+        self.prompt_tokens += _tokens(usage.get("prompt_tokens"))
+        self.completion_tokens += _tokens(usage.get("completion_tokens"))
+        try:
+            score, feedback = parse_reply(reply, self.query.item.max_score)
+        except ValueError as e:
+            self.why = str(e)
+            return None
+        return {
+            "input": self.query.label,
+            "score": score,
+            "max_score": self.query.item.max_score,
+            "feedback": feedback,
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "seconds": self.clock() - self.started,
+        }
+
+    def failed(self, why: str | None = None) -> dict[str, Any]:
+        """The error row once no valid reply came (``why``: a failure that ended it)."""
+        return error_row(
+            self.query.label,
+            why if why is not None else f"no valid grade after {ATTEMPTS} tries: {self.why}",
+            model=self.model,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            seconds=self.clock() - self.started,
+        )
+
+
+def _tokens(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def error_row(label: str | int, error: str, **extra: Any) -> dict[str, Any]:

@@ -71,19 +71,14 @@ def grade(state: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _grade_one(state: dict[str, Any], llm: Any, args: dict[str, Any], text: str) -> dict[str, Any]:
-    started = time.perf_counter()
-    try:
-        query = grading.decode_query(text)
-    except ValueError as e:
-        return grading.error_row(grading.label_of(text), str(e), seconds=0.0)
-    if query.item is None:
-        return grading.error_row(query.label, query.error, seconds=0.0)
-    item = query.item
+    query = grading.start(text)
+    if not isinstance(query, grading.Query):
+        return query  # the row of a line that cannot be graded
+    assert query.item is not None
     max_tokens = int(args["max_tokens"])
-    grammar = _grammar(state, item.max_score, grading.feedback_chars(max_tokens))
-    prompt = grading.messages(item, args.get("template"))
-    used = [0, 0]
-    why = ""
+    grammar = _grammar(state, query.item.max_score, grading.feedback_chars(max_tokens))
+    prompt = grading.messages(query.item, args.get("template"))
+    tries = grading.Tries(query, args["model"])
     for attempt in range(grading.ATTEMPTS):
         llm.reset()  # every item from an empty context: see the module docstring
         try:
@@ -95,25 +90,9 @@ def _grade_one(state: dict[str, Any], llm: Any, args: dict[str, Any], text: str)
                 seed=int(args["seed"]) + attempt,
             )
         except Exception as e:  # llama.cpp's failures (context overflow, ...) are per item
-            why = error_line(e)
-            break
-        usage = out.get("usage") or {}
-        used[0] += int(usage.get("prompt_tokens", 0))
-        used[1] += int(usage.get("completion_tokens", 0))
+            return tries.failed(error_line(e))
         reply = out["choices"][0]["message"].get("content") or ""
-        try:
-            score, feedback = grading.parse_reply(reply, item.max_score)
-        except ValueError as e:
-            why = str(e)
-            continue
-        return grading.row(
-            query, args["model"], score, feedback, used[0], used[1], time.perf_counter() - started
-        )
-    return grading.error_row(
-        query.label,
-        f"no valid grade after {grading.ATTEMPTS} tries: {why}",
-        model=args["model"],
-        prompt_tokens=used[0],
-        completion_tokens=used[1],
-        seconds=time.perf_counter() - started,
-    )
+        row = tries.offer(reply, out.get("usage") or {})
+        if row is not None:
+            return row
+    return tries.failed()

@@ -25,7 +25,6 @@ An invalid reply is asked once more (with the next seed), then becomes an error 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,43 +110,20 @@ class OpenAIClient:
         return rows
 
     async def _grade_one(self, text: str, template: str | None) -> dict[str, Any]:
-        started = time.perf_counter()
-        try:
-            query = grading.decode_query(text)
-        except ValueError as e:
-            return grading.error_row(grading.label_of(text), str(e), seconds=0.0)
-        if query.item is None:
-            return grading.error_row(query.label, query.error, seconds=0.0)
-        item = query.item
-        prompt = grading.messages(item, template)
-        used = [0, 0]
-        why = ""
+        query = grading.start(text)
+        if not isinstance(query, grading.Query):
+            return query  # the row of a line that cannot be graded
+        assert query.item is not None
+        prompt = grading.messages(query.item, template)
+        tries = grading.Tries(query, self.spec.name)
         for attempt in range(grading.ATTEMPTS):
-            reply, usage = await self.complete(prompt, item.max_score, self.spec.seed + attempt)
-            used[0] += int(usage.get("prompt_tokens") or 0)
-            used[1] += int(usage.get("completion_tokens") or 0)
-            try:
-                score, feedback = grading.parse_reply(reply, item.max_score)
-            except ValueError as e:
-                why = str(e)
-                continue
-            return grading.row(
-                query,
-                self.spec.name,
-                score,
-                feedback,
-                used[0],
-                used[1],
-                time.perf_counter() - started,
+            reply, usage = await self.complete(
+                prompt, query.item.max_score, self.spec.seed + attempt
             )
-        return grading.error_row(
-            query.label,
-            f"no valid grade after {grading.ATTEMPTS} tries: {why}",
-            model=self.spec.name,
-            prompt_tokens=used[0],
-            completion_tokens=used[1],
-            seconds=time.perf_counter() - started,
-        )
+            row = tries.offer(reply, usage)
+            if row is not None:
+                return row
+        return tries.failed()
 
     def _body(self, prompt: list[dict[str, str]], max_score: int, seed: int) -> dict[str, Any]:
         schema = grading.json_schema(max_score, grading.feedback_chars(self.spec.max_tokens))

@@ -19,7 +19,7 @@ MAX_TOKENS = 40
 def args(queries: list[str], **kw: Any) -> dict[str, Any]:
     return {
         "path": str(smollm2_gguf()),
-        "threads": 2,
+        "threads": 1,
         "context": 1024,
         "model": "smollm2",
         "max_tokens": MAX_TOKENS,
@@ -76,7 +76,7 @@ def test_the_model_is_loaded_once_per_file_and_settings() -> None:
     second = llama_worker.grade(state, args(items(1)))
     assert first["load_seconds"] > 0 and second["load_seconds"] == 0
     assert state["llm"][1] is warm
-    llama_worker.grade(state, args(items(1), threads=1))
+    llama_worker.grade(state, args(items(1), context=512))
     assert state["llm"][1] is not warm
 
 

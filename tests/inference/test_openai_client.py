@@ -40,7 +40,7 @@ def queries(n: int) -> list[str]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port(HOST)
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with llama_server(HOST, port, log, threads=2):
+    with llama_server(HOST, port, log):
         yield port
 
 
