@@ -14,7 +14,16 @@ import httpx
 
 from scripts.samples import smollm2_gguf
 
-__all__ = ["llama_server", "smollm2_gguf"]
+__all__ = ["llama_server", "server_argv", "smollm2_gguf"]
+
+
+def server_argv(host: str, port: int, threads: int = 1, alias: str | None = None) -> list[str]:
+    """The command line of ``python -m llama_cpp.server`` serving SmolLM2 (as ``alias``)."""
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf())]
+    if alias is not None:
+        argv += ["--model_alias", alias]
+    argv += ["--host", host, "--port", str(port), "--n_threads", str(threads)]
+    return [*argv, "--n_threads_batch", str(threads), "--n_ctx", "2048", "--verbose", "False"]
 
 
 @contextmanager
@@ -23,21 +32,7 @@ def llama_server(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m llama_cpp.server`` serving SmolLM2 at ``http://host:port/v1``,
     ready when yielded, killed on exit."""
-    argv = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(smollm2_gguf()),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--n_threads",
-        str(threads),
-        "--n_ctx",
-        "2048",
-    ]
+    argv = server_argv(host, port, threads)
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     try:

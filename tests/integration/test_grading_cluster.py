@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +39,7 @@ from scripts.localcluster import (
     wait_for_tcp,
 )
 from tests.helpers import nodelogs
-from tests.helpers.llm import smollm2_gguf
+from tests.helpers.llm import server_argv, smollm2_gguf
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -390,25 +389,7 @@ class Servers:
 
     def start(self, host: str) -> Proc:
         log_path = self.workdir / f"llama-server-{host}.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(smollm2_gguf()),
-            "--model_alias",
-            MODEL,
-            "--host",
-            host,
-            "--port",
-            str(self.port),
-            "--n_threads",
-            "1",
-            "--n_threads_batch",
-            "1",
-            "--verbose",
-            "False",
-        ]
+        argv = server_argv(host, self.port, alias=MODEL)
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
                 argv,
