@@ -175,3 +175,48 @@ def test_the_grammar_lists_every_score_and_bounds_the_feedback() -> None:
 def test_any_reply_in_the_schema_parses_back(score: int, feedback: str) -> None:
     reply = json.dumps({"score": score, "feedback": feedback})
     assert parse_reply(reply, 20) == (score, feedback)
+
+
+# --- attempts ---------------------------------------------------------------------------
+
+
+def query(max_score: int = 10) -> grading.Query:
+    start = grading.start(json.dumps({"line": 4, "item": item("q", max_score=max_score)}))
+    assert isinstance(start, grading.Query)
+    return start
+
+
+def test_an_invalid_reply_is_asked_again_and_both_count_their_tokens() -> None:
+    ticks = iter([10.0, 12.5])
+    tries = grading.Tries(query(5), "m", clock=lambda: next(ticks))
+    assert tries.offer('{"score": 9, "feedback": "x"}', {"prompt_tokens": 100}) is None
+    assert "outside 0..5" in tries.why
+    row = tries.offer(
+        '{"score": 4, "feedback": "ok"}', {"prompt_tokens": 100, "completion_tokens": 7}
+    )
+    assert row == {
+        "input": "q",
+        "score": 4,
+        "max_score": 5,
+        "feedback": "ok",
+        "model": "m",
+        "prompt_tokens": 200,
+        "completion_tokens": 7,
+        "seconds": 2.5,
+    }
+
+
+def test_an_item_without_a_valid_reply_is_an_error_row_that_says_why() -> None:
+    ticks = iter([0.0, 3.0])
+    tries = grading.Tries(query(), "m", clock=lambda: next(ticks))
+    for _ in range(grading.ATTEMPTS):
+        assert tries.offer("Rating = 7/10", {"completion_tokens": "lots"}) is None
+    row = tries.failed()
+    assert row["input"] == "q" and row["seconds"] == 3.0 and row["completion_tokens"] == 0
+    assert row["error"] == "no valid grade after 2 tries: the reply is not JSON: 'Rating = 7/10'"
+
+
+def test_a_line_that_cannot_be_graded_has_its_row_at_once() -> None:
+    (bad,) = parse_items(b'{"id": "z", "question": "q"}')
+    assert grading.start(bad) == {"input": "z", "error": "no 'answer'", "seconds": 0.0}
+    assert grading.start("images/a.jpg")["error"].startswith("not a grading query")  # type: ignore[index]

@@ -100,3 +100,11 @@ async def test_the_torchless_worker_process_grades_without_importing_torch(
             with pytest.raises(RequestError, match=r"op 'run' needs torch"):
                 await worker.request({"op": "run", "model": "resnet50", "inputs": []})
             assert worker.starts == 1
+
+
+def test_a_prompt_template_replaces_the_default_prompt() -> None:
+    state: dict[str, Any] = {}
+    (default,) = llama_worker.grade(state, args(items(1)))["rows"]
+    template = "Mark $answer (for: $question) from 0 to $max_score."
+    (templated,) = llama_worker.grade(state, args(items(1), template=template))["rows"]
+    assert "score" in templated and templated["prompt_tokens"] < default["prompt_tokens"]

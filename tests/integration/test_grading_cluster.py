@@ -326,6 +326,14 @@ def test_grading_beside_resnet50_exactly_once_valid_rows_and_the_same_scores_twi
     same_feedback = sum(rerun[k].get("feedback") == r.get("feedback") for k, r in by_input.items())
     print(f"rerun: same scores; same feedback on {same_feedback} of {len(by_input)} rows")
 
+    # C1, C2 and C3 take the grading model like an image model; C2's times are per item.
+    rates = c.console("H2", "C1")["models"]
+    assert rates[MODEL]["query_count"] == 2 * len(rows) and "resnet50" in rates
+    latency = c.console("H3", "C2")["models"][MODEL]
+    assert 0 < latency["median"] <= latency["p99"] < 60
+    c3 = c.console("H2", "C3", MODEL.upper(), "4")
+    assert (c3["model"], c3["batch_size"]) == (MODEL, 4)
+
 
 @pytest.mark.parametrize(
     ("lines", "reason"),
