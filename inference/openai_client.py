@@ -9,8 +9,9 @@ no torch), ``parallel`` of them at once per server, each item's prompt from
 Constrained decoding.  The reply's schema goes in ``response_format``.  OpenAI,
 Ollama and vLLM take ``{"type": "json_schema", "json_schema": {"name", "schema"}}``;
 llama.cpp's Python server takes ``{"type": "json_object", "schema": ...}`` and refuses
-the other with 422.  The client starts with ``json_schema`` and, if a server refuses
-it as a bad request (400 or 422), switches that server to ``json_object`` for good.
+the other (with 500 and a validation error naming ``response_format``, in 0.3.x).  The
+client starts with ``json_schema`` and, if a server refuses it as a bad request (400 or
+422, or that 500), switches that server to ``json_object`` for good.
 
 Failures.  A server that is busy (503, 429) is retried with exponential back-off for
 up to :data:`BUSY_WINDOW` seconds.  A server that cannot be reached (connection
@@ -82,9 +83,17 @@ class OpenAIClient:
             async with limiter:
                 rows[i] = await self._grade_one(text, template)
 
-        async with trio.open_nursery() as nursery:
-            for i, text in enumerate(queries):
-                nursery.start_soon(one, i, text)
+        try:
+            async with trio.open_nursery() as nursery:
+                for i, text in enumerate(queries):
+                    nursery.start_soon(one, i, text)
+        except BaseExceptionGroup as group:
+            # The nursery wraps what its requests raised: a server that failed one of
+            # them is down for the whole batch (the kind catches ServerDown, not groups).
+            down, _ = group.split(ServerDown)
+            if down is None:
+                raise
+            raise _first(down) from None
         return rows
 
     async def _grade_one(self, text: str, template: str | None) -> dict[str, Any]:
@@ -150,6 +159,7 @@ class OpenAIClient:
         """The reply's text and its usage; ServerDown if the server fails us."""
         delay, deadline = BUSY_FIRST, trio.current_time() + BUSY_WINDOW
         while True:
+            sent = self.format  # requests in flight at once may all be refused
             try:
                 reply = await self._http.post(
                     "/chat/completions", json=self._body(prompt, max_score, seed)
@@ -159,7 +169,7 @@ class OpenAIClient:
             status = reply.status_code
             if status == 200:
                 return _content(reply)
-            if status in (400, 422) and self.format == "json_schema":
+            if sent == "json_schema" and _refuses_json_schema(reply):
                 self.format = "json_object"  # llama.cpp's server: see the module docstring
                 continue
             if status in (429, 503):
@@ -172,6 +182,21 @@ class OpenAIClient:
             if status == 404:
                 raise ServerDown(f"{self.base_url}: model {self.spec.model!r} not found: {excerpt}")
             raise ServerDown(f"{self.base_url}: HTTP {status}: {excerpt}")
+
+
+def _first(group: BaseExceptionGroup[ServerDown]) -> ServerDown:
+    """The first ServerDown in a (possibly nested) exception group."""
+    first = group.exceptions[0]
+    return first if isinstance(first, ServerDown) else _first(first)
+
+
+def _refuses_json_schema(reply: httpx.Response) -> bool:
+    """The server refused ``response_format`` ``json_schema`` as a bad request: 400 or
+    422, or llama.cpp's Python server's 500 whose body names ``response_format`` (it
+    answers a failed request validation with 500)."""
+    if reply.status_code in (400, 422):
+        return True
+    return reply.status_code == 500 and "response_format" in reply.text[:2000]
 
 
 def _content(reply: httpx.Response) -> tuple[str, dict[str, Any]]:
