@@ -190,7 +190,7 @@ def baseline(items_file: Path, gguf: Path, threads: int, max_tokens: int) -> dic
         for attempt in range(grading.ATTEMPTS):
             llm.reset()
             out: Any = llm.create_chat_completion(
-                grading.messages(item),  # type: ignore[arg-type]
+                grading.messages(item),
                 grammar=grammars[item.max_score],
                 max_tokens=max_tokens,
                 temperature=0.0,
