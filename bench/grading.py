@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,6 +87,11 @@ def gguf_path() -> Path:
     if not path.is_file():
         raise SystemExit(f"{path} is missing")
     return path
+
+
+def load() -> list[str]:
+    """This machine's load averages (1, 5, 15 minutes): the cores are shared."""
+    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def host_cores() -> int:
@@ -166,8 +171,18 @@ def write_items(path: Path, items: Sequence[dict[str, Any]]) -> Path:
 # --- (a) the baseline --------------------------------------------------------------------
 
 
-def baseline(items_file: Path, gguf: Path, threads: int, max_tokens: int) -> dict[str, Any]:
-    """(a) One llama.cpp in this process grades every item, as a worker would."""
+def baseline(
+    items_file: Path,
+    gguf: Path,
+    threads: int,
+    max_tokens: int,
+    share: tuple[int, int] = (0, 1),
+    ready: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
+    """(a) One llama.cpp in this process grades every item, as a worker would.
+
+    With ``share`` (k, n), only every n-th item from the k-th; ``ready`` is called
+    after the warm-up, before the clock starts (see :func:`split_baseline`)."""
     from llama_cpp import Llama
     from llama_cpp.llama_grammar import LlamaGrammar
 
@@ -208,11 +223,15 @@ def baseline(items_file: Path, gguf: Path, threads: int, max_tokens: int) -> dic
             return score, used[0], used[1], invalid
         return None, used[0], used[1], invalid
 
-    graded = [q for q in queries if q.item is not None]
+    graded = [q for q in queries if q.item is not None][share[0] :: share[1]]
     assert graded[0].item is not None
+    load_at_start = load()
     grade(graded[0].item)  # warm-up (the cluster's warm-up job loads its models too)
+    if ready is not None:
+        ready()
     scores: dict[str, int | None] = {}
     prompt = completion = invalid = 0
+    started = time.time()
     t = time.perf_counter()
     for q in graded:
         assert q.item is not None
@@ -220,11 +239,13 @@ def baseline(items_file: Path, gguf: Path, threads: int, max_tokens: int) -> dic
         scores[str(q.item.id)] = score
         prompt, completion, invalid = prompt + p, completion + c, invalid + bad
     seconds = time.perf_counter() - t
+    ended = time.time()
     llm.close()  # its memory back before the cluster starts
     gc.collect()
     return {
         "threads": threads,
         "items": len(graded),
+        "load_at_start": load_at_start,
         "seconds": round(seconds, 2),
         "items_per_s": round(len(graded) / seconds, 4),
         "tokens_per_s": round(completion / seconds, 2),
@@ -232,6 +253,58 @@ def baseline(items_file: Path, gguf: Path, threads: int, max_tokens: int) -> dic
         "completion_tokens": completion,
         "invalid_replies": invalid,
         "scores": scores,
+        "_span": (started, ended),
+    }
+
+
+_Share = tuple[Path, Path, int, int, tuple[int, int]]
+
+
+def _split_child(queue: Any, barrier: Any, args: _Share) -> None:
+    items_file, gguf, threads, max_tokens, share = args
+    queue.put(baseline(items_file, gguf, threads, max_tokens, share, ready=barrier.wait))
+
+
+def split_baseline(
+    items_file: Path, gguf: Path, processes: int, threads: int, max_tokens: int
+) -> dict[str, Any]:
+    """(a2) The cores split as the cluster splits them, with no cluster: ``processes``
+    llama.cpp processes of ``threads`` threads each, every one grading its share of
+    the items, all starting at once after their warm-ups.  Against (a) this is what
+    llama.cpp's own thread scaling gives; against (b), what the cluster costs."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue, barrier = ctx.Queue(), ctx.Barrier(processes)
+    procs = [
+        ctx.Process(
+            target=_split_child,
+            args=(queue, barrier, (items_file, gguf, threads, max_tokens, (k, processes))),
+        )
+        for k in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        parts = [queue.get(timeout=1800) for _ in procs]
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    seconds = max(p["_span"][1] for p in parts) - min(p["_span"][0] for p in parts)
+    items = sum(p["items"] for p in parts)
+    completion = sum(p["completion_tokens"] for p in parts)
+    return {
+        "processes": processes,
+        "threads_each": threads,
+        "items": items,
+        "load_at_start": parts[0]["load_at_start"],
+        "seconds": round(seconds, 2),
+        "items_per_s": round(items / seconds, 4),
+        "tokens_per_s": round(completion / seconds, 2),
+        "completion_tokens": completion,
     }
 
 
@@ -285,8 +358,9 @@ def grading_job(
     c: LocalCluster, model: str, ids: Sequence[str], work: Path, via: str = "H1"
 ) -> dict[str, Any]:
     """Grade ``ITEMS`` with ``model``, wait, and measure it from its start to its end."""
+    load_at_start = load()
     job = _submit(c, model, ITEMS, via=via)
-    return job_result(c, job, ids, work, via)
+    return {"load_at_start": load_at_start} | job_result(c, job, ids, work, via)
 
 
 def job_result(
@@ -465,6 +539,7 @@ def direct(url: str, items_file: Path, max_tokens: int, parallel: int) -> dict[s
     completion = sum(c for _, c in results)
     return {
         "parallel": parallel,
+        "no_valid_grade": sum(s is None for s, _ in results),
         "seconds": round(seconds, 2),
         "items_per_s": round(len(items) / seconds, 4),
         "tokens_per_s": round(completion / seconds, 2),
@@ -589,12 +664,18 @@ def prepare(c: LocalCluster, gguf: Path, items_file: Path) -> None:
     _wait(c, _submit(c, LLM, "grading/warm.jsonl"))
 
 
+def cluster_nodes() -> int:
+    """Nodes of the cluster in (b)-(d): two (each worker gets half the cores, as
+    ``default_threads`` gives them), or one on a one-core machine."""
+    return max(1, min(2, host_cores()))
+
+
 def cluster_parts(
     out: dict[str, Any], gguf: Path, items_file: Path, ids: Sequence[str], args: Any, work: Path
 ) -> None:
     """(b), (c) and (d) on one cluster of ``nodes`` nodes sharing this machine's cores."""
     cores = host_cores()
-    nodes = max(1, min(2, cores))
+    nodes = cluster_nodes()
     parts = args.only
     port = free_port()
     tables = llm_tables(args.max_tokens, port, args.parallel)
@@ -648,7 +729,7 @@ def run(args: Any) -> dict[str, Any]:
         "cores": host_cores(),
         "items": args.items,
         "max_tokens": args.max_tokens,
-        "load_before": Path("/proc/loadavg").read_text().split()[:3],
+        "load_before": load(),
     }
     gguf = gguf_path()
     items = make_items(args.items)
@@ -660,6 +741,12 @@ def run(args: Any) -> dict[str, Any]:
         if "a" in args.only:
             say("(a) baseline: llama.cpp in this process")
             a_runs.append(baseline(items_file, gguf, host_cores(), args.max_tokens))
+        nodes = cluster_nodes()
+        if "a" in args.only and nodes > 1:
+            say(f"(a2) {nodes} llama.cpp processes, the cores split as the cluster splits them")
+            split = split_baseline(
+                items_file, gguf, nodes, max(1, host_cores() // nodes), args.max_tokens
+            )
         if set(args.only) & {"b", "c", "d"}:
             cluster_parts(out, gguf, items_file, ids, args, work)
         if "a" in args.only:
@@ -670,8 +757,10 @@ def run(args: Any) -> dict[str, Any]:
                 "threads": host_cores(),
                 "items_per_s": round(statistics.fmean(r["items_per_s"] for r in a_runs), 4),
                 "tokens_per_s": round(statistics.fmean(r["tokens_per_s"] for r in a_runs), 2),
-                "runs": [{k: v for k, v in r.items() if k != "scores"} for r in a_runs],
+                "runs": [_public(r) for r in a_runs],
             }
+            if nodes > 1:
+                out["a2_split"] = split
         if "e" in args.only:
             fail_items = make_items(args.failover_items)
             fail_file = write_items(work / "failover.jsonl", fail_items)
@@ -681,10 +770,14 @@ def run(args: Any) -> dict[str, Any]:
             b["ratio_to_baseline"] = round(b["items_per_s"] / out["a"]["items_per_s"], 3)
             b["tokens_ratio_to_baseline"] = round(b["tokens_per_s"] / out["a"]["tokens_per_s"], 3)
             b["scores_agree_with_baseline"] = _agreement(b["_scores"], a_runs[0]["scores"])
+        if "a2_split" in out and "b" in out:
+            out["b"]["ratio_to_a2_split"] = round(
+                out["b"]["items_per_s"] / out["a2_split"]["items_per_s"], 3
+            )
         if "b" in out:
             del out["b"]["_scores"]
     out["targets"] = targets(out)
-    out["load_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    out["load_after"] = load()
     return out
 
 
