@@ -15,8 +15,8 @@
     and its ratio to (a2).  (a) and (b) run ``--rounds`` times each (the baselines
     before and after the cluster) and the fastest run of each is compared (see
     :func:`best_of`; the means are reported too);
-(c) a grading job and a ResNet-50 job (fresh weights, generated images: as many
-    images as items) submitted together under the fair policy: each job's query rate
+(c) a grading job of twice ``--items`` and a ResNet-50 job (fresh weights, as many
+    generated images) submitted together under the fair policy: each job's query rate
     over the time both ran (the slope of its answers in the leader's timing log) and
     their difference relative to their mean; target <= 5%;
 (d) the openai backend against a real ``python -m llama_cpp.server`` (same GGUF, the
@@ -75,6 +75,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLM = "smollm2"  # backend llama.cpp
 API = "smollm2-api"  # backend openai, against llama_cpp.server
 ITEMS = "grading/items.jsonl"
+TOGETHER = "grading/together.jsonl"  # (c)
 SEED = 42
 CONTEXT = 2048
 
@@ -424,7 +425,7 @@ def images_and_weights(work: Path, count: int) -> tuple[Path, Path]:
 
 def together(c: LocalCluster, ids: Sequence[str], work: Path) -> dict[str, Any]:
     """(c) Both jobs at once under the fair policy; their rates over the overlap."""
-    jobs = {LLM: _submit(c, LLM, ITEMS), "resnet50": _submit(c, "resnet50", "images/*")}
+    jobs = {LLM: _submit(c, LLM, TOGETHER), "resnet50": _submit(c, "resnet50", "images/*")}
     finished = {m: _wait(c, j) for m, j in jobs.items()}
     t0 = max(s["started_at"] for s in finished.values()) + SETTLE
     t1 = min(s["finished_at"] for s in finished.values()) - 1.0
@@ -716,13 +717,16 @@ def cluster_parts(
                 "_scores": runs[0]["scores"],
             }
         if "c" in parts:
-            images, weights = images_and_weights(work, len(ids))
+            # Twice the items (and as many images): the overlap is the time to measure.
+            both = make_items(2 * len(ids), seed=11)
+            c.console("H1", "put", str(write_items(work / "c.jsonl", both)), TOGETHER)
+            images, weights = images_and_weights(work, len(both))
             c.console("H1", "put-dir", str(images), "images", timeout=600)
             c.console("H1", "put", str(weights), "models/resnet50.pth", timeout=300)
             say("(c) warming up resnet50")
             _wait(c, _submit(c, "resnet50", "images/img-000*"))
             say("(c) a grading job and a resnet50 job together")
-            out["c"] = together(c, ids, work)
+            out["c"] = together(c, [it["id"] for it in both], work)
         if "d" in parts:
             with llama_server(gguf, port, cores, work / "llama_server.log") as url:
                 say("(d) the openai backend through the cluster")
