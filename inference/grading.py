@@ -49,6 +49,15 @@ MAX_FEEDBACK_CHARS = 600
 _FRAME_TOKENS = 24
 # Tries per item: the first reply and one retry after an invalid one.
 ATTEMPTS = 2
+# The retry samples at least this warm: at temperature 0 it would repeat the invalid
+# reply word for word.  It is seeded (the seed plus one), so it is repeatable too.
+RETRY_TEMPERATURE = 0.7
+
+
+def temperature(configured: float, attempt: int) -> float:
+    """The sampling temperature of try ``attempt`` (0 first)."""
+    return configured if attempt == 0 else max(configured, RETRY_TEMPERATURE)
+
 
 SYSTEM_PROMPT = (
     "You are a careful, fair grader of students' answers. Reply with one JSON object "
@@ -275,7 +284,9 @@ def json_schema(max_score: int, max_chars: int = MAX_FEEDBACK_CHARS) -> dict[str
     return {
         "type": "object",
         "properties": {
-            "score": {"type": "integer", "minimum": 0, "maximum": max_score},
+            # Every score spelled out: llama.cpp's Python server turns minimum and
+            # maximum into no constraint at all, and OpenAI's strict mode refuses them.
+            "score": {"type": "integer", "enum": list(range(max_score + 1))},
             "feedback": {"type": "string", "maxLength": max_chars},
         },
         "required": ["score", "feedback"],

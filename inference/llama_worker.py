@@ -86,7 +86,7 @@ def _grade_one(state: dict[str, Any], llm: Any, args: dict[str, Any], text: str)
                 prompt,
                 grammar=grammar,
                 max_tokens=max_tokens,
-                temperature=float(args["temperature"]),
+                temperature=grading.temperature(float(args["temperature"]), attempt),
                 seed=int(args["seed"]) + attempt,
             )
         except Exception as e:  # llama.cpp's failures (context overflow, ...) are per item

@@ -117,15 +117,13 @@ class OpenAIClient:
         prompt = grading.messages(query.item, template)
         tries = grading.Tries(query, self.spec.name)
         for attempt in range(grading.ATTEMPTS):
-            reply, usage = await self.complete(
-                prompt, query.item.max_score, self.spec.seed + attempt
-            )
+            reply, usage = await self.complete(prompt, query.item.max_score, attempt)
             row = tries.offer(reply, usage)
             if row is not None:
                 return row
         return tries.failed()
 
-    def _body(self, prompt: list[dict[str, str]], max_score: int, seed: int) -> dict[str, Any]:
+    def _body(self, prompt: list[dict[str, str]], max_score: int, attempt: int) -> dict[str, Any]:
         schema = grading.json_schema(max_score, grading.feedback_chars(self.spec.max_tokens))
         if self.format == "json_schema":
             response_format: dict[str, Any] = {
@@ -138,13 +136,13 @@ class OpenAIClient:
             "model": self.spec.model,
             "messages": prompt,
             "max_tokens": self.spec.max_tokens,
-            "temperature": self.spec.temperature,
-            "seed": seed,
+            "temperature": grading.temperature(self.spec.temperature, attempt),
+            "seed": self.spec.seed + attempt,
             "response_format": response_format,
         }
 
     async def complete(
-        self, prompt: list[dict[str, str]], max_score: int, seed: int
+        self, prompt: list[dict[str, str]], max_score: int, attempt: int = 0
     ) -> tuple[str, dict[str, Any]]:
         """The reply's text and its usage; ServerDown if the server fails us."""
         delay, deadline = BUSY_FIRST, trio.current_time() + BUSY_WINDOW
@@ -152,7 +150,7 @@ class OpenAIClient:
             sent_format = self.format  # another request may change it meanwhile
             try:
                 reply = await self._http.post(
-                    "/chat/completions", json=self._body(prompt, max_score, seed)
+                    "/chat/completions", json=self._body(prompt, max_score, attempt)
                 )
             except httpx.HTTPError as e:  # refused, reset, timed out: the server is gone
                 raise ServerDown(f"{self.base_url}: {type(e).__name__}: {e}") from None

@@ -160,7 +160,7 @@ def test_feedback_room_always_fits_in_max_tokens() -> None:
 def test_the_schema_matches_what_parse_reply_accepts() -> None:
     schema = grading.json_schema(5, 40)
     assert schema["required"] == ["score", "feedback"]
-    assert schema["properties"]["score"] == {"type": "integer", "minimum": 0, "maximum": 5}
+    assert schema["properties"]["score"] == {"type": "integer", "enum": [0, 1, 2, 3, 4, 5]}
     assert schema["properties"]["feedback"]["maxLength"] == 40
     assert schema["additionalProperties"] is False
 
@@ -220,3 +220,9 @@ def test_a_line_that_cannot_be_graded_has_its_row_at_once() -> None:
     (bad,) = parse_items(b'{"id": "z", "question": "q"}')
     assert grading.start(bad) == {"input": "z", "error": "no 'answer'", "seconds": 0.0}
     assert grading.start("images/a.jpg")["error"].startswith("not a grading query")  # type: ignore[index]
+
+
+def test_a_retry_samples_warmer_but_never_colder() -> None:
+    assert grading.temperature(0.0, 0) == 0.0
+    assert grading.temperature(0.0, 1) == grading.RETRY_TEMPERATURE
+    assert grading.temperature(1.2, 1) == 1.2

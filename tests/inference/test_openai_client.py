@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration  # starts a real server process
 HOST = "127.0.0.1"
 
 
-def spec(port: int, parallel: int = 2) -> LlmSpec:
+def spec(port: int, parallel: int = 4) -> LlmSpec:
     return LlmSpec(
         "smol",
         "openai",
@@ -49,15 +49,15 @@ async def test_grades_through_a_real_server_in_its_response_format(server: int) 
     try:
         with trio.fail_after(120):
             assert await client.healthy()
-            rows = await client.grade([*queries(3), *grading.parse_items(b"oops")], None)
+            rows = await client.grade([*queries(4), *grading.parse_items(b"oops")], None)
     finally:
         await client.aclose()
-    assert [r["input"] for r in rows] == [0, 1, 2, "line 1"]
-    for row in rows[:3]:
+    assert [r["input"] for r in rows] == [0, 1, 2, 3, "line 1"]
+    for row in rows[:4]:
         assert 0 <= row["score"] <= 10 and row["model"] == "smol"
         assert len(row["feedback"]) <= grading.feedback_chars(32)
         assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
-    assert "error" in rows[3]
+    assert "error" in rows[4]
     # llama.cpp's server refuses OpenAI's json_schema format: the client switched for good.
     assert client.format == "json_object"
 
