@@ -315,7 +315,9 @@ def gbnf(max_score: int, max_chars: int = MAX_FEEDBACK_CHARS) -> str:
 def parse_reply(text: str, max_score: int) -> tuple[int, str]:
     """``(score, feedback)`` from a model's reply; ValueError (one line) if invalid."""
     try:
-        obj = json.loads(text)
+        # strict=False: a raw newline inside the feedback (which some servers' grammars
+        # let through) is still a reply worth keeping.
+        obj = json.loads(text, strict=False)
     except ValueError:
         raise ValueError(f"the reply is not JSON: {text[:80]!r}") from None
     if not isinstance(obj, dict):
