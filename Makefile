@@ -71,7 +71,8 @@ llama-build-deps:
 	if [ -n "$$missing" ]; then \
 	  echo "make venv: llama-cpp-python $${want:-(the llm extra)} is compiled from source, and there is $$missing: install a C/C++ toolchain (Debian/Ubuntu: sudo apt-get install build-essential; Fedora: sudo dnf install gcc gcc-c++; macOS: xcode-select --install), or set CC/CXX" >&2; \
 	  exit 1; \
-	fi
+	fi; \
+	echo "make venv: installing llama-cpp-python $$want; pip compiles it from source unless it has a wheel cached (about 5 minutes on 2 cores, without output)"
 
 lint: venv
 	$(BIN)/ruff check .
