@@ -31,7 +31,9 @@ def _load(state: dict[str, Any], path: str, threads: int, context: int) -> Any:
         return warm[1]
     from llama_cpp import Llama  # the worker process only
 
-    state.pop("llm", None)  # free the old model before loading the new one
+    old = state.pop("llm", None)
+    if old is not None:
+        old[1].close()  # free the old model before loading the new one
     started = time.perf_counter()
     llm = Llama(
         model_path=path,

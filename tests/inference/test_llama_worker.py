@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,19 @@ def items(n: int, **kw: Any) -> list[str]:
     return grading.parse_items("\n".join(lines).encode())
 
 
-def test_rows_are_valid_and_scores_do_not_depend_on_batching() -> None:
+@pytest.fixture
+def state() -> Iterator[dict[str, Any]]:
+    """The worker process's state for the kind, its model closed after the test (a
+    model left to the interpreter's exit warns about llama.cpp's unclosed /dev/null)."""
+    held: dict[str, Any] = {}
+    yield held
+    if "llm" in held:
+        held["llm"][1].close()
+
+
+def test_rows_are_valid_and_scores_do_not_depend_on_batching(state: dict[str, Any]) -> None:
     queries = items(3, max_score=4)
     malformed = grading.parse_items(b'{"id": "m", "question": "q"}')
-    state: dict[str, Any] = {}
     together = llama_worker.grade(state, args([*queries, *malformed]))["rows"]
     assert [r["input"] for r in together] == ["q0", "q1", "q2", "m"]
     for row in together[:3]:
@@ -69,8 +79,7 @@ def test_rows_are_valid_and_scores_do_not_depend_on_batching() -> None:
     ]
 
 
-def test_the_model_is_loaded_once_per_file_and_settings() -> None:
-    state: dict[str, Any] = {}
+def test_the_model_is_loaded_once_per_file_and_settings(state: dict[str, Any]) -> None:
     first = llama_worker.grade(state, args(items(1)))
     warm = state["llm"][1]
     second = llama_worker.grade(state, args(items(1)))
@@ -102,8 +111,7 @@ async def test_the_torchless_worker_process_grades_without_importing_torch(
             assert worker.starts == 1
 
 
-def test_a_prompt_template_replaces_the_default_prompt() -> None:
-    state: dict[str, Any] = {}
+def test_a_prompt_template_replaces_the_default_prompt(state: dict[str, Any]) -> None:
     (default,) = llama_worker.grade(state, args(items(1)))["rows"]
     template = "Mark $answer (for: $question) from 0 to $max_score."
     (templated,) = llama_worker.grade(state, args(items(1), template=template))["rows"]
