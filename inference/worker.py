@@ -181,11 +181,12 @@ class Worker:
     async def _model_down(
         self, model: str, reason: str, probe: Callable[[], Awaitable[bool]]
     ) -> None:
-        if model in self.unavailable:
-            return  # a probe is running already
-        self.unavailable[model] = reason
-        assert self._nursery is not None
-        self._nursery.start_soon(self._probe, model, probe)
+        if model not in self.unavailable:  # else its probe is running already
+            self.unavailable[model] = reason
+            assert self._nursery is not None
+            self._nursery.start_soon(self._probe, model, probe)
+        # Every time: a leader that missed the first announcement (it was changing)
+        # must still hear it before this batch's failure.
         await self._announce()
 
     async def _probe(self, model: str, probe: Callable[[], Awaitable[bool]]) -> None:
