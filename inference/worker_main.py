@@ -151,7 +151,7 @@ def _kind_call(request: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def handle(runner: ModelRunner, request: dict[str, Any]) -> dict[str, Any]:
+def handle(runner: ModelRunner | TorchlessRunner, request: dict[str, Any]) -> dict[str, Any]:
     """The reply to one request (the runtime's failures become ``ok: false``)."""
     from inference.models import canonical_model
 
@@ -189,38 +189,28 @@ def handle(runner: ModelRunner, request: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def handle_torchless(request: dict[str, Any]) -> dict[str, Any]:
-    """The reply to one request in a ``--no-torch`` process: hello and kind only."""
-    op = request.get("op")
-    try:
-        if op == "hello":
-            reply: dict[str, Any] = {
-                "ok": True,
-                "device": "cpu",
-                "gpu": None,
-                "threads": _TORCHLESS_THREADS[0],
-                "torch": None,
-                "models": [],
-                "pid": os.getpid(),
-            }
-        elif op == "kind":
-            reply = {**_kind_call(request), "ok": True}
-        else:
-            raise ValueError(f"op {op!r} needs torch; this worker runs without it (--no-torch)")
-    except Exception as exc:
-        log.warning("request %r (op %r) failed", request.get("id"), op, exc_info=True)
-        reply = {"ok": False, "error": error_line(exc)}
-    if "id" in request:
-        reply["id"] = request["id"]
-    return reply
+class TorchlessRunner:
+    """The runner of a ``--no-torch`` process: it describes itself and serves op
+    ``kind``; the image ops need torch and are refused."""
 
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
 
-# The --threads of a --no-torch process (kinds read it from their args instead).
-_TORCHLESS_THREADS = [1]
+    def describe(self) -> dict[str, Any]:
+        return {"device": "cpu", "gpu": None, "threads": self.threads, "torch": None, "models": []}
+
+    def load(self, *args: Any) -> float:
+        raise ValueError("op 'load' needs torch; this worker runs without it (--no-torch)")
+
+    def run(self, *args: Any) -> Any:
+        raise ValueError("op 'run' needs torch; this worker runs without it (--no-torch)")
 
 
 def serve(
-    runner: ModelRunner | None, startup_error: str | None, inp: IO[bytes], out: IO[bytes]
+    runner: ModelRunner | TorchlessRunner | None,
+    startup_error: str | None,
+    inp: IO[bytes],
+    out: IO[bytes],
 ) -> int:
     """Answer requests until EOF; the process's exit status."""
     while True:
@@ -238,9 +228,7 @@ def serve(
         except ValueError as exc:
             reply: dict[str, Any] = {"ok": False, "error": str(exc)}
         else:
-            if runner is None and startup_error is None:  # --no-torch
-                reply = handle_torchless(request)
-            elif runner is None:
+            if runner is None:
                 # Still answer, so the node learns why instead of seeing a silent exit.
                 reply = {"ok": False, "error": startup_error or "the worker failed to start"}
                 if "id" in request:
@@ -295,10 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     runner: ModelRunner | None = None
     startup_error: str | None = None
     if args.no_torch:
-        _TORCHLESS_THREADS[0] = args.threads or 1
-        log.info("ready without torch: %d threads", _TORCHLESS_THREADS[0])
+        log.info("ready without torch: %d threads", args.threads or 1)
         try:
-            return serve(None, None, sys.stdin.buffer, out)
+            return serve(TorchlessRunner(args.threads or 1), None, sys.stdin.buffer, out)
         except BrokenPipeError:
             return 0
     try:
