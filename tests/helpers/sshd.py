@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -33,14 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from config.topology import SSHConfig
+from scripts.sshd import SshdError, find_sshd, keygen, write_sshd_config
 
 HOST = "127.0.0.1"
 # Generous: a cold CI machine may take a second or two to fork sshd and load keys.
 START_TIMEOUT = 15.0
-
-
-class SshdError(RuntimeError):
-    """The private sshd could not be started; the message says why, on one line."""
 
 
 @dataclass(frozen=True)
@@ -85,36 +80,6 @@ class PrivateSshd:
             return ""
 
 
-def find_sshd() -> str:
-    """The absolute path of sshd (it refuses to re-exec itself from a relative one)."""
-    for candidate in (shutil.which("sshd"), "/usr/sbin/sshd", "/usr/local/sbin/sshd"):
-        if candidate and os.access(candidate, os.X_OK):
-            return os.path.abspath(candidate)
-    raise SshdError(
-        "sshd not found (looked on PATH, /usr/sbin, /usr/local/sbin); the scp transfer "
-        "tests need an OpenSSH server binary: run `make sshd-deps` "
-        "(apt-get install openssh-server)"
-    )
-
-
-def _keygen(path: Path, comment: str) -> str:
-    """An ed25519 key pair at ``path`` / ``path.pub``; returns "ssh-ed25519 AAAA..."."""
-    keygen = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
-    try:
-        subprocess.run(
-            [keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-    except FileNotFoundError:
-        raise SshdError("ssh-keygen not found; install openssh-client") from None
-    except subprocess.CalledProcessError as e:
-        raise SshdError(f"ssh-keygen failed: {e.stderr.decode(errors='replace').strip()}") from None
-    kind, blob = path.with_suffix(".pub").read_text().split()[:2]
-    return f"{kind} {blob}"
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -131,29 +96,6 @@ def _greets(port: int) -> bool:
         return False
 
 
-def _write_config(workdir: Path, port: int, host_key: Path, authorized: Path) -> Path:
-    lines = [
-        f"ListenAddress {HOST}",
-        f"Port {port}",
-        f"HostKey {host_key}",
-        f"AuthorizedKeysFile {authorized}",
-        f"PidFile {workdir / 'sshd.pid'}",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "PubkeyAuthentication yes",
-        "PermitRootLogin prohibit-password",
-        # The keys live in a pytest tmp dir whose parents sshd would otherwise vet.
-        "StrictModes no",
-        "UsePAM no",
-        "Subsystem sftp internal-sftp",
-        # VERBOSE logs the key each login offered: what you want when one is refused.
-        "LogLevel VERBOSE",
-    ]
-    config = workdir / "sshd_config"
-    config.write_text("\n".join(lines) + "\n")
-    return config
-
-
 @contextmanager
 def private_sshd(workdir: Path | None = None) -> Iterator[PrivateSshd]:
     """Run a private sshd on 127.0.0.1 for the duration of the ``with`` block."""
@@ -164,8 +106,8 @@ def private_sshd(workdir: Path | None = None) -> Iterator[PrivateSshd]:
         base = base.resolve()
         host_key = base / "ssh_host_ed25519_key"
         user_key = base / "id_ed25519"
-        host_pub = _keygen(host_key, "private-sshd host key")
-        user_pub = _keygen(user_key, "private-sshd user key")
+        host_pub = keygen(host_key, "private-sshd host key")
+        user_pub = keygen(user_key, "private-sshd user key")
         authorized = base / "authorized_keys"
         authorized.write_text(user_pub + "\n")
         authorized.chmod(0o600)
@@ -178,7 +120,7 @@ def private_sshd(workdir: Path | None = None) -> Iterator[PrivateSshd]:
         # A free port can be taken between our probe and sshd's bind; try a few.
         for _attempt in range(3):
             port = _free_port()
-            config = _write_config(base, port, host_key, authorized)
+            config = write_sshd_config(base, HOST, port, host_key, authorized)
             known_hosts = base / "known_hosts"
             known_hosts.write_text(f"[{HOST}]:{port} {host_pub}\n")
             with log.open("wb") as log_file:
