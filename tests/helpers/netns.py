@@ -1,27 +1,28 @@
 """Real processes on separate Linux network namespaces, for network-fault tests.
 
-:class:`NetnsCluster` builds one namespace per host, each with an ``eth0`` end of a
-veth pair whose other end sits on a bridge in a namespace of its own, and addresses
-in 10.213.0.0/24 that exist only inside those namespaces (the caller's network is
-never touched).  Host 0 runs the introducer; hosts 1..N run ``python main.py ...
---no-console``, all on one port (they are different hosts).  The faults:
+:class:`NetnsCluster` runs a cluster on a :class:`~scripts.testbed.Testbed`: one
+namespace per host, on a bridge, with addresses that exist only inside the namespaces
+(the caller's network is never touched), LAN-speed links and an sshd each.  Nodes
+H1..HN run on hosts h1..hN (``python main.py ... --no-console``, all on one port: they
+are different hosts) and the introducer on one more host.  ``scp=True`` makes the file
+store copy with scp between the hosts' sshd (keys and known_hosts from the testbed)
+instead of its tcp stream.  The faults:
 
 * :meth:`NetnsCluster.blackhole` / :meth:`unblackhole` - withdraw the routes to some
   hosts on every host (sends to them fail with EINVAL);
 * :meth:`link` - take a host's own link down or up (its sends fail with ENETUNREACH);
 * :meth:`split` / :meth:`heal` - move some hosts' bridge ports to a second bridge.
 
-Everything needs root and ``ip netns``; :func:`require_netns` fails the test with
-the reason when they are missing (CI runs as root: a silent skip would hide it).
-Namespaces carry a unique prefix and :meth:`NetnsCluster.close` deletes them all,
-also after a failure.
+Everything needs root, ``ip``, ``tc`` and ``sshd``; :func:`require_netns` fails the
+test with the reason when they are missing (CI runs as root: a silent skip would hide
+it).  :meth:`NetnsCluster.close` stops every process and takes the testbed down, also
+after a failure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -37,8 +38,8 @@ from typing import Any
 import pytest
 
 from scripts.localcluster import REPO_ROOT, ConsoleError, _child_env, console
+from scripts.testbed import Testbed, TestbedError, check_host
 
-SUBNET = "10.213.0"
 PORT = 7000
 INTRODUCER_PORT = 7100
 
@@ -47,57 +48,49 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
 
-def netns_list() -> list[str]:
-    out = ip("netns", "list").stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
 def require_netns() -> None:
-    """Fail (not skip) with the reason when namespaces cannot be made here."""
-    if os.geteuid() != 0:
-        pytest.fail("network-fault tests need root (they create network namespaces)")
-    if shutil.which("ip") is None:
-        pytest.fail("network-fault tests need iproute2's `ip` command")
-    probe = f"nfprobe{os.getpid()}{secrets.token_hex(2)}"
-    made = ip("netns", "add", probe, check=False)
-    if made.returncode != 0:
-        pytest.fail(f"`ip netns add` does not work here: {made.stderr.strip()}")
-    ip("netns", "del", probe, check=False)
+    """Fail (not skip) with the reason when the testbed cannot be built here."""
+    try:
+        check_host()
+    except TestbedError as e:
+        pytest.fail(f"network-fault tests cannot run here: {e}")
 
 
 class NetnsCluster:
-    def __init__(self, n: int, cluster: dict[str, Any] | None = None) -> None:
+    def __init__(self, n: int, cluster: dict[str, Any] | None = None, *, scp: bool = False) -> None:
         self.n = n
-        self.prefix = f"nf{os.getpid() % 100000}{secrets.token_hex(2)}"
-        self.bridge_ns = f"{self.prefix}-br"
+        self.bed = Testbed(n + 1)  # h1..hN for the nodes, one more for the introducer
         self.workdir = Path(tempfile.mkdtemp(prefix="idunno-netns-"))
         self.config_path = self.workdir / "cluster.toml"
         self.names = [f"H{i}" for i in range(1, n + 1)]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.made: list[str] = []
         self.blackholed: dict[str, set[str]] = {}
-        self._write_config(cluster or {})
+        self.scp = scp
+        self._cluster = cluster or {}
 
     # --- addresses -------------------------------------------------------------------
 
-    def ns(self, host: str) -> str:
-        return f"{self.prefix}-{host}"
+    def host(self, name: str) -> str:
+        """The testbed host ``name`` (a node, or "introducer") runs on."""
+        return f"h{self.n + 1}" if name == "introducer" else f"h{int(name[1:])}"
 
-    def addr(self, host: str) -> str:
-        return f"{SUBNET}.{100 if host == 'introducer' else int(host[1:])}"
+    def ns(self, name: str) -> str:
+        return self.bed.ns(self.host(name))
 
-    def port_of(self, host: str) -> str:
-        """The bridge-side end of ``host``'s veth pair."""
-        return f"p{100 if host == 'introducer' else int(host[1:])}"
+    def addr(self, name: str) -> str:
+        return self.bed.addr(self.host(name))
 
-    def _write_config(self, cluster: dict[str, Any]) -> None:
+    def _write_config(self) -> None:
         table = {
             "introducer": f"{self.addr('introducer')}:{INTRODUCER_PORT}",
             "secret": secrets.token_hex(16),
-            "transfer": "tcp",
-            **cluster,
+            "transfer": "scp" if self.scp else "tcp",
+            **self._cluster,
         }
         lines = ["[cluster]", *(f"{k} = {json.dumps(v)}" for k, v in table.items()), ""]
+        if self.scp:
+            ssh = self.bed.ssh_table()
+            lines += ["[ssh]", *(f"{k} = {json.dumps(v)}" for k, v in ssh.items()), ""]
         for name in self.names:
             lines += ["[[nodes]]", f'name = "{name}"', f'host = "{self.addr(name)}"']
             lines += [f"port = {PORT}", ""]
@@ -106,35 +99,8 @@ class NetnsCluster:
     # --- the network -----------------------------------------------------------------
 
     def build(self) -> None:
-        ip("netns", "add", self.bridge_ns)
-        self.made.append(self.bridge_ns)
-        for br in ("br0", "br1"):
-            ip("-n", self.bridge_ns, "link", "add", br, "type", "bridge")
-            ip("-n", self.bridge_ns, "link", "set", br, "up")
-        for host in ["introducer", *self.names]:
-            ns = self.ns(host)
-            ip("netns", "add", ns)
-            self.made.append(ns)
-            port = self.port_of(host)
-            ip(
-                "-n",
-                self.bridge_ns,
-                "link",
-                "add",
-                port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                ns,
-            )
-            ip("-n", self.bridge_ns, "link", "set", port, "master", "br0")
-            ip("-n", self.bridge_ns, "link", "set", port, "up")
-            ip("-n", ns, "addr", "add", f"{self.addr(host)}/24", "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-            ip("-n", ns, "link", "set", "lo", "up")
+        self.bed.up()
+        self._write_config()
 
     def blackhole(self, targets: Iterable[str]) -> None:
         """On every host, a blackhole route to each of ``targets``: sends get EINVAL."""
@@ -151,18 +117,16 @@ class NetnsCluster:
                 ip("-n", self.ns(host), "route", "del", "blackhole", f"{self.addr(t)}/32")
         self.blackholed.clear()
 
-    def link(self, host: str, up: bool) -> None:
-        """``host``'s own eth0 down or up (the kernel restores its subnet route on up)."""
-        ip("-n", self.ns(host), "link", "set", "eth0", "up" if up else "down")
+    def link(self, name: str, up: bool) -> None:
+        """``name``'s own eth0 down or up (the kernel restores its subnet route on up)."""
+        self.bed.link(self.host(name), up)
 
     def split(self, group: Iterable[str]) -> None:
         """Move ``group``'s bridge ports to the second bridge: two networks, no path between."""
-        for host in group:
-            ip("-n", self.bridge_ns, "link", "set", self.port_of(host), "master", "br1")
+        self.bed.split([self.host(name) for name in group])
 
     def heal(self) -> None:
-        for host in self.names:
-            ip("-n", self.bridge_ns, "link", "set", self.port_of(host), "master", "br0")
+        self.bed.heal()
 
     # --- processes -------------------------------------------------------------------
 
@@ -267,7 +231,7 @@ class NetnsCluster:
     # --- clean-up --------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop every process, delete every namespace this cluster made, then check."""
+        """Stop every process, take the testbed down (it checks nothing is left)."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -279,8 +243,5 @@ class NetnsCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        for ns in reversed(self.made):
-            ip("netns", "del", ns, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
-        left = [ns for ns in netns_list() if ns.startswith(self.prefix)]
-        assert left == [], f"namespaces left behind: {left}"
+        self.bed.down()
