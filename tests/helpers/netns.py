@@ -157,21 +157,35 @@ class NetnsCluster:
         )
         self._wait_logged("introducer", "listening", 30)
         for name in self.names:
-            self._spawn(
-                name,
-                [
-                    *("main.py", "--hostname", self.addr(name), "--port", str(PORT)),
-                    *("--config", str(self.config_path), "--no-console"),
-                    *("--data-dir", str(self.workdir / "data" / name)),
-                ],
-            )
+            self._spawn_node(name)
         for name in self.names:
             self._wait_logged(name, "listening on", 60)
 
-    def _wait_logged(self, name: str, text: str, timeout: float) -> None:
+    def _spawn_node(self, name: str) -> None:
+        self._spawn(
+            name,
+            [
+                *("main.py", "--hostname", self.addr(name), "--port", str(PORT)),
+                *("--config", str(self.config_path), "--no-console"),
+                *("--data-dir", str(self.workdir / "data" / name)),
+            ],
+        )
+
+    def restart(self, name: str) -> None:
+        """Start node ``name`` again (after it was killed); back when it listens."""
+        path = self.log_path(name)
+        offset = path.stat().st_size if path.exists() else 0
+        self._spawn_node(name)
+        self._wait_logged(name, "listening on", 60, offset)
+
+    def _wait_logged(self, name: str, text: str, timeout: float, offset: int = 0) -> None:
+        """Wait until ``name``'s log holds ``text`` past byte ``offset``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.log_path(name).read_text(errors="replace"):
+            with self.log_path(name).open("rb") as f:
+                f.seek(offset)
+                logged = f.read().decode(errors="replace")
+            if text in logged:
                 return
             self.assert_running([name])
             time.sleep(0.1)
@@ -216,7 +230,7 @@ class NetnsCluster:
         deadline = time.monotonic() + timeout
         last: Any = None
         while True:
-            self.assert_running()  # a node that exited will not answer: say why
+            self.assert_running(want)  # a node that exited will not answer: say why
             try:
                 views = self.views(want)
                 last = views
