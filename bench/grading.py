@@ -45,7 +45,6 @@ import gc
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -185,65 +184,37 @@ def baseline(
 
     With ``share`` (k, n), only every n-th item from the k-th; ``ready`` is called
     after the warm-up, before the clock starts (see :func:`split_baseline`)."""
-    from llama_cpp import Llama
-    from llama_cpp.llama_grammar import LlamaGrammar
+    from inference import llama_worker
 
-    queries = [grading.decode_query(t) for t in grading.parse_items(items_file.read_bytes())]
-    llm: Any = Llama(
-        model_path=str(gguf),
-        n_threads=threads,
-        n_threads_batch=threads,
-        n_ctx=CONTEXT,
-        verbose=False,
-    )
-    grammars: dict[int, Any] = {}
-
-    def grade(item: grading.Item) -> tuple[int | None, int, int, int]:
-        """(score or None, prompt tokens, completion tokens, invalid replies)."""
-        if item.max_score not in grammars:
-            text = grading.gbnf(item.max_score, grading.feedback_chars(max_tokens))
-            grammars[item.max_score] = LlamaGrammar.from_string(text, verbose=False)
-        used, invalid = [0, 0], 0
-        for attempt in range(grading.ATTEMPTS):
-            llm.reset()
-            out: Any = llm.create_chat_completion(
-                grading.messages(item),
-                grammar=grammars[item.max_score],
-                max_tokens=max_tokens,
-                temperature=grading.temperature(0.0, attempt),
-                seed=SEED + attempt,
-            )
-            used[0] += out["usage"]["prompt_tokens"]
-            used[1] += out["usage"]["completion_tokens"]
-            try:
-                score, _ = grading.parse_reply(
-                    out["choices"][0]["message"]["content"] or "", item.max_score
-                )
-            except ValueError:
-                invalid += 1
-                continue
-            return score, used[0], used[1], invalid
-        return None, used[0], used[1], invalid
-
-    graded = [q for q in queries if q.item is not None][share[0] :: share[1]]
-    assert graded[0].item is not None
+    inputs = grading.parse_items(items_file.read_bytes())
+    graded = [t for t in inputs if grading.decode_query(t).item is not None][share[0] :: share[1]]
+    # The worker process's own grading function: the same load, prompt, grammar, reset
+    # per item and retry as a cluster worker, minus the cluster.
+    state: dict[str, Any] = {}
+    args: dict[str, Any] = {
+        "path": str(gguf),
+        "threads": threads,
+        "context": CONTEXT,
+        "model": LLM,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "seed": SEED,
+        "template": None,
+    }
     load_at_start = load()
-    grade(graded[0].item)  # warm-up (the cluster's warm-up job loads its models too)
+    llama_worker.grade(state, {**args, "queries": graded[:1]})  # warm-up, as the cluster's
     if ready is not None:
         ready()
-    scores: dict[str, int | None] = {}
-    prompt = completion = invalid = 0
     started = time.time()
     t = time.perf_counter()
-    for q in graded:
-        assert q.item is not None
-        score, p, c, bad = grade(q.item)
-        scores[str(q.item.id)] = score
-        prompt, completion, invalid = prompt + p, completion + c, invalid + bad
+    rows = llama_worker.grade(state, {**args, "queries": graded})["rows"]
     seconds = time.perf_counter() - t
     ended = time.time()
-    llm.close()  # its memory back before the cluster starts
+    state["llm"][1].close()  # its memory back before the cluster starts
     gc.collect()
+    prompt = sum(int(r.get("prompt_tokens", 0)) for r in rows)
+    completion = sum(int(r.get("completion_tokens", 0)) for r in rows)
+    scores = {str(r["input"]): r.get("score") for r in rows}
     return {
         "threads": threads,
         "items": len(graded),
@@ -253,7 +224,7 @@ def baseline(
         "tokens_per_s": round(completion / seconds, 2),
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "invalid_replies": invalid,
+        "no_valid_grade": sum("error" in r for r in rows),
         "scores": scores,
         "_span": (started, ended),
     }
@@ -408,15 +379,9 @@ def _agreement(a: dict[str, Any], b: dict[str, Any]) -> float | None:
 
 
 def images_and_weights(work: Path, count: int) -> tuple[Path, Path]:
-    from tests.helpers.imagegen import CORRUPT, make_images, make_weights
+    from tests.helpers.imagegen import image_set, make_weights
 
-    originals = [p for p in make_images(work / "orig") if p.name != CORRUPT]
-    images = work / "images"
-    images.mkdir()
-    for i in range(count):
-        src = originals[i % len(originals)]
-        shutil.copyfile(src, images / f"img-{i:04d}{src.suffix}")
-    return images, make_weights(work / "resnet50.pth", "resnet50", seed=3)
+    return image_set(work, count), make_weights(work / "resnet50.pth", "resnet50", seed=3)
 
 
 def together(c: LocalCluster, ids: Sequence[str], work: Path) -> dict[str, Any]:

@@ -36,7 +36,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -49,19 +48,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from scripts.localcluster import LocalCluster, interrupt_on_sigterm, wait_for
 from tests.helpers import nodelogs
-from tests.helpers.imagegen import CORRUPT, make_images, make_weights
+from tests.helpers.imagegen import image_set, make_weights
 from tests.helpers.reference import plain_torchvision
 
 MODELS = ("resnet50", "inception_v3")
 
 
 def dataset(work: Path, count: int) -> tuple[Path, dict[str, Path]]:
-    originals = [p for p in make_images(work / "orig") if p.name != CORRUPT]
-    images = work / "images"
-    images.mkdir()
-    for i in range(count):
-        src = originals[i % len(originals)]
-        shutil.copyfile(src, images / f"img-{i:04d}{src.suffix}")
+    images = image_set(work, count)
     weights = {m: make_weights(work / f"{m}.pth", m, seed=3) for m in MODELS}
     return images, weights
 

@@ -61,6 +61,18 @@ def make_images(directory: Path, seed: int = 1234) -> list[Path]:
     return paths
 
 
+def image_set(work: Path, count: int) -> Path:
+    """``work/images`` holding ``count`` decodable images (copies of
+    :func:`make_images`' seven, named ``img-0000.jpg`` ...), for benchmarks."""
+    originals = [p for p in make_images(work / "orig") if p.name != CORRUPT]
+    images = work / "images"
+    images.mkdir()
+    for i in range(count):
+        src = originals[i % len(originals)]
+        shutil.copyfile(src, images / f"img-{i:04d}{src.suffix}")
+    return images
+
+
 def install_in_hub_cache(torch_home: Path, model: str, weights: Path) -> Path:
     """Copy ``weights`` to where torch.hub looks for torchvision's ImageNet weights.
 
