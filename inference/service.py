@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from config.topology import ClusterConfig, Node
 from inference import kinds
 from inference.events import Event
 from inference.files import FileStore
-from inference.leader import LEADER_REQUESTS, Leader
+from inference.leader import LEADER_REQUESTS, Leader, Lease
 from inference.standby import Replicator, StandbyCopy
 from inference.worker import Worker
 from inference.worker_client import default_threads
@@ -46,11 +46,15 @@ from net.messages import (
     AssignBatch,
     Capacity,
     CapacityRequest,
+    CopyPartRequest,
+    CopyState,
+    CopyStateRequest,
     ErrorReply,
     StandbyEvent,
     StandbySnapshot,
     StandbySnapshotPart,
 )
+from net.rpc import RpcError
 from net.transport import Address
 
 # Every request an inference service answers (the node routes these to handle()).
@@ -60,6 +64,8 @@ INFERENCE_REQUESTS = (
     StandbySnapshot,
     StandbySnapshotPart,
     CapacityRequest,
+    CopyStateRequest,
+    CopyPartRequest,
     *LEADER_REQUESTS,
 )
 # The leadership loop looks again at least this often, even without a membership event.
@@ -68,6 +74,35 @@ LEADERSHIP_POLL = 1.0
 # its standby catches up to it (see Leader.wait_replicated); under the workers' and
 # clients' RPC timeout (5 s), so a slow standby costs time, not retries.
 REPLICATION_WAIT = 3.0
+# How long a node taking over waits for each member's answer (its copy's term and
+# event number, then each part of the freshest copy).
+TAKEOVER_CALL_TIMEOUT = 2.0
+
+
+def majority(n: int) -> int:
+    """The fewest of ``n`` configured nodes that are a majority."""
+    return n // 2 + 1
+
+
+def majority_in_view(view: ClusterView, configured: Iterable[str]) -> Lease:
+    """FALLBACK LEASE, until the SDFS leader's majority lease is wired in (see
+    :class:`InferenceService`): term 1 while a majority of the configured nodes are
+    live members in this node's own view, else None.
+
+    It stops a minority side from scheduling once its membership has removed the
+    other side (a few seconds after the split), but it is no lease: both sides may
+    hold "term 1" for those seconds, and with one term for every leadership a takeover
+    after a heal tells states apart by event number alone (the longer history wins,
+    not necessarily the majority's).  The real lease's terms grow, and a new term is
+    granted only after every earlier lease expired: the guarantees in this module's
+    docstring are stated for it."""
+    names = frozenset(configured)
+    need = majority(len(names))
+
+    def lease() -> int | None:
+        return 1 if len(names.intersection(view.ring())) >= need else None
+
+    return lease
 
 
 class InferenceService:
@@ -83,13 +118,18 @@ class InferenceService:
         *,
         clock: Callable[[], float] = time.time,
         view: ClusterView | None = None,
+        lease: Lease | None = None,
     ) -> None:
         """``clock`` gives the scheduler's times: wall-clock seconds by default, since
         they must mean the same on a new leader.  ``view`` defaults to this node's own
-        membership (:class:`~membership.peers.Peers`); tests pass an in-memory one."""
+        membership (:class:`~membership.peers.Peers`); tests pass an in-memory one.
+        ``lease`` says which majority-lease term this node holds now (None: none); the
+        default is the fallback :func:`majority_in_view`."""
         self.me = me
         self.log = logger or logging.getLogger(f"inference.{me.name}")
         self.view: ClusterView = view or Peers(membership, config, frames, self.handle)
+        self.configured = tuple(n.name for n in config.nodes)
+        self.lease: Lease = lease or majority_in_view(self.view, self.configured)
         nodes_here = sum(1 for n in config.nodes if n.host == me.host) or 1
         threads = config.inference.threads or default_threads(nodes_here)
         kinds.use_llms(config.llms)
@@ -114,18 +154,44 @@ class InferenceService:
             clock,
             self.log,
             self._applied,
+            self.lease,
         )
-        self.replicator = Replicator(me.name, self.view, self.leader.state, self.log)
+        # One replicator per standby: the majority - 1 members after this one in ring
+        # order (one at least, idle in a cluster of one).
+        standbys = max(1, majority(len(self.configured)) - 1)
+        self.replicators = [
+            Replicator(me.name, self.view, self.leader.state, self.log, rank)
+            for rank in range(1, standbys + 1)
+        ]
         self.leader.wait_replicated = self._replicated
         self._leadership_changed = trio.Event()
 
-    def _applied(self, seq: int, event: Event) -> None:
-        self.replicator.push(seq, event)
+    @property
+    def replicator(self) -> Replicator:
+        """The first standby's replicator (the next member in ring order)."""
+        return self.replicators[0]
 
-    async def _replicated(self, seq: int) -> None:
-        # Bounded: a slow or unreachable standby must not stop the cluster (the leader
-        # then answers anyway; the replicator sends the standby a snapshot when it can).
-        await self.replicator.replicated(seq, REPLICATION_WAIT)
+    def replication_report(self) -> str:
+        return "; ".join(f"standby {r.rank}: {r.report()}" for r in self.replicators)
+
+    def _applied(self, seq: int, event: Event) -> None:
+        for r in self.replicators:
+            r.push(seq, event)
+
+    async def _replicated(self, seq: int) -> bool:
+        """Wait until every standby (so a majority, with this node) holds event ``seq``.
+
+        Bounded by REPLICATION_WAIT: a slow or unreachable standby must not stop the
+        cluster (the leader then answers anyway, while it holds its lease; the
+        replicator sends that standby a snapshot when it can).  So an acknowledgement
+        is on a majority unless a standby stayed silent for REPLICATION_WAIT while this
+        node kept its lease; then it is on fewer until that standby (or its successor
+        in ring order) has the snapshot."""
+        with trio.move_on_after(REPLICATION_WAIT):
+            for r in self.replicators:
+                await r.replicated(seq, REPLICATION_WAIT)
+            return True
+        return False
 
     # --- life cycle ------------------------------------------------------------
 
@@ -133,7 +199,8 @@ class InferenceService:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.worker.run)
             await nursery.start(self.leader.run)
-            nursery.start_soon(self.replicator.run)
+            for r in self.replicators:
+                nursery.start_soon(r.run)
             nursery.start_soon(self._leadership_loop)
             task_status.started()
 
@@ -144,20 +211,127 @@ class InferenceService:
             elif event.kind in ("joined", "rejoined") and event.name != self.me.name:
                 self.leader.worker_joined(event.name)
         self._leadership_changed.set()
-        self.replicator.wake()  # the standby may be another member now
+        for r in self.replicators:
+            r.wake()  # the standbys may be other members now
 
     async def _leadership_loop(self) -> None:
         while True:
             leader = self.view.leader()
-            if leader == self.me.name and not self.leader.active:
-                self.replicator.clear()  # events of an earlier leadership are not the copy's
-                self.leader.become(self.copy.take(self.me.name), self.view.ring())
-                self.replicator.restart()
-            elif leader != self.me.name and self.leader.active:
-                self.leader.step_down(leader)
+            term = self.lease() if leader == self.me.name else None
+            if self.leader.active and (leader != self.me.name or term != self.leader.term):
+                if leader != self.me.name:
+                    why = f"the leader is now {leader}"
+                elif term is None:
+                    why = "lost its majority lease"
+                else:
+                    why = f"its lease is now term {term}"
+                self._step_down(why)
+            if term is not None and not self.leader.active:
+                await self._take_over(term)
             with trio.move_on_after(LEADERSHIP_POLL):
                 await self._leadership_changed.wait()
             self._leadership_changed = trio.Event()
+
+    def _step_down(self, why: str) -> None:
+        state = self.leader.step_down(why)
+        if state is not None:
+            sched, seq, term = state
+            self.copy.keep(sched, self.me.name, term, seq)
+
+    async def _take_over(self, term: int) -> bool:
+        """Become the scheduler under lease ``term``, from the freshest state a majority
+        of the configured nodes holds (this node's own if none is fresher); False when
+        fewer than a majority answered or the copy could not be fetched (the loop tries
+        again)."""
+        live = self.view.ring()
+        answers: dict[str, CopyState] = {self.me.name: self.copy.state(self.me.name)}
+
+        async def ask(name: str) -> None:
+            try:
+                reply = await self.view.call(
+                    name, CopyStateRequest(term), timeout=TAKEOVER_CALL_TIMEOUT
+                )
+            except RpcError as e:
+                self.log.info("takeover: %s did not say what it holds: %s", name, e)
+                return
+            if isinstance(reply, CopyState) and reply.node == name:
+                answers[name] = reply
+
+        async with trio.open_nursery() as nursery:
+            for name in live:
+                if name != self.me.name:
+                    nursery.start_soon(ask, name)
+        need = majority(len(self.configured))
+        heard = [n for n in answers if n in self.configured]
+        if len(heard) < need:
+            self.log.warning(
+                "takeover under term %d: %d of %d configured nodes answered (%d needed); "
+                "trying again",
+                term,
+                len(heard),
+                len(self.configured),
+                need,
+            )
+            return False
+        if self.lease() != term or self.view.leader() != self.me.name:
+            return False  # it moved while we asked
+        # The freshest state: highest (term, event number); this node's own on a tie.
+        best = max(
+            (a for a in answers.values() if a.leader),
+            key=lambda a: (a.term, a.seq, a.node == self.me.name),
+            default=None,
+        )
+        if best is not None and best.node != self.me.name and not await self._fetch(best):
+            return False
+        for r in self.replicators:
+            r.clear()  # events of an earlier leadership are not the copies'
+        self.leader.become(self.copy.take(), self.view.ring(), term)
+        for r in self.replicators:
+            r.restart()
+        return True
+
+    async def _fetch(self, best: CopyState) -> bool:
+        """Fetch ``best``'s state, part by part, into this node's copy."""
+        part, parts = 0, 1
+        while part < parts:
+            try:
+                reply = await self.view.call(
+                    best.node,
+                    CopyPartRequest(best.term, best.seq, part),
+                    timeout=TAKEOVER_CALL_TIMEOUT,
+                )
+            except RpcError as e:
+                self.log.warning("takeover: cannot fetch %s's copy: %s", best.node, e)
+                return False
+            if not isinstance(reply, StandbySnapshotPart):
+                why = reply.error if isinstance(reply, ErrorReply) else type(reply).__name__
+                self.log.warning("takeover: %s's copy: %s", best.node, why)
+                return False
+            ack = self.copy.part(reply)
+            if not ack.ok:
+                self.log.warning("takeover: %s's copy refused here: %s", best.node, ack.error)
+                return False
+            part, parts = part + 1, reply.parts
+        self.log.warning(
+            "takeover: fetched %s's copy of %s's scheduler (term %d event %d)",
+            best.node,
+            best.leader,
+            best.term,
+            best.seq,
+        )
+        return True
+
+    def _copy_state(self, request: CopyStateRequest) -> CopyState:
+        if self.leader.active and request.term > self.leader.term:
+            # Someone holds a newer lease: this node's lease is over, whether or not
+            # its loop has seen it yet.  Its state becomes its copy, to be fetched.
+            self._step_down(f"{request.term} is a newer term than its {self.leader.term}")
+            self._leadership_changed.set()
+        if self.leader.active:
+            state = self.leader.state()
+            assert state is not None
+            return CopyState(self.me.name, self.me.name, state[2], state[1])
+        return self.copy.state(self.me.name)
 
     # --- requests ----------------------------------------------------------------
 
@@ -172,6 +346,12 @@ class InferenceService:
             return self.copy.part(request)
         if isinstance(request, StandbyEvent):
             return self.copy.events(request)
+        if isinstance(request, CopyStateRequest):
+            return self._copy_state(request)
+        if isinstance(request, CopyPartRequest):
+            if self.leader.active:
+                return ErrorReply(f"{self.me.name} is scheduling; its copy is not to take")
+            return self.copy.fetch(request)
         if isinstance(request, LEADER_REQUESTS):
             return await self.leader.handle(request)
         return ErrorReply(f"unexpected request {type(request).__name__}")
