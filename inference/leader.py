@@ -160,7 +160,7 @@ class Leader:
         # Waits until the hot standby holds an event (by number); the service wires
         # the replicator's.  A worker's result and a client's submission are answered
         # only after that, so that what was acknowledged survives this node's crash.
-        self.wait_replicated: Callable[[int], Awaitable[object]] | None = None
+        self.wait_replicated: Callable[[int], Awaitable[bool]] | None = None
 
     @property
     def active(self) -> bool:
@@ -494,17 +494,30 @@ class Leader:
             raise NotReady("not ready: leadership moved while submitting")
         actions = self.apply(Submit(None, model, tuple(inputs), self.clock()))
         accepted = next(a for a in actions if isinstance(a, JobAccepted))
-        await self._replicated(self.seq)  # a job id given out survives this node
+        # A job id given out survives this node: it is on a majority.
+        await self._replicated(
+            self.seq,
+            what=f"; {accepted.job_id} may run anyway, see its status before submitting again",
+        )
         return JobSubmitted(accepted.job_id, accepted.model, accepted.total)
 
-    async def _replicated(self, seq: int, worker: bool = False) -> None:
-        if self.wait_replicated is not None:
-            await self.wait_replicated(seq)
+    async def _replicated(self, seq: int, worker: bool = False, what: str = "") -> None:
+        """Return once event ``seq`` is on a majority (this node and enough standbys)
+        while this node still holds its lease; else refuse the acknowledgement: a
+        worker offers its result again (a duplicate counts once), a client is told,
+        and does not submit again blindly."""
+        copied = True if self.wait_replicated is None else await self.wait_replicated(seq)
         if not self.holds_lease():
-            # Lost the lease (or leadership) while the standbys caught up: what this
-            # answer would acknowledge may be on a minority only, so it is not given.
-            # A worker offers its result again (a duplicate counts once); a client is
-            # told, and does not submit again blindly.
-            if worker:
-                raise NotReady(self.no_majority())
-            raise NoQuorum(self.no_majority())
+            # Lost the lease (or leadership) meanwhile: its state may not be the next
+            # leader's, so nothing it did since is acknowledged.
+            why = self.no_majority()
+        elif not copied:
+            why = (
+                f"no majority: {self.me} could not copy it to a majority of the configured "
+                "nodes in time (a partition, or standbys down?)"
+            )
+        else:
+            return
+        if worker:
+            raise NotReady(why)
+        raise NoQuorum(f"{why}{what}")

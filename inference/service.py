@@ -74,6 +74,9 @@ LEADERSHIP_POLL = 1.0
 # its standby catches up to it (see Leader.wait_replicated); under the workers' and
 # clients' RPC timeout (5 s), so a slow standby costs time, not retries.
 REPLICATION_WAIT = 3.0
+# Standbys beyond the majority - 1 that an acknowledgement waits for: with one spare,
+# one standby down (until membership replaces it) does not hold acknowledgements up.
+SPARE_STANDBYS = 1
 # How long a node taking over waits for each member's answer (its copy's term and
 # event number, then each part of the freshest copy).
 TAKEOVER_CALL_TIMEOUT = 2.0
@@ -157,12 +160,18 @@ class InferenceService:
             self.lease,
         )
         # One replicator per standby: the majority - 1 members after this one in ring
-        # order (one at least, idle in a cluster of one).
-        standbys = max(1, majority(len(self.configured)) - 1)
+        # order and SPARE_STANDBYS more (one at least, idle in a cluster of one); an
+        # acknowledgement waits for majority - 1 of them.
+        n = len(self.configured)
+        self.copies_needed = majority(n) - 1
+        standbys = max(1, min(self.copies_needed + SPARE_STANDBYS, n - 1))
         self.replicators = [
             Replicator(me.name, self.view, self.leader.state, self.log, rank)
             for rank in range(1, standbys + 1)
         ]
+        self._acked = trio.Event()  # set (and replaced) whenever a standby acknowledges
+        for r in self.replicators:
+            r.on_acked = self._on_acked
         self.leader.wait_replicated = self._replicated
         self._leadership_changed = trio.Event()
 
@@ -179,19 +188,20 @@ class InferenceService:
             r.push(seq, event)
 
     async def _replicated(self, seq: int) -> bool:
-        """Wait until every standby (so a majority, with this node) holds event ``seq``.
-
-        Bounded by REPLICATION_WAIT: a slow or unreachable standby must not stop the
-        cluster (the leader then answers anyway, while it holds its lease; the
-        replicator sends that standby a snapshot when it can).  So an acknowledgement
-        is on a majority unless a standby stayed silent for REPLICATION_WAIT while this
-        node kept its lease; then it is on fewer until that standby (or its successor
-        in ring order) has the snapshot."""
+        """Wait until ``copies_needed`` standbys hold event ``seq``: with this node, a
+        majority of the configured nodes.  False after REPLICATION_WAIT: the leader then
+        refuses to acknowledge (see Leader._replicated), so whatever was acknowledged
+        is on a majority, and so on at least one node of any majority that a later
+        leader hears from when it takes over."""
         with trio.move_on_after(REPLICATION_WAIT):
-            for r in self.replicators:
-                await r.replicated(seq, REPLICATION_WAIT)
+            while sum(r.acked >= seq for r in self.replicators) < self.copies_needed:
+                await self._acked.wait()
             return True
         return False
+
+    def _on_acked(self) -> None:
+        self._acked.set()
+        self._acked = trio.Event()
 
     # --- life cycle ------------------------------------------------------------
 

@@ -316,6 +316,8 @@ class Replicator:
         # The newest event the current standby holds, and who waits for it to grow.
         self.acked = 0
         self._acked_changed = trio.Event()
+        # Called whenever ``acked`` changes (the service waits on several replicators).
+        self.on_acked: Callable[[], None] | None = None
 
     async def replicated(self, seq: int, timeout: float) -> bool:
         """Wait (up to ``timeout``) until the standby holds event ``seq``; True at once
@@ -339,6 +341,8 @@ class Replicator:
         self.acked = seq
         self._acked_changed.set()
         self._acked_changed = trio.Event()
+        if self.on_acked is not None:
+            self.on_acked()
 
     def push(self, seq: int, event: Any) -> None:
         """Queue the event the leader just applied as number ``seq``."""

@@ -39,7 +39,7 @@ from inference.events import (
 )
 from inference.files import FileStore
 from inference.kinds.base import BatchOutput, WorkerContext
-from inference.leader import TERM_BATCHES
+from inference.leader import TERM_BATCHES, Lease
 from inference.scheduler import SchedulerConfig
 from inference.service import InferenceService
 from inference.worker import REPORT_RETRY_MAX_DELAY
@@ -156,8 +156,10 @@ async def start_cluster(
     data: Path,
     monkeypatch: pytest.MonkeyPatch,
     before_services: Callable[[RpcCluster], None] | None = None,
+    lease_for: Callable[[str], Lease] | None = None,
 ) -> Cluster:
-    """``before_services`` sees the converged cluster before any service starts."""
+    """``before_services`` sees the converged cluster before any service starts;
+    ``lease_for`` gives each node its lease (default: the service's fallback)."""
     rpc = RpcCluster(nursery, n, trace=True)
     await rpc.start_all()
     await rpc.wait_until(rpc.converged, timeout=60)
@@ -174,6 +176,7 @@ async def start_cluster(
             data / node.name,
             clock=trio.current_time,
             view=node.peers,
+            lease=lease_for(node.name) if lease_for is not None else None,
         )
         cluster.services[node.name] = service
         node.serve(service.handle)
@@ -488,10 +491,12 @@ async def test_when_the_standby_dies_first_the_next_member_becomes_standby_and_t
     cluster.rpc.crash("H2")  # the standby (and a worker)
     await trio.sleep(2.0)
     t_failed2 = detection(cluster, "H2", t_crash2)
-    # Two standbys (a majority of five with H1): H3, the second, is current all along;
-    # H4 has nothing yet, as H2 is still a standby to H1 until it is found failed.
+    # Three standbys (two make a majority of five with H1, and a spare): H3 and H4 are
+    # current all along; H5 has nothing yet, as H2 is a standby to H1 until it is
+    # found failed.
     assert copy_on(cluster, "H3") == ("H1", services["H1"].leader.seq)
-    assert copy_on(cluster, "H4") == (None, 0)
+    assert copy_on(cluster, "H4") == ("H1", services["H1"].leader.seq)
+    assert copy_on(cluster, "H5") == (None, 0)
     await trio.sleep(6.0)
     # H1 dropped H2 as a worker when it learnt of the failure, and H3 became its standby.
     (down,) = [a for a in cluster.applied if isinstance(a.event, WorkerDown)]
@@ -499,7 +504,7 @@ async def test_when_the_standby_dies_first_the_next_member_becomes_standby_and_t
     t_crash1 = trio.current_time()
     assert t_crash1 == 10.25  # mid-batch again: H1 runs [10.1, 10.6]
     assert copy_on(cluster, "H3") == ("H1", services["H1"].leader.seq)
-    assert copy_on(cluster, "H4") == ("H1", services["H1"].leader.seq)  # H2's successor
+    assert copy_on(cluster, "H5") == ("H1", services["H1"].leader.seq)  # H2's successor
     cluster.rpc.crash("H1")
     t_done = await wait_done(client, job.job_id)
 
