@@ -1,9 +1,11 @@
 """The scheduler's shell on the leader: applies events, carries out actions, answers.
 
-The leader (the first live member in ring order, as for SDFS) owns the
-:class:`~inference.scheduler.Scheduler`.  Every state change is an event
+The leader (the first live member in ring order, as for SDFS, holding the majority
+lease: see :mod:`inference.service`) owns the
+:class:`~inference.scheduler.Scheduler`, under the lease term it took over with
+(:attr:`Leader.term`).  Every state change is an event
 (:mod:`inference.events`): :meth:`Leader.apply` applies it, hands it to the hot
-standby's replicator (``on_applied``), logs the query timings of answered batches
+standbys' replicators (``on_applied``), logs the query timings of answered batches
 (:mod:`inference.timings`) and carries out the actions: batches go to workers
 (:class:`~net.messages.AssignBatch`), finished jobs are written to
 ``outputs/JOB_ID.jsonl`` in the file store, one line per query as the job's kind
@@ -16,7 +18,15 @@ A timer feeds the scheduler a ``Tick`` when its next batch deadline passes.
 (C1-C5) and the workers' :class:`~net.messages.BatchResult`.  A node that is not (yet)
 the scheduler answers ``Failure(NOT_READY)``, so callers retry
 (:func:`membership.peers.call_leader`); other failures go back as their
-:mod:`net.errors` kind.
+:mod:`net.errors` kind.  A node first in ring order without the lease (a minority
+side) answers clients ``NO_QUORUM`` ("no majority: ...", at once) and workers
+``NOT_READY`` (they offer their results again, to whoever leads by then).
+
+Everything it does is checked against the lease (:meth:`Leader.holds_lease`: the lease
+is still of this leadership's term): a batch is sent, a request answered and a
+result or submission acknowledged only while it holds; an acknowledgement also waits
+until a majority holds the event (``wait_replicated``).  A leader that stops
+(:meth:`Leader.step_down`) hands its state back to be kept as this node's copy.
 
 Times given to the scheduler come from ``clock``: wall-clock seconds by default, so
 that they mean the same on a new leader.

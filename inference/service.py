@@ -4,20 +4,57 @@ Every node runs one :class:`InferenceService`, which holds four roles and routes
 requests to them:
 
 * leader (:mod:`inference.leader`): while this node is the first live member in ring
-  order it owns the scheduler and answers the leader requests;
+  order AND holds the majority lease, it owns the scheduler and answers the leader
+  requests;
 * hot standby (:mod:`inference.standby`): every node keeps the copy of the scheduler
-  its leader sends it (the leader sends it to the next live member), and a leader's
-  :class:`~inference.standby.Replicator` keeps its standby's copy current.  When the
-  leader fails, the standby becomes the leader and takes over from its copy: batches
-  on live workers stay where they are (their results come to it), those on dead
-  workers go back to their jobs' queues.  Nothing done is lost, nothing is counted
-  twice (the scheduler keeps exactly one result per query);
+  its leader sends it, and a leader's :class:`~inference.standby.Replicator` per
+  standby keeps those copies current.  When the leader fails, the next one takes over
+  from the freshest copy (below): batches on live workers stay where they are (their
+  results come to it), those on dead workers go back to their jobs' queues.  Nothing
+  done is lost, nothing is counted twice (the scheduler keeps exactly one result per
+  query);
 * worker (:mod:`inference.worker`): every live member, the leader included, runs the
   batches it is given and reports to whoever is leader by then.
 
-The leadership loop here decides which of them is active: it follows membership (woken
-by :meth:`InferenceService.on_membership_event`, and once a second regardless).
-Clients (the console commands) talk to the leader through :mod:`inference.client`.
+Partitions: only a majority schedules
+-------------------------------------
+The node that is first in ring order may schedule only while it holds a lease of a
+majority of the configured nodes (``lease``: the term it holds, or None).  The lease
+is the SDFS leader's (``SdfsLeader.lease_term()``): its terms only grow, two nodes
+never hold one term, and a term is granted only after every earlier lease expired.
+Until that is wired in, :func:`majority_in_view` stands in for it (see its caveats).
+
+* The leader replicates every event to ``majority - 1`` standbys plus
+  ``SPARE_STANDBYS`` (the members after it in ring order), and acknowledges a worker's
+  result or a client's submission only once ``majority - 1`` of them hold it and it
+  still holds its lease (within ``REPLICATION_WAIT``; else the answer is a refusal:
+  workers offer the result again, clients hear "no majority").  So every acknowledged
+  event is on a majority of the configured nodes, tagged with the term it was made in.
+* A leader that loses its lease (a minority side) or its place in the ring stops:
+  it sends no batch, takes no result, answers clients NO_QUORUM "no majority: ...",
+  and keeps its state as this node's copy, tagged with its term.
+* A node that becomes first in ring order and holds lease term T asks every live
+  member which state it holds (:class:`~net.messages.CopyStateRequest`: its copy's
+  leader, term and event number); with answers from a majority of the configured
+  nodes (itself included) it takes the freshest, highest (term, seq), its own on a
+  tie, fetching it part by part (:class:`~net.messages.CopyPartRequest`) when
+  another node holds it, and applies ``Takeover`` under term T.  Any majority
+  intersects the majority that holds an acknowledged event, and copies never go back
+  to an older term, so the freshest state holds every acknowledged event: after a
+  heal the ring-first node continues the majority's history, not its own stale one.
+* Each leadership gives out batch ids from its term's range (``T x TERM_BATCHES``), and
+  an answer from another worker than the batch's is a stray: a late answer to a batch
+  of another leadership never counts for this one's.  Results are kept per query
+  index, first one wins: every query of every job appears once in its output.
+
+What it does not promise: the copies are in memory, so a majority that crashes (not
+cut off) loses the state; a submission refused with "may run anyway" may still run on
+the side that made it, and its job id may later be reused by the majority's history.
+
+The leadership loop here decides which role is active: it follows membership (woken
+by :meth:`InferenceService.on_membership_event`, and once a second regardless) and the
+lease.  Clients (the console commands) talk to the leader through
+:mod:`inference.client`.
 """
 
 from __future__ import annotations

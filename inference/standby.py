@@ -1,6 +1,8 @@
-"""The hot standby: a copy of the leader's scheduler, kept current by the leader.
+"""The hot standbys: copies of the leader's scheduler, kept current by the leader.
 
-The standby is the next live member after the leader in ring order.  Two halves:
+The standbys are the live members after the leader in ring order: as many as it takes
+to make a majority of the configured nodes with the leader, and a spare (see
+:mod:`inference.service`).  Two halves:
 
 * :class:`StandbyCopy` runs on every node and answers the leader's
   :class:`~net.messages.StandbySnapshotPart` (the whole scheduler state as plain data,
@@ -11,27 +13,41 @@ The standby is the next live member after the leader in ring order.  Two halves:
   ``net.wire``-encoded event of :mod:`inference.events`).  It applies events only in
   sequence: one that does not follow its copy (another leader, a gap), or does not
   decode to a scheduler event, is refused, and the leader answers that with a snapshot.
-  When the leader fails and this node becomes leader, :meth:`StandbyCopy.take` hands
-  the copy to :class:`~inference.leader.Leader`, which calls ``takeover``.
-* :class:`Replicator` runs on the leader: every applied event is queued with its
-  sequence number (:meth:`Replicator.push`), and :meth:`Replicator.run` sends what is
-  queued to the current standby, a snapshot first whenever the standby changed, the
+  The copy also keeps this node's own scheduler when it stops leading
+  (:meth:`StandbyCopy.keep`), tells a node taking over which state it holds
+  (:meth:`StandbyCopy.state`) and hands it over part by part (:meth:`StandbyCopy.fetch`);
+  the node that takes over calls :meth:`StandbyCopy.take`.
+* :class:`Replicator` runs on the leader, one per standby (``rank``: 1 for the next
+  member in ring order, 2 for the one after, ...): every applied event is queued with
+  its sequence number (:meth:`Replicator.push`), and :meth:`Replicator.run` sends what
+  is queued to its standby, a snapshot first whenever the standby changed, the
   leader changed, or a send failed.  A request carries at most ``STANDBY_BATCH``
   events and about ``STANDBY_BYTES`` of them; an event too large for any request (a
   submission of millions of inputs) is sent as part of a snapshot instead.
 
-The replicator knows the newest event its standby holds (:attr:`Replicator.acked`),
-and :meth:`Replicator.replicated` waits for one: the leader answers a worker's result
-and a client's submission only after that, so nothing acknowledged is lost with it.
+Terms.  Every copy is tagged with the lease term under which its leader produced it
+(:mod:`inference.leader`), and copies are ordered by (term, event number): a copy
+takes a snapshot only from a state at least as fresh as its own, and events only from
+the leader, term and next number it holds.  So a leader of an older term (one cut off
+on a minority side, whose lease has expired) can never overwrite what a newer
+leadership replicated; it is refused and retries with snapshots, refused too, until
+it stops.  The (term, seq) of a copy stays after :meth:`StandbyCopy.take`, as the
+floor of what it accepts later.
 
-What the standby holds is bounded by what the leader holds: finished jobs are
-forgotten (a replicated ``Forget``) once their output is in the file store.  The
+Each replicator knows the newest event its standby holds (:attr:`Replicator.acked`),
+and :meth:`Replicator.replicated` waits for one; the service waits for enough of them
+(a majority with the leader) before the leader answers a worker's result or a client's
+submission, so nothing acknowledged is lost with the leader or a minority.
+
+What the standbys hold is bounded by what the leader holds: finished jobs are
+forgotten (a replicated ``Forget``) once their output is in the file store.  Each
 replicator counts what it sends (:attr:`Replicator.sent`) and logs it with each
 snapshot and every ``REPORT_EVERY`` seconds while it sends.
 
-Invariant: the copy is the leader's scheduler as of event ``seq``; events are applied
-exactly once, in order, because each request names the first event's number and the
-copy accepts only ``seq + 1``.
+Invariants: a copy is its leader's scheduler as of event ``seq`` under ``term``;
+events are applied exactly once, in order, because each request names the first
+event's number and term and the copy accepts only ``seq + 1`` of its own term;
+(term, seq) of a copy never decreases.
 """
 
 from __future__ import annotations
@@ -455,7 +471,7 @@ class Replicator:
     def _report(self) -> None:
         now = trio.current_time()
         if now - self._reported[1] >= REPORT_EVERY and self.sent.bytes > self._reported[0]:
-            self.log.info("replication: %s", self.report())
+            self.log.info("replication to standby %d: %s", self.rank, self.report())
             self._reported = (self.sent.bytes, now)
 
     def report(self) -> str:

@@ -24,7 +24,7 @@ import trio.testing
 from inference import kinds
 from inference.events import Takeover
 from inference.leader import TERM_BATCHES, Lease
-from inference.service import REPLICATION_WAIT, majority
+from inference.service import REPLICATION_WAIT, majority, majority_in_view
 from net.errors import NoQuorum
 from tests.helpers.memrpc_cluster import RpcCluster
 from tests.inference.test_service_virtual import (
@@ -263,3 +263,21 @@ async def test_one_host_cut_off_then_healed_takes_the_majoritys_state_not_its_ow
     t_h1 = max(t for t, _, term in leases.granted if term == 3)
     assert any(a.worker == "H1" for t, _, a in cluster.assigns(since=t_h1))
     assert not any(x.startswith("lost/") for r in paced.runs for x in r.inputs)
+
+
+def test_the_fallback_lease_is_term_1_while_a_majority_of_the_configured_nodes_is_live() -> None:
+    class Ring:
+        def __init__(self, names: list[str]) -> None:
+            self.names = names
+
+        def ring(self) -> list[str]:
+            return self.names
+
+    view = Ring(["H1", "H2", "H3"])
+    lease = majority_in_view(view, ["H1", "H2", "H3", "H4", "H5"])  # type: ignore[arg-type]
+    assert lease() == 1
+    view.names = ["H1", "H2", "H9"]  # H9 is no configured node: it does not count
+    assert lease() is None
+    view.names = ["H1", "H2"]
+    assert lease() is None
+    assert [majority(n) for n in (1, 2, 3, 4, 5, 10)] == [1, 2, 2, 3, 3, 6]
