@@ -31,6 +31,7 @@ from launcher.plan import (
     Row,
     check_config_for_launch,
     cluster_name,
+    joined,
     make_plan,
     render_table,
     report_json,
@@ -363,7 +364,7 @@ def wait_nodes(
     good = {n for n, r in rows.items() if r.state in ("up", "already running")} - {"introducer"}
     last_check = time.monotonic()
     answering: set[str] = set()
-    single = len(plan.nodes) == 1
+    single = len(plan.nodes) == 1  # then its own list is the whole cluster
     while pending and time.monotonic() < deadline:
         if time.monotonic() - last_check >= LIVENESS_EVERY:
             last_check = time.monotonic()
@@ -386,11 +387,7 @@ def wait_nodes(
         views = dict(zip([p.name for p in ask], _ask_all(ask, config_path), strict=True))
         for name in [n for n in pending if n in answering]:
             proc, pid = pending[name]
-            seen = any(
-                view is not None and name in view and (other != name or single)
-                for other, view in views.items()
-            )
-            if seen:
+            if joined(name, views, single):
                 seconds = round(time.monotonic() - began, 2)
                 done[name] = Row.of(proc, "up", pid=pid, log=proc.log, seconds=seconds)
                 good.add(name)

@@ -259,6 +259,18 @@ def check_config_for_launch(config: ClusterConfig) -> None:
         )
 
 
+def joined(name: str, views: Mapping[str, set[str] | None], alone: bool = False) -> bool:
+    """Whether node ``name`` is in the cluster, given what nodes answered to ``list_mem``
+    (``views``: each asked node's alive members, None when it did not answer).
+
+    Another member must list it: a node always lists itself, also while it has not
+    joined.  ``alone``: it is the only node of the cluster file, its own list will do."""
+    return any(
+        view is not None and name in view and (other != name or alone)
+        for other, view in views.items()
+    )
+
+
 # --- reports ---------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from launcher.plan import (
     PlanError,
     Row,
     cluster_name,
+    joined,
     make_plan,
     remote_secret_path,
     render_table,
@@ -231,3 +232,11 @@ def test_the_json_report() -> None:
     }
     assert report["processes"][2]["reason"] == "the server refused key /k for user op"
     assert report["processes"][3]["log_tail"][-1] == "OSError: address in use"
+
+
+def test_a_node_has_joined_when_another_member_lists_it() -> None:
+    assert not joined("H2", {"H2": {"H2"}})  # only itself: not joined yet
+    assert not joined("H2", {"H2": {"H2"}, "H1": {"H1"}, "H3": None})
+    assert joined("H2", {"H2": {"H2"}, "H1": {"H1", "H2"}})
+    assert joined("H2", {"H1": {"H1", "H2"}})
+    assert joined("H1", {"H1": {"H1"}}, alone=True)
