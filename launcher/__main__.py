@@ -43,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOG_TAIL = 20  # lines of a failed process's log in the report
 POLL = 0.3  # seconds between looks while waiting for nodes
-LIVENESS_EVERY = 1.0  # seconds between pid checks over SSH while waiting
+LIVENESS_EVERY = 2.0  # seconds between pid checks over SSH while waiting (a Python run each)
 T = TypeVar("T")
 
 DESCRIPTION = """\
@@ -365,6 +365,7 @@ def wait_nodes(
     last_check = time.monotonic()
     answering: set[str] = set()
     single = len(plan.nodes) == 1  # then its own list is the whole cluster
+    rounds = 0
     while pending and time.monotonic() < deadline:
         if time.monotonic() - last_check >= LIVENESS_EVERY:
             last_check = time.monotonic()
@@ -382,9 +383,15 @@ def wait_nodes(
         for name, (proc, _pid) in pending.items():
             if name not in answering and port_answers(proc.host, proc.port):
                 answering.add(name)
-        ask = [pending[n][0] for n in pending if n in answering]
-        ask += [p for p in plan.nodes if p.name in good][:1]  # one member that is up already
-        views = dict(zip([p.name for p in ask], _ask_all(ask, config_path), strict=True))
+        # One list_mem a round (a console is a Python process: cheap on a quiet machine,
+        # not on a busy one), from each answering node and the members in turn.
+        candidates = [pending[n][0] for n in pending if n in answering]
+        candidates += [p for p in plan.nodes if p.name in good]
+        views: dict[str, set[str] | None] = {}
+        if candidates:
+            asked = candidates[rounds % len(candidates)]
+            views[asked.name] = members(asked, config_path)
+            rounds += 1
         for name in [n for n in pending if n in answering]:
             proc, pid = pending[name]
             if joined(name, views, single):
@@ -403,13 +410,6 @@ def wait_nodes(
             tail = {**state, "pid": pid} if isinstance(state, dict) else None
             done[name] = _failed(proc, f"{why} after {plan.options.timeout:g} s", tail)
     return done
-
-
-def _ask_all(procs: Sequence[Proc], config_path: str) -> list[set[str] | None]:
-    if not procs:
-        return []
-    with ThreadPoolExecutor(max_workers=min(8, len(procs))) as pool:
-        return list(pool.map(lambda p: members(p, config_path), procs))
 
 
 # --- status and down -------------------------------------------------------------------

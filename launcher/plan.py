@@ -263,11 +263,11 @@ def joined(name: str, views: Mapping[str, set[str] | None], alone: bool = False)
     """Whether node ``name`` is in the cluster, given what nodes answered to ``list_mem``
     (``views``: each asked node's alive members, None when it did not answer).
 
-    Another member must list it: a node always lists itself, also while it has not
-    joined.  ``alone``: it is the only node of the cluster file, its own list will do."""
+    A list that names a second member comes from a node that has joined, and names
+    members that have: a node always lists itself, also before it joins.  ``alone``:
+    ``name`` is the only node of the cluster file, its own list will do."""
     return any(
-        view is not None and name in view and (other != name or alone)
-        for other, view in views.items()
+        view is not None and name in view and (len(view) > 1 or alone) for view in views.values()
     )
 
 

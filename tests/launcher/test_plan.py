@@ -234,9 +234,10 @@ def test_the_json_report() -> None:
     assert report["processes"][3]["log_tail"][-1] == "OSError: address in use"
 
 
-def test_a_node_has_joined_when_another_member_lists_it() -> None:
+def test_a_node_has_joined_when_a_list_of_two_or_more_members_names_it() -> None:
     assert not joined("H2", {"H2": {"H2"}})  # only itself: not joined yet
     assert not joined("H2", {"H2": {"H2"}, "H1": {"H1"}, "H3": None})
     assert joined("H2", {"H2": {"H2"}, "H1": {"H1", "H2"}})
-    assert joined("H2", {"H1": {"H1", "H2"}})
+    assert joined("H2", {"H2": {"H1", "H2"}})  # its own list, with another member
+    assert not joined("H3", {"H1": {"H1", "H2"}})
     assert joined("H1", {"H1": {"H1"}}, alone=True)
