@@ -222,8 +222,8 @@ class Session:
             except LaunchError as e:
                 return str(e)
             try:
-                host.run(self.plan.remote_spec("prepare", []))
-                if prepare:
+                if prepare:  # status and down need neither (each run checks the host)
+                    host.run(self.plan.remote_spec("prepare", []))
                     for item in self.plan.uploads:
                         host.upload(item)
             except LaunchError as e:
@@ -453,9 +453,8 @@ def down(plan: Plan, config_path: str, progress: Progress) -> list[Row]:
     session = Session(plan, progress)
     try:
         session.open(plan.logins, prepare=False)
-        # Nodes first (each leaves politely on TERM), then the introducer.
-        states = session.each("stop", plan.nodes)
-        states.update(session.each("stop", [plan.introducer]))
+        # All at once: each node leaves politely on TERM, which needs no introducer.
+        states = session.each("stop", plan.procs)
     finally:
         session.close()
     rows = []

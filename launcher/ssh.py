@@ -175,7 +175,10 @@ class Host:
 
     def upload(self, item: Upload) -> bool:
         """Put ``item`` in place (mode 0600) unless the same bytes are there; True if written."""
-        data = Path(item.local).read_bytes()
+        try:
+            data = Path(item.local).read_bytes()
+        except OSError as e:
+            raise LaunchError(f"cannot read {item.local}: {reason(e)}") from None
         remote = self._sftp_path(item.remote)
         try:
             sftp = self.client.open_sftp()
