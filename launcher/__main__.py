@@ -279,6 +279,14 @@ def _failed(proc: Proc, reason: str, answer: dict[str, Any] | None = None) -> Ro
     )
 
 
+def _exited(proc: Proc, answer: dict[str, Any], what: str = "exited") -> Row:
+    """A process that died: the reason ends with its log's last line (its error, as a rule)."""
+    last = next((line.strip() for line in reversed(answer.get("log_tail", [])) if line.strip()), "")
+    if len(last) > 200:
+        last = last[:197] + "..."
+    return _failed(proc, f"{what}: {last}" if last else what, answer)
+
+
 def _started(proc: Proc, answer: dict[str, Any] | str) -> Row | None:
     """The row for a start that already settled (None: it is starting)."""
     if isinstance(answer, str):
@@ -286,7 +294,7 @@ def _started(proc: Proc, answer: dict[str, Any] | str) -> Row | None:
     if answer["state"] == "running":
         return Row.of(proc, "already running", pid=answer["pid"], log=proc.log)
     if answer["state"] == "exited":
-        return _failed(proc, f"exited at once with status {answer['code']}", answer)
+        return _exited(proc, answer, f"exited at once with status {answer['code']}")
     if answer["state"] == "failed":
         return _failed(proc, answer["reason"])
     return None
@@ -342,7 +350,7 @@ def wait_introducer(session: Session, intro: Proc, pid: int | None, deadline: fl
             if isinstance(state, str):
                 return _failed(intro, state)
             if state["state"] != "running":
-                return _failed(intro, "exited", {**state, "pid": pid})
+                return _exited(intro, {**state, "pid": pid})
         time.sleep(POLL)
     state = session.each("status", [intro], LOG_TAIL)[intro.name]
     tail = state if isinstance(state, dict) else None
@@ -375,7 +383,7 @@ def wait_nodes(
                 if isinstance(state, str):
                     done[name] = _failed(proc, state)
                 elif state["state"] != "running":
-                    done[name] = _failed(proc, "exited", {**state, "pid": pid})
+                    done[name] = _exited(proc, {**state, "pid": pid})
                 else:
                     continue
                 progress(f"{name}: failed - {done[name].reason}")
