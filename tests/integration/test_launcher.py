@@ -182,24 +182,63 @@ def test_up_serves_the_file_commands_status_and_down_stops_everything(room: Room
     assert code == 1 and set(states(after).values()) == {"stopped"}
 
 
-def test_a_host_with_a_wrong_host_key_fails_alone_and_down_stops_the_others(room: Room) -> None:
+# Holds a node's port (UDP and TCP) on its host until killed: that node cannot start.
+PORT_HOLDER = """
+import socket, sys
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind((sys.argv[1], int(sys.argv[2])))
+tcp = socket.socket()
+tcp.bind((sys.argv[1], int(sys.argv[2])))
+tcp.listen()
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_wrong_host_key_and_a_taken_port_fail_alone_and_down_stops_the_others(
+    room: Room,
+) -> None:
     c = room.c
-    # The operator's known_hosts has another host's key for h3: up must refuse that
-    # host only, with one line, and start the others.
+    # The operator's known_hosts has another host's key for h3, and something else
+    # holds H5's port on h5: up must fail those two only, each with one line, and
+    # start the others.
     lines = c.bed.known_hosts.read_text().splitlines()
     keys = {line.split()[0]: line.split(None, 1)[1] for line in lines}
     wrong = c.workdir / "known_hosts.wrong"
     keys[c.addr("H3")] = keys[c.addr("H1")]
     wrong.write_text("".join(f"{addr} {key}\n" for addr, key in keys.items()))
-    code, report, err = room.launcher("up", "--known-hosts", str(wrong))
+    with subprocess.Popen(
+        c.bed.command("h5", [sys.executable, "-c", PORT_HOLDER, c.addr("H5"), "7000"]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+            code, report, err = room.launcher("up", "--known-hosts", str(wrong))
+        finally:
+            holder.kill()
     assert code == 1, f"{report}\n{err}"
-    assert not report["ok"]
-    got = states(report)
-    assert got == {"introducer": "up", **{n: "failed" if n == "H3" else "up" for n in c.names}}
-    (h3,) = [p for p in report["processes"] if p["name"] == "H3"]
-    assert "host key changed" in h3["reason"] and "\n" not in h3["reason"], h3
-    assert "Traceback" not in err
-    pids = {p["name"]: p["pid"] for p in report["processes"] if p["state"] == "up"}
+    assert not report["ok"] and "Traceback" not in err
+    failed = {"H3", "H5"}
+    assert states(report) == {
+        "introducer": "up",
+        **{n: "failed" if n in failed else "up" for n in c.names},
+    }
+    why = {p["name"]: p for p in report["processes"]}
+    assert "host key changed" in why["H3"]["reason"] and "\n" not in why["H3"]["reason"]
+    assert why["H5"]["reason"].startswith("exited")
+    assert "Address already in use" in why["H5"]["reason"], why["H5"]
+    assert any("Address already in use" in line for line in why["H5"]["log_tail"])
+
+    # up again, the port free now: only H5 starts; H3 still cannot be logged in to.
+    code, again, err = room.launcher("up", "--known-hosts", str(wrong))
+    assert code == 1, f"{again}\n{err}"
+    assert states(again) == {
+        "introducer": "already running",
+        **{n: {"H3": "failed", "H5": "up"}.get(n, "already running") for n in c.names},
+    }
+    pids = {p["name"]: p["pid"] for p in again["processes"] if p["state"] != "failed"}
 
     code, stopped, err = room.launcher("down", "--known-hosts", str(wrong))
     assert code == 1, f"{stopped}\n{err}"  # H3's host cannot be reached
