@@ -60,9 +60,10 @@ Each host needs: this repository at --repo with its Python at --python (default:
 the same paths as here), an sshd that accepts the operator key (--identity, default
 [ssh] key_file) for --user (default [ssh] user), and its host key in --known-hosts
 (default [ssh] known_hosts; add it with ssh-keyscan and check the fingerprint).
-On each host the launcher writes to --run-dir (default ~/.idunno/NAME, NAME the
-cluster file's name without .toml): cluster.toml, logs/NAME.log, pids/NAME.pid and
-data/NAME/ per process.  See the README, "Running on a room of machines".
+On each host the launcher writes to --run-dir (default ~/.idunno/CLUSTER, CLUSTER
+the cluster file's name without .toml): cluster.toml, and per process (NAME: a node's
+name, or introducer) logs/NAME.log, pids/NAME.pid and data/NAME/.  See the README,
+"Running on a room of machines".
 """
 
 
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--user", metavar="U", help="login name on the hosts (default: [ssh] user)")
     p.add_argument(
-        "--run-dir", metavar="DIR", help=f"on every host (default: {DEFAULT_RUN_ROOT}/NAME)"
+        "--run-dir", metavar="DIR", help=f"on every host (default: {DEFAULT_RUN_ROOT}/CLUSTER)"
     )
     p.add_argument(
         "--timeout",

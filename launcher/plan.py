@@ -6,8 +6,8 @@
 command line, log file and pid file it gets there, and the files to upload.  Nothing
 here opens a socket or a file: the tests check it directly.
 
-Remote layout, under the run directory (default ``~/.idunno/NAME``, NAME the cluster
-file's name without ``.toml``)::
+Remote layout, under the run directory (default ``~/.idunno/CLUSTER``, CLUSTER the
+cluster file's name without ``.toml``)::
 
     cluster.toml          the cluster file, as given (mode 0600: it may hold the secret)
     logs/NAME.log         each process's stdout and stderr
