@@ -15,7 +15,8 @@ way); until that is done every leader request is answered NOT_READY, which
 clients retry (``membership.peers.call_leader``).  When READY it answers Locate /
 ListFiles and records finished puts (PutDone).
 
-Writes need more: the majority lease of :mod:`sdfs.lease`.  A READY leader asks a
+Writes need more: the majority lease of :mod:`sdfs.lease` (kept by
+:class:`~sdfs.leasekeeper.LeaseKeeper`).  A READY leader asks a
 majority of the configured nodes for it every ``RENEW_INTERVAL``; when it gets it
 in a new term, it reads their floors and rebuilds the metadata once more (what it
 gathered before may predate the last writes of the leader before it), and only
@@ -68,11 +69,8 @@ from net.messages import (
     FileList,
     Floor,
     FloorsPage,
-    FloorsRequest,
     Grant,
     Inventory,
-    LeaseRenew,
-    LeaseReply,
     ListFiles,
     Locate,
     LocatedVersion,
@@ -90,7 +88,8 @@ from net.messages import (
 from net.rpc import RPC_TIMEOUT, RpcError
 from sdfs.checks import check_record, check_size
 from sdfs.inventories import fold_outdated, inventory_pages, usable
-from sdfs.lease import LEASE, LEASE_SAFETY, RENEW_INTERVAL, ROUND_TIMEOUT, Follower, majority
+from sdfs.lease import LEASE, RENEW_INTERVAL
+from sdfs.leasekeeper import LEASE_REQUESTS, LeaseKeeper
 from sdfs.metadata import Metadata, Repair, placement, write_quorum
 from sdfs.names import check_name
 from sdfs.pages import PAGE_NAMES
@@ -106,8 +105,6 @@ LEADER_REQUESTS = (
     PutBeginBatch,
     PutDoneBatch,
 )
-# Every member answers these, leader or not (sdfs.lease).
-LEASE_REQUESTS = (LeaseRenew, FloorsRequest)
 # Most files one PutBeginBatch or PutDoneBatch may name (a put-dir asks for fewer).
 MAX_PUT_BATCH = 4096
 
@@ -166,24 +163,18 @@ class SdfsLeader:
         self._capped = False  # the last plan stopped at MAX_REPAIRS_IN_FLIGHT
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        # The lease (sdfs.lease): this member's promise and floors, and as leader the
-        # term it holds, until when, and the term its metadata was rebuilt under.
-        self.follower: Follower | None = None
-        self.term = 0
-        self._outbid = 0  # the highest term a member said it promised to another
-        self._lease_until = -1.0
-        self._written_term = 0
-        self._voters: list[str] = []
+        # The majority lease (sdfs.lease, sdfs.leasekeeper): writes need it.
+        self.lease = LeaseKeeper(config, name, view, log, clock)
 
     # --- life cycle --------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.follower = Follower(self.clock())
+        self.lease.start()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._leadership_loop)
             nursery.start_soon(self._lease_loop)
-            nursery.start_soon(self._renew_loop)
+            nursery.start_soon(self.lease.renew_loop, lambda: self.view.leader() == self.name)
             nursery.start_soon(self._repair_loop)
             nursery.start_soon(self._sweep_loop)
             task_status.started()
@@ -212,7 +203,7 @@ class SdfsLeader:
             elif leader != self.name and self.state is not LeaderState.FOLLOWER:
                 self.log.info("%s is no longer the SDFS leader (now %s)", self.name, leader)
                 self.state, self.metadata = LeaderState.FOLLOWER, None
-                self._lease_until, self._written_term = -1.0, 0
+                self.lease.drop()
             with trio.move_on_after(1.0):
                 await self._changed.wait()
             self._changed = trio.Event()
@@ -223,30 +214,19 @@ class SdfsLeader:
         # majority is in view, wait for the promises to the leader before us to run out
         # (at most LEASE); without one (a minority side) gather at once, for reads.
         waited_until = self.clock() + LEASE + RENEW_INTERVAL
-        took = await self._take_lease()
+        took = await self.lease.take()
         while not took and self.clock() < waited_until and self.view.leader() == self.name:
-            total, live = self._configured()
-            if len(live) < majority(total):
+            if not self.lease.majority_in_view():
                 break
             await trio.sleep(RENEW_INTERVAL / 2)
-            took = await self._take_lease()
+            took = await self.lease.take()
         built = await self._rebuild(floors=took)
         if built is None:
             self.state = LeaderState.FOLLOWER
             return
         self.state = LeaderState.READY
-        if built and took and self._lease_valid():
-            self._written_term = self.term
-
-    async def _take_lease(self) -> bool:
-        """One round for the lease in a new term."""
-        assert self.follower is not None
-        self._written_term = 0
-        term = max(self.term, self._outbid, self.follower.promise.term) + 1
-        if not await self._round(term):
-            return False
-        self.term = term
-        return True
+        if built and took and self.lease.valid():
+            self.lease.written = self.lease.term
 
     async def _rebuild(self, floors: bool) -> bool | None:
         """Gather every live node's inventory (and with ``floors``, the floors of the
@@ -277,31 +257,16 @@ class SdfsLeader:
         floors_missing: list[str] = []
 
         async def read_floors(node: str) -> None:
-            assert self.follower is not None
-            after = ""
-            while True:
-                if node == self.name:
-                    page = self.follower.page(after)
-                else:
-                    try:
-                        reply = await self.view.call(node, FloorsRequest(self.term, after))
-                    except RpcError:
-                        floors_missing.append(node)
-                        return
-                    if not isinstance(reply, FloorsPage):
-                        floors_missing.append(node)
-                        return
-                    page = reply
-                floor_pages.append(page)
-                if not page.next_after or page.next_after <= after:
-                    return
-                after = page.next_after
+            try:
+                floor_pages.extend(await self.lease.floors(node))
+            except RpcError:
+                floors_missing.append(node)
 
         async with trio.open_nursery() as n:
             for node in self.view.ring():
                 n.start_soon(gather, node)
             if floors:
-                for node in self._voters:
+                for node in self.lease.voters:
                     n.start_soon(read_floors, node)
         if floors_missing:
             self.log.warning(
@@ -323,7 +288,7 @@ class SdfsLeader:
         self.log.warning(
             "%s is the SDFS leader%s: metadata rebuilt from %d nodes (%d files) in %.2f s%s",
             self.name,
-            f" (term {self.term}, {len(floor_pages)} floor pages)" if floors else "",
+            f" (term {self.lease.term}, {len(floor_pages)} floor pages)" if floors else "",
             len(answered),
             metadata.count(),
             self.clock() - started,
@@ -345,104 +310,21 @@ class SdfsLeader:
     def lease_term(self) -> int | None:
         """The term of the write lease this node holds now, or None (not the leader, a
         minority side, or still rebuilding under a new term)."""
-        if self._written_term and self._written_term == self.term and self._lease_valid():
-            return self.term
-        return None
-
-    def _lease_valid(self) -> bool:
-        return self.clock() < self._lease_until
-
-    def _configured(self) -> tuple[int, list[str]]:
-        """(configured nodes, those of them live in our view)."""
-        names = [n.name for n in self.config.nodes]
-        live = set(self.view.ring())
-        return len(names), [n for n in names if n in live]
-
-    def _no_majority(self) -> NoQuorum:
-        total, live = self._configured()
-        return NoQuorum(
-            f"no majority: {self.name} reaches {len(live)} of {total} configured nodes; "
-            f"writes need {majority(total)}"
-        )
-
-    def _writable(self) -> int:
-        """The term to write under; NoQuorum (minority) or NotReady (taking the lease)."""
-        term = self.lease_term()
-        if term is not None:
-            return term
-        total, live = self._configured()
-        if len(live) < majority(total):
-            raise self._no_majority()
-        raise NotReady(f"{self.name} is taking the write lease (term {self.term + 1})")
-
-    async def _round(self, term: int, floors: Sequence[Floor] = ()) -> bool:
-        """Ask the configured live members to promise ``term`` (and record ``floors``);
-        True, with the lease extended, once a majority did."""
-        assert self.follower is not None
-        asked = self.clock()
-        total, voters = self._configured()
-        need = majority(total)
-        if len(voters) < need:
-            return False
-        yes: list[str] = []
-        finished = 0
-        enough = trio.Event()
-
-        def count(node: str, reply: object) -> None:
-            if isinstance(reply, LeaseReply):
-                if reply.ok:
-                    yes.append(node)
-                else:
-                    self._outbid = max(self._outbid, reply.term)
-
-        async def ask(node: str) -> None:
-            nonlocal finished
-            try:
-                if node == self.name:
-                    assert self.follower is not None
-                    count(node, self.follower.renew(self.name, term, floors, self.clock()))
-                else:
-                    msg = LeaseRenew(term, self.name, tuple(floors))
-                    with contextlib.suppress(RpcError):
-                        count(node, await self.view.call(node, msg, ROUND_TIMEOUT))
-            except ClusterError:
-                pass
-            finally:
-                finished += 1
-                if len(yes) >= need or finished == len(voters):
-                    enough.set()
-
-        async with trio.open_nursery() as n:
-            for node in voters:
-                n.start_soon(ask, node)
-            await enough.wait()
-            n.cancel_scope.cancel()
-        if len(yes) < need:
-            return False
-        self._lease_until = max(self._lease_until, asked + LEASE * LEASE_SAFETY)
-        self._voters = yes
-        return True
-
-    async def _renew_loop(self) -> None:
-        """While we lead and hold the lease, renew it (also while we rebuild)."""
-        while True:
-            await trio.sleep(RENEW_INTERVAL)
-            if self.view.leader() == self.name and self._lease_valid():
-                await self._round(self.term)
+        return self.lease.held()
 
     async def _lease_loop(self) -> None:
         """As READY leader without a lease we wrote under: take it in a new term, and
         rebuild under it."""
         while True:
             if self.view.leader() == self.name and self.state is LeaderState.READY:
-                if not (self._lease_valid() and self._written_term == self.term):
+                if self.lease.held() is None:
                     await self._retake_lease()
             elif self.view.leader() != self.name:
-                self._lease_until, self._written_term = -1.0, 0
+                self.lease.drop()
             await trio.sleep(RENEW_INTERVAL)
 
     async def _retake_lease(self) -> None:
-        if not self._lease_valid() and not await self._take_lease():
+        if not self.lease.valid() and not await self.lease.take():
             return
         # Held in this term but not rebuilt under it yet: what we gathered may predate
         # the last grants of the leader before us.
@@ -451,24 +333,9 @@ class SdfsLeader:
         if built is None:
             return
         self.state = LeaderState.READY
-        if built and self._lease_valid():
-            self._written_term = self.term
+        if built and self.lease.valid():
+            self.lease.written = self.lease.term
             self._wake_repair.set()
-
-    async def _journal(self, floors: Sequence[Floor]) -> None:
-        """Record granted numbers on a majority (renewing the lease) before using them."""
-        term = self._writable()
-        if not await self._round(term, floors):
-            total, live = self._configured()
-            if len(live) < majority(total):
-                raise self._no_majority()
-            raise NotReady(f"{self.name} could not renew the write lease; retry")
-
-    def _lease_request(self, request: Any) -> Any:
-        assert self.follower is not None
-        if isinstance(request, LeaseRenew):
-            return self.follower.renew(request.leader, request.term, request.floors, self.clock())
-        return self.follower.page(request.after)  # FloorsRequest
 
     async def _absorb(
         self, metadata: Metadata, node: str, after: str = ""
@@ -549,7 +416,7 @@ class SdfsLeader:
     async def handle(self, request: Any) -> Any:
         try:
             if isinstance(request, LEASE_REQUESTS):
-                return self._lease_request(request)
+                return self.lease.answer(request)
             return await self._handle(request)
         except ClusterError as e:
             return to_failure(e)
@@ -618,12 +485,12 @@ class SdfsLeader:
     async def _grant(self, metadata: Metadata, request: PutBegin) -> PutGrant:
         name = check_name(request.name)
         check_size(request.size, f"put {name}: size")
-        self._writable()
+        self.lease.writable()
         ring = self._writable_ring()
         put_id = uuid.uuid4().hex
         version = metadata.grant(name, put_id, self.clock())
         try:
-            await self._journal([Floor(name, version)])
+            await self.lease.journal([Floor(name, version)])
         except ClusterError:
             metadata.abort(put_id)
             raise
@@ -635,7 +502,7 @@ class SdfsLeader:
             raise Invalid(f"a batch of {len(request.files)} files; at most {MAX_PUT_BATCH}")
         for want in request.files:
             check_size(want.size, f"put {check_name(want.name)}: size")
-        self._writable()
+        self.lease.writable()
         ring = self._writable_ring()
         now = self.clock()
         grants = []
@@ -645,7 +512,7 @@ class SdfsLeader:
             replicas = tuple(placement(want.name, ring, self.replication))
             grants.append(Grant(want.name, version, put_id, replicas))
         try:
-            await self._journal([Floor(g.name, g.version) for g in grants])
+            await self.lease.journal([Floor(g.name, g.version) for g in grants])
         except ClusterError:
             for g in grants:
                 metadata.abort(g.put_id)
@@ -664,12 +531,12 @@ class SdfsLeader:
         return ring
 
     async def _delete_everywhere(self, metadata: Metadata, name: str) -> StoreAck:
-        self._writable()
+        self.lease.writable()
         try:
             version = metadata.delete(name, self.clock())
         except KeyError:
             raise NotFound(f"no such SDFS file: {name}") from None
-        await self._journal([Floor(name, version)])
+        await self.lease.journal([Floor(name, version)])
         acks: list[str] = []
 
         async def tell(node: str) -> None:
