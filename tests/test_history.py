@@ -8,7 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.history import FAIL, INFO, OK, Anomaly, History, Op, check, digest, load, summary
+from tests.helpers.history import (
+    FAIL,
+    INFO,
+    OK,
+    Anomaly,
+    Cut,
+    History,
+    Op,
+    check,
+    digest,
+    load,
+    summary,
+)
 
 A, B, C, D = (digest(x) for x in (b"a\n", b"b\n", b"c\n", b"d\n"))
 
@@ -252,3 +264,27 @@ def test_the_summary_counts_by_kind_and_outcome() -> None:
     h.get("H4", "k", 2, B)
     text = summary(h.ops, check(h.ops))
     assert "1 anomalies: aborted-read 1" in text and "aborted-read: k v2" in text
+
+
+def test_the_partition_rules_hold_for_minority_clients_once_a_cut_settled() -> None:
+    h = Builder()
+    early = h.put("H1", "k", A, OK, 1)  # invoked at 0: before the cut settled
+    refused = h.put("H1", "k", B, FAIL, None)  # at 1
+    h.put("H4", "k", C, OK, 2)  # the majority side writes
+    h.op("H2", "submit-job", None, FAIL, error="no majority")
+    h.final("H3", "k", {2: C, 1: A})
+    cut = Cut(start=0.5, end=10.0, minority=("H1", "H2"), kind="minority")
+    assert refused.invoke == 1.0 and early.invoke == 0.0
+    assert check(h.ops, [cut], settle=0.4) == []
+    h.put("H2", "k", D, OK, 3)  # acknowledged on the minority
+    h.op("H1", "submit-job", None, OK, job_id="j9", inputs=[])
+    h.put("H1", "k", digest(b"e\n"), INFO, None)  # refused without saying why
+    h.put("H4", "k", digest(b"f\n"), INFO, None)  # the majority side may time out
+    h.final("H3", "k", {3: D, 2: C, 1: A})
+    later = h.put("H2", "k", digest(b"g\n"), OK, 4)
+    later.complete = 10.5  # completed after the heal: not inside the cut
+    h.final("H5", "k", {4: digest(b"g\n"), 3: D, 2: C, 1: A})
+    found = [a for a in check(h.ops, [cut], settle=0.4) if a.kind not in ("lost", "job-lost")]
+    assert kinds(found) == ["minority-write", "minority-job", "vague-refusal"]
+    assert found[0].version == 3 and "H2 on the minority" in found[0].detail
+    assert check(h.ops, [cut], settle=9.0) == check(h.ops)  # nothing settled in time

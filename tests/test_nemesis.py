@@ -26,7 +26,7 @@ def test_faults_never_overlap_fit_the_run_and_take_turns(seed: int) -> None:
         assert b.start - a.end >= 10.0  # a quiet spell to merge in
     assert faults[-1].end <= 150
     for f in faults:
-        lo, hi = (1.0, 2.0) if f.kind == "flap" else (8.0, 16.0)
+        lo, hi = (1.0, 2.0) if f.kind == "flap" else (12.0, 20.0)
         assert lo <= f.duration <= hi
 
 

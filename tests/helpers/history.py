@@ -31,6 +31,16 @@ the check is direct, as Elle infers order from versions it can see):
   rows), ``job-unexpected`` (a row for no query of the job), ``job-lost`` (no final
   output at all).
 
+Given the nemesis' cuts (:class:`Cut`: when, and which hosts were on the minority
+side), it also checks the partition rules for the operations a minority client invoked
+once the cut had settled (``settle`` seconds: failure detection, a lease running out)
+and that completed before the heal:
+
+* ``minority-write``: a put acknowledged there, or ``minority-job``: a job submission
+  acknowledged there (only a majority grants versions and schedules);
+* ``vague-refusal``: a put or submission there that did not end with the definite
+  refusal (``fail``: a line naming the "majority").
+
 A history is written as JSON Lines, one completed operation per line
 (:meth:`History.dump`, :func:`load`).
 """
@@ -92,7 +102,7 @@ class History:
 
     def __init__(self, clock: Any = time.time) -> None:
         self._lock = threading.Lock()
-        self._clock = clock
+        self.clock = clock
         self.ops: list[Op] = []
 
     def invoke(
@@ -105,7 +115,7 @@ class History:
         final: bool = False,
     ) -> Op:
         with self._lock:
-            op = Op(len(self.ops), client, kind, name, digest, self._clock(), final=final)
+            op = Op(len(self.ops), client, kind, name, digest, self.clock(), final=final)
             self.ops.append(op)
             return op
 
@@ -113,7 +123,7 @@ class History:
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome {outcome!r} is not one of {OUTCOMES}")
         with self._lock:
-            op.complete = self._clock()
+            op.complete = self.clock()
             op.outcome = outcome
             op.result = result
         return op
@@ -142,6 +152,17 @@ class Anomaly:
         return f"{self.kind}: {where}: {self.detail} (ops {list(self.ops)})"
 
 
+@dataclass(frozen=True)
+class Cut:
+    """A partition: from ``start`` to ``end`` (the history's clock), ``minority`` were
+    the hosts on a side without a majority of the configured nodes."""
+
+    start: float
+    end: float
+    minority: tuple[str, ...]
+    kind: str = ""
+
+
 def _read_contents(op: Op) -> list[tuple[int, str]]:
     """The (version, digest) pairs a successful read returned."""
     if op.outcome != OK:
@@ -150,12 +171,20 @@ def _read_contents(op: Op) -> list[tuple[int, str]]:
         return [(int(op.result["version"]), str(op.result["digest"]))]
     if op.kind == "get-versions":
         digests = op.result.get("digests", {})
-        return [(int(v), str(digests[str(v)])) for v in op.result.get("versions", [])]
+        # A version listed without content reads as content nobody wrote.
+        return [(int(v), str(digests.get(str(v), ""))) for v in op.result.get("versions", [])]
     return []
 
 
-def check(ops: Sequence[Op]) -> list[Anomaly]:
+def check(ops: Sequence[Op], cuts: Sequence[Cut] = (), settle: float = 0.0) -> list[Anomaly]:
     """Every anomaly in ``ops``, in a stable order (see the module's docstring)."""
+    found = _check_files(ops)
+    found.extend(_check_jobs(ops))
+    found.extend(_check_cuts(ops, cuts, settle))
+    return found
+
+
+def _check_files(ops: Sequence[Op]) -> list[Anomaly]:
     found: list[Anomaly] = []
     puts = [op for op in ops if op.kind == "put"]
     acked: dict[tuple[str, int], list[Op]] = defaultdict(list)
@@ -262,7 +291,7 @@ def check(ops: Sequence[Op]) -> list[Anomaly]:
                         )
                     )
                 continue
-            there = str(final.result["digests"][str(version)])
+            there = str(final.result.get("digests", {}).get(str(version), ""))
             for put in same:
                 if put.digest != there:
                     found.append(
@@ -275,7 +304,6 @@ def check(ops: Sequence[Op]) -> list[Anomaly]:
                         )
                     )
 
-    found.extend(_check_jobs(ops))
     return found
 
 
@@ -309,6 +337,25 @@ def _check_jobs(ops: Sequence[Op]) -> list[Anomaly]:
                             "job-duplicate", job_id, None, ids, f"{out.client}: {query} {n} times"
                         )
                     )
+    return found
+
+
+def _check_cuts(ops: Sequence[Op], cuts: Sequence[Cut], settle: float) -> list[Anomaly]:
+    found: list[Anomaly] = []
+    for op in ops:
+        if op.kind not in ("put", "submit-job") or op.complete is None:
+            continue
+        for cut in cuts:
+            inside = cut.start + settle <= op.invoke and op.complete <= cut.end
+            if not inside or op.client not in cut.minority:
+                continue
+            what = f"{op.client} on the minority {list(cut.minority)} of a {cut.kind or 'cut'}"
+            if op.outcome == OK:
+                kind = "minority-write" if op.kind == "put" else "minority-job"
+                found.append(Anomaly(kind, op.name, op.result.get("version"), (op.id,), what))
+            elif op.outcome == INFO:
+                error = op.result.get("error", "no answer")
+                found.append(Anomaly("vague-refusal", op.name, None, (op.id,), f"{what}: {error}"))
     return found
 
 

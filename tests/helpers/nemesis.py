@@ -41,9 +41,9 @@ def schedule(
     *,
     kinds: Sequence[str] = KINDS,
     first: float = 5.0,
-    cut: tuple[float, float] = (8.0, 16.0),
+    cut: tuple[float, float] = (12.0, 20.0),
     flap: tuple[float, float] = (1.0, 2.0),
-    quiet: tuple[float, float] = (10.0, 16.0),
+    quiet: tuple[float, float] = (10.0, 14.0),
 ) -> list[Fault]:
     """Faults from ``first`` seconds on, each ending by ``seconds``.
 
