@@ -288,3 +288,13 @@ def test_the_partition_rules_hold_for_minority_clients_once_a_cut_settled() -> N
     assert kinds(found) == ["minority-write", "minority-job", "vague-refusal"]
     assert found[0].version == 3 and "H2 on the minority" in found[0].detail
     assert check(h.ops, [cut], settle=9.0) == check(h.ops)  # nothing settled in time
+
+
+def test_the_summary_spells_out_a_few_of_each_kind() -> None:
+    h = clean()
+    for _ in range(7):
+        h.get("H4", "k", 2, B)
+    h.get("H2", "k", 3, digest(b"zz\n"))
+    text = summary(h.ops, check(h.ops), per_kind=2)
+    assert text.count("aborted-read: k v2") == 2 and "... and 5 more aborted-read" in text
+    assert "phantom-read: k v3" in text and "more phantom" not in text

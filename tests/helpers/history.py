@@ -359,8 +359,9 @@ def _check_cuts(ops: Sequence[Op], cuts: Sequence[Cut], settle: float) -> list[A
     return found
 
 
-def summary(ops: Iterable[Op], anomalies: Sequence[Anomaly]) -> str:
-    """Operations by kind and outcome, and the anomalies by kind, in a few lines."""
+def summary(ops: Iterable[Op], anomalies: Sequence[Anomaly], per_kind: int = 5) -> str:
+    """Operations by kind and outcome, and the anomalies by kind (the first
+    ``per_kind`` of each spelled out), in a few lines."""
     ops = list(ops)
     by: dict[str, Counter[str]] = defaultdict(Counter)
     for op in ops:
@@ -374,7 +375,9 @@ def summary(ops: Iterable[Op], anomalies: Sequence[Anomaly]) -> str:
         f"{len(anomalies)} anomalies"
         + (": " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) if kinds else "")
     )
-    lines += [f"  {a}" for a in anomalies[:50]]
-    if len(anomalies) > 50:
-        lines.append(f"  ... and {len(anomalies) - 50} more")
+    for kind, n in sorted(kinds.items()):
+        shown = [a for a in anomalies if a.kind == kind][:per_kind]
+        lines += [f"  {a}" for a in shown]
+        if n > len(shown):
+            lines.append(f"  ... and {n - len(shown)} more {kind}")
     return "\n".join(lines)

@@ -46,7 +46,7 @@ SECONDS = float(os.environ.get("IDUNNO_CHECKER_SECONDS", "150"))
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(int(SECONDS) + 480)]
 
 NAMES = ("jepsen/a", "jepsen/b", "jepsen/c")
-VERSIONS = 1000  # kept per name, and read back at the end: every version written
+VERSIONS = 20_000  # kept per name, and read back at the end: every version written
 IMAGES = 40
 # Operations a minority client starts this long after a cut must be refused: failure
 # detection, plus a lease's running out, plus a console's start-up.
