@@ -24,6 +24,7 @@ temporary directory; the failure message says where.  About 4-5 minutes in all.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -45,8 +46,10 @@ from tests.helpers.recorded import Client, write_artifacts
 SECONDS = float(os.environ.get("IDUNNO_CHECKER_SECONDS", "150"))
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(int(SECONDS) + 480)]
 
-NAMES = ("jepsen/a", "jepsen/b", "jepsen/c")
-VERSIONS = 20_000  # kept per name, and read back at the end: every version written
+# Three names per 150 s: get-versions reads back at most 1,000 versions, and each name
+# gets a few hundred puts in 150 s, so every acknowledged version is read back.
+NAMES = tuple(f"jepsen/{i}" for i in range(3 * math.ceil(SECONDS / 150)))
+VERSIONS = 1000  # kept per name, and read back at the end
 IMAGES = 40
 # Operations a minority client starts this long after a cut must be refused: failure
 # detection, plus a lease's running out, plus a console's start-up.
