@@ -24,6 +24,7 @@ temporary directory; the failure message says where.  About 4-5 minutes in all.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -160,20 +161,33 @@ def artifacts_dir(tmp_path: Path, seed: int) -> Path:
     return tmp_path / "history"
 
 
-def wait_jobs(c: NetnsCluster, history: History, timeout: float) -> None:
-    """Until every acknowledged job is done or failed (as any host sees it), or timeout."""
+def wait_jobs(c: NetnsCluster, history: History, timeout: float) -> list[str]:
+    """Until every acknowledged job is done or failed, or its output is in SDFS (a
+    finished job's status can be forgotten), or ``timeout``; a line per job."""
     jobs = {
         op.result["job_id"] for op in history.ops if op.kind == "submit-job" and op.outcome == OK
     }
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
+    lines: list[str] = []
+    last: dict[str, str] = {}
     while jobs and time.monotonic() < deadline:
         for job in sorted(jobs):
             try:
-                if c.console("H3", "C4", "status", job)["state"] in ("done", "failed"):
-                    jobs.discard(job)
-            except ConsoleError:
-                pass
+                state = c.console("H3", "C4", "status", job)["state"]
+            except ConsoleError as e:
+                state = str(e).rsplit(": ", 1)[-1]
+                out = c.workdir / f"{job}.probe.jsonl"
+                with contextlib.suppress(ConsoleError):
+                    c.console("H3", "C4", "get-output", job, str(out))
+                    state = "output in SDFS"
+            last[job] = state
+            if state in ("done", "failed", "output in SDFS"):
+                jobs.discard(job)
+                lines.append(f"{job}: {state}, {time.monotonic() - began:.1f} s after the end")
         time.sleep(1)
+    lines += [f"{job}: unsettled after {timeout:.0f} s: {last.get(job)}" for job in sorted(jobs)]
+    return lines
 
 
 def test_clients_on_both_sides_of_random_partitions(room: NetnsCluster, tmp_path: Path) -> None:
@@ -223,7 +237,7 @@ def test_clients_on_both_sides_of_random_partitions(room: NetnsCluster, tmp_path
         took, _ = c.wait_healed(60, "one membership after the last heal")
         final.append(f"one membership {took:.1f} s after the end")
 
-        wait_jobs(c, history, 240)
+        final += wait_jobs(c, history, 240)
         for h in c.names:
             for name in NAMES:
                 op = clients[h].get_versions(name, VERSIONS, final=True)
