@@ -8,6 +8,7 @@ Tags 1-19: membership datagrams (UDP).  20-29: admission (TCP, introducer).
 30-39: console (TCP).  40-49: generic replies and streams.  50-79: SDFS (TCP).
 80-99: inference requests (TCP; 86 is retired).  100-139: scheduler events for the
 inference standby (registered by ``inference/events.py``, beside the scheduler).
+150-159: the SDFS leader's majority lease and grant journal (``sdfs.lease``).
 """
 
 from __future__ import annotations
@@ -635,6 +636,59 @@ class DropReplica:
     name: str
     version: int
     put_id: str
+
+
+# --- SDFS: the leader's majority lease and grant journal (sdfs.lease) -------------------
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The highest version of ``name`` a leader granted (a put's or a delete's)."""
+
+    name: str
+    version: int
+
+
+@message(tag=150)
+@dataclass(frozen=True)
+class LeaseRenew:
+    """Leader to every configured member: promise that ``leader`` leads in ``term`` for
+    the next lease period, and record the version ``floors`` granted since the last
+    round."""
+
+    term: int
+    leader: str
+    floors: tuple[Floor, ...] = ()
+
+
+@message(tag=151)
+@dataclass(frozen=True)
+class LeaseReply:
+    """A member's answer: ``ok`` (promised, floors recorded), or refused because it
+    promised ``leader`` in ``term`` (the candidate must outbid ``term``)."""
+
+    ok: bool
+    term: int
+    leader: str = ""
+
+
+@message(tag=152)
+@dataclass(frozen=True)
+class FloorsRequest:
+    """New lease holder to a member that promised it: the floors you recorded, one
+    page after ``after`` in name order."""
+
+    term: int
+    after: str = ""
+
+
+@message(tag=153)
+@dataclass(frozen=True)
+class FloorsPage:
+    """A page of floors; ``next_after`` is the cursor for the next, "" after the last."""
+
+    floors: tuple[Floor, ...]
+    next_after: str = ""
 
 
 # --- IDunno: inference jobs (TCP) --------------------------------------------------------

@@ -12,10 +12,19 @@ States (:class:`LeaderState`)::
 On becoming leader it asks every live node for its inventory and folds them into
 :class:`~sdfs.metadata.Metadata` (which holds nothing that cannot be rebuilt that
 way); until that is done every leader request is answered NOT_READY, which
-clients retry (``membership.peers.call_leader``).  When READY it grants versions
-(PutBegin), records finished puts (PutDone), answers Locate / ListFiles, deletes
+clients retry (``membership.peers.call_leader``).  When READY it answers Locate /
+ListFiles and records finished puts (PutDone).
+
+Writes need more: the majority lease of :mod:`sdfs.lease`.  A READY leader asks a
+majority of the configured nodes for it every ``RENEW_INTERVAL``; when it gets it
+in a new term, it reads their floors and rebuilds the metadata once more (what it
+gathered before may predate the last writes of the leader before it), and only
+then grants versions (PutBegin), each recorded on a majority first, deletes
 everywhere (DeleteFile), and re-replicates files that lost copies as soon as a
-failure is detected (and every ``REPAIR_INTERVAL`` besides).
+failure is detected (and every ``REPAIR_INTERVAL`` besides).  Without the lease (a
+minority side of a partition) puts and deletes are refused with a one-line "no
+majority" error, or NOT_READY while a majority is in view and the lease is being
+taken, and nothing is repaired.
 
 A node that does not answer the rebuild's inventory round (slow, or cut off for a
 moment) is asked again every ``INVENTORY_RETRY_INTERVAL`` until it answers or
@@ -57,8 +66,13 @@ from net.messages import (
     DeleteReplica,
     DropReplica,
     FileList,
+    Floor,
+    FloorsPage,
+    FloorsRequest,
     Grant,
     Inventory,
+    LeaseRenew,
+    LeaseReply,
     ListFiles,
     Locate,
     LocatedVersion,
@@ -76,6 +90,7 @@ from net.messages import (
 from net.rpc import RPC_TIMEOUT, RpcError
 from sdfs.checks import check_record, check_size
 from sdfs.inventories import fold_outdated, inventory_pages, usable
+from sdfs.lease import LEASE, LEASE_SAFETY, RENEW_INTERVAL, ROUND_TIMEOUT, Follower, majority
 from sdfs.metadata import Metadata, Repair, placement, write_quorum
 from sdfs.names import check_name
 from sdfs.pages import PAGE_NAMES
@@ -91,6 +106,8 @@ LEADER_REQUESTS = (
     PutBeginBatch,
     PutDoneBatch,
 )
+# Every member answers these, leader or not (sdfs.lease).
+LEASE_REQUESTS = (LeaseRenew, FloorsRequest)
 # Most files one PutBeginBatch or PutDoneBatch may name (a put-dir asks for fewer).
 MAX_PUT_BATCH = 4096
 
@@ -149,13 +166,24 @@ class SdfsLeader:
         self._capped = False  # the last plan stopped at MAX_REPAIRS_IN_FLIGHT
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        # The lease (sdfs.lease): this member's promise and floors, and as leader the
+        # term it holds, until when, and the term its metadata was rebuilt under.
+        self.follower: Follower | None = None
+        self.term = 0
+        self._outbid = 0  # the highest term a member said it promised to another
+        self._lease_until = -1.0
+        self._written_term = 0
+        self._voters: list[str] = []
 
     # --- life cycle --------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.follower = Follower(self.clock())
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._leadership_loop)
+            nursery.start_soon(self._lease_loop)
+            nursery.start_soon(self._renew_loop)
             nursery.start_soon(self._repair_loop)
             nursery.start_soon(self._sweep_loop)
             task_status.started()
@@ -184,12 +212,47 @@ class SdfsLeader:
             elif leader != self.name and self.state is not LeaderState.FOLLOWER:
                 self.log.info("%s is no longer the SDFS leader (now %s)", self.name, leader)
                 self.state, self.metadata = LeaderState.FOLLOWER, None
+                self._lease_until, self._written_term = -1.0, 0
             with trio.move_on_after(1.0):
                 await self._changed.wait()
             self._changed = trio.Event()
 
     async def _become_leader(self) -> None:
         self.state = LeaderState.REBUILDING
+        # Take the lease first: then one gather serves reads and writes alike.  While a
+        # majority is in view, wait for the promises to the leader before us to run out
+        # (at most LEASE); without one (a minority side) gather at once, for reads.
+        waited_until = self.clock() + LEASE + RENEW_INTERVAL
+        took = await self._take_lease()
+        while not took and self.clock() < waited_until and self.view.leader() == self.name:
+            total, live = self._configured()
+            if len(live) < majority(total):
+                break
+            await trio.sleep(RENEW_INTERVAL / 2)
+            took = await self._take_lease()
+        built = await self._rebuild(floors=took)
+        if built is None:
+            self.state = LeaderState.FOLLOWER
+            return
+        self.state = LeaderState.READY
+        if built and took and self._lease_valid():
+            self._written_term = self.term
+
+    async def _take_lease(self) -> bool:
+        """One round for the lease in a new term."""
+        assert self.follower is not None
+        self._written_term = 0
+        term = max(self.term, self._outbid, self.follower.promise.term) + 1
+        if not await self._round(term):
+            return False
+        self.term = term
+        return True
+
+    async def _rebuild(self, floors: bool) -> bool | None:
+        """Gather every live node's inventory (and with ``floors``, the floors of the
+        members that promised our lease) into a new metadata.  None if leadership moved
+        on meanwhile (nothing changed); False if a promiser's floors did not come (the
+        inventories serve reads, but no write may follow); True otherwise."""
         started = self.clock()
         metadata = Metadata(self.replication, self.config.versions_kept)
         answered: list[str] = []
@@ -210,9 +273,43 @@ class SdfsLeader:
                 return
             answered.append(node)
 
+        floor_pages: list[FloorsPage] = []
+        floors_missing: list[str] = []
+
+        async def read_floors(node: str) -> None:
+            assert self.follower is not None
+            after = ""
+            while True:
+                if node == self.name:
+                    page = self.follower.page(after)
+                else:
+                    try:
+                        reply = await self.view.call(node, FloorsRequest(self.term, after))
+                    except RpcError:
+                        floors_missing.append(node)
+                        return
+                    if not isinstance(reply, FloorsPage):
+                        floors_missing.append(node)
+                        return
+                    page = reply
+                floor_pages.append(page)
+                if not page.next_after or page.next_after <= after:
+                    return
+                after = page.next_after
+
         async with trio.open_nursery() as n:
             for node in self.view.ring():
                 n.start_soon(gather, node)
+            if floors:
+                for node in self._voters:
+                    n.start_soon(read_floors, node)
+        if floors_missing:
+            self.log.warning(
+                "no lease floors from %s; asking again", ", ".join(sorted(floors_missing))
+            )
+        for page in floor_pages:
+            for f in page.floors:
+                metadata.floor(f.name, f.version, started)
         # If every node that answered is outdated, the whole cluster was down longer
         # than the grace period: nobody purged a tombstone they missed since.
         everyone = len(held_back) == len(answered)
@@ -221,13 +318,12 @@ class SdfsLeader:
             for node, records in held_back.items()
         }
         if self.view.leader() != self.name:  # leadership moved on while we gathered
-            self.state = LeaderState.FOLLOWER
-            return
+            return None
         self.metadata = metadata
-        self.state = LeaderState.READY
         self.log.warning(
-            "%s is the SDFS leader: metadata rebuilt from %d nodes (%d files) in %.2f s%s",
+            "%s is the SDFS leader%s: metadata rebuilt from %d nodes (%d files) in %.2f s%s",
             self.name,
+            f" (term {self.term}, {len(floor_pages)} floor pages)" if floors else "",
             len(answered),
             metadata.count(),
             self.clock() - started,
@@ -242,6 +338,137 @@ class SdfsLeader:
             self._nursery.start_soon(self._ask_until_answered, metadata, node, started)
         for node, (stale, dropped) in owed.items():
             self._nursery.start_soon(self._send_tombstones, node, stale, dropped)
+        return not floors_missing
+
+    # --- the lease (sdfs.lease) ---------------------------------------------------------
+
+    def lease_term(self) -> int | None:
+        """The term of the write lease this node holds now, or None (not the leader, a
+        minority side, or still rebuilding under a new term)."""
+        if self._written_term and self._written_term == self.term and self._lease_valid():
+            return self.term
+        return None
+
+    def _lease_valid(self) -> bool:
+        return self.clock() < self._lease_until
+
+    def _configured(self) -> tuple[int, list[str]]:
+        """(configured nodes, those of them live in our view)."""
+        names = [n.name for n in self.config.nodes]
+        live = set(self.view.ring())
+        return len(names), [n for n in names if n in live]
+
+    def _no_majority(self) -> NoQuorum:
+        total, live = self._configured()
+        return NoQuorum(
+            f"no majority: {self.name} reaches {len(live)} of {total} configured nodes; "
+            f"writes need {majority(total)}"
+        )
+
+    def _writable(self) -> int:
+        """The term to write under; NoQuorum (minority) or NotReady (taking the lease)."""
+        term = self.lease_term()
+        if term is not None:
+            return term
+        total, live = self._configured()
+        if len(live) < majority(total):
+            raise self._no_majority()
+        raise NotReady(f"{self.name} is taking the write lease (term {self.term + 1})")
+
+    async def _round(self, term: int, floors: Sequence[Floor] = ()) -> bool:
+        """Ask the configured live members to promise ``term`` (and record ``floors``);
+        True, with the lease extended, once a majority did."""
+        assert self.follower is not None
+        asked = self.clock()
+        total, voters = self._configured()
+        need = majority(total)
+        if len(voters) < need:
+            return False
+        yes: list[str] = []
+        finished = 0
+        enough = trio.Event()
+
+        def count(node: str, reply: object) -> None:
+            if isinstance(reply, LeaseReply):
+                if reply.ok:
+                    yes.append(node)
+                else:
+                    self._outbid = max(self._outbid, reply.term)
+
+        async def ask(node: str) -> None:
+            nonlocal finished
+            try:
+                if node == self.name:
+                    assert self.follower is not None
+                    count(node, self.follower.renew(self.name, term, floors, self.clock()))
+                else:
+                    msg = LeaseRenew(term, self.name, tuple(floors))
+                    with contextlib.suppress(RpcError):
+                        count(node, await self.view.call(node, msg, ROUND_TIMEOUT))
+            except ClusterError:
+                pass
+            finally:
+                finished += 1
+                if len(yes) >= need or finished == len(voters):
+                    enough.set()
+
+        async with trio.open_nursery() as n:
+            for node in voters:
+                n.start_soon(ask, node)
+            await enough.wait()
+            n.cancel_scope.cancel()
+        if len(yes) < need:
+            return False
+        self._lease_until = max(self._lease_until, asked + LEASE * LEASE_SAFETY)
+        self._voters = yes
+        return True
+
+    async def _renew_loop(self) -> None:
+        """While we lead and hold the lease, renew it (also while we rebuild)."""
+        while True:
+            await trio.sleep(RENEW_INTERVAL)
+            if self.view.leader() == self.name and self._lease_valid():
+                await self._round(self.term)
+
+    async def _lease_loop(self) -> None:
+        """As READY leader without a lease we wrote under: take it in a new term, and
+        rebuild under it."""
+        while True:
+            if self.view.leader() == self.name and self.state is LeaderState.READY:
+                if not (self._lease_valid() and self._written_term == self.term):
+                    await self._retake_lease()
+            elif self.view.leader() != self.name:
+                self._lease_until, self._written_term = -1.0, 0
+            await trio.sleep(RENEW_INTERVAL)
+
+    async def _retake_lease(self) -> None:
+        if not self._lease_valid() and not await self._take_lease():
+            return
+        # Held in this term but not rebuilt under it yet: what we gathered may predate
+        # the last grants of the leader before us.
+        self.state = LeaderState.REBUILDING
+        built = await self._rebuild(floors=True)
+        if built is None:
+            return
+        self.state = LeaderState.READY
+        if built and self._lease_valid():
+            self._written_term = self.term
+            self._wake_repair.set()
+
+    async def _journal(self, floors: Sequence[Floor]) -> None:
+        """Record granted numbers on a majority (renewing the lease) before using them."""
+        term = self._writable()
+        if not await self._round(term, floors):
+            total, live = self._configured()
+            if len(live) < majority(total):
+                raise self._no_majority()
+            raise NotReady(f"{self.name} could not renew the write lease; retry")
+
+    def _lease_request(self, request: Any) -> Any:
+        assert self.follower is not None
+        if isinstance(request, LeaseRenew):
+            return self.follower.renew(request.leader, request.term, request.floors, self.clock())
+        return self.follower.page(request.after)  # FloorsRequest
 
     async def _absorb(
         self, metadata: Metadata, node: str, after: str = ""
@@ -321,6 +548,8 @@ class SdfsLeader:
 
     async def handle(self, request: Any) -> Any:
         try:
+            if isinstance(request, LEASE_REQUESTS):
+                return self._lease_request(request)
             return await self._handle(request)
         except ClusterError as e:
             return to_failure(e)
@@ -333,12 +562,12 @@ class SdfsLeader:
     async def _handle(self, request: Any) -> Any:
         metadata = self._ready()
         if isinstance(request, PutBegin):
-            return self._grant(metadata, request)
+            return await self._grant(metadata, request)
         if isinstance(request, PutDone):
             metadata.put_done(check_record(request.record), request.holders)
             return StoreAck(True)
         if isinstance(request, PutBeginBatch):
-            return self._grant_batch(metadata, request)
+            return await self._grant_batch(metadata, request)
         if isinstance(request, PutDoneBatch):
             if len(request.puts) > MAX_PUT_BATCH:
                 raise Invalid(f"a batch of {len(request.puts)} puts; at most {MAX_PUT_BATCH}")
@@ -386,20 +615,27 @@ class SdfsLeader:
             return StoreAck(True)
         raise TypeError(f"not a leader request: {type(request).__name__}")
 
-    def _grant(self, metadata: Metadata, request: PutBegin) -> PutGrant:
+    async def _grant(self, metadata: Metadata, request: PutBegin) -> PutGrant:
         name = check_name(request.name)
         check_size(request.size, f"put {name}: size")
+        self._writable()
         ring = self._writable_ring()
         put_id = uuid.uuid4().hex
         version = metadata.grant(name, put_id, self.clock())
+        try:
+            await self._journal([Floor(name, version)])
+        except ClusterError:
+            metadata.abort(put_id)
+            raise
         return PutGrant(name, version, put_id, tuple(placement(name, ring, self.replication)))
 
-    def _grant_batch(self, metadata: Metadata, request: PutBeginBatch) -> PutGrantBatch:
+    async def _grant_batch(self, metadata: Metadata, request: PutBeginBatch) -> PutGrantBatch:
         """A grant per file, as PutBegin gives one; all or none (a bad name refuses all)."""
         if len(request.files) > MAX_PUT_BATCH:
             raise Invalid(f"a batch of {len(request.files)} files; at most {MAX_PUT_BATCH}")
         for want in request.files:
             check_size(want.size, f"put {check_name(want.name)}: size")
+        self._writable()
         ring = self._writable_ring()
         now = self.clock()
         grants = []
@@ -408,6 +644,12 @@ class SdfsLeader:
             version = metadata.grant(want.name, put_id, now)
             replicas = tuple(placement(want.name, ring, self.replication))
             grants.append(Grant(want.name, version, put_id, replicas))
+        try:
+            await self._journal([Floor(g.name, g.version) for g in grants])
+        except ClusterError:
+            for g in grants:
+                metadata.abort(g.put_id)
+            raise
         return PutGrantBatch(tuple(grants))
 
     def _writable_ring(self) -> list[str]:
@@ -422,10 +664,12 @@ class SdfsLeader:
         return ring
 
     async def _delete_everywhere(self, metadata: Metadata, name: str) -> StoreAck:
+        self._writable()
         try:
             version = metadata.delete(name, self.clock())
         except KeyError:
             raise NotFound(f"no such SDFS file: {name}") from None
+        await self._journal([Floor(name, version)])
         acks: list[str] = []
 
         async def tell(node: str) -> None:
@@ -455,6 +699,8 @@ class SdfsLeader:
             metadata = self.metadata
             if self.state is not LeaderState.READY or metadata is None:
                 continue
+            if self.lease_term() is None:
+                continue  # a minority side (or a new term's rebuild) repairs nothing
             ring = self.view.ring()
             lost = set(metadata.lost(ring))
             for name in sorted(lost - self._reported_lost):

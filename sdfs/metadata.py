@@ -204,6 +204,12 @@ class Metadata:
         self._grants[put_id] = (name, f.highest, now)
         return f.highest
 
+    def floor(self, name: str, version: int, now: float) -> None:
+        """A version of ``name`` up to ``version`` was granted (sdfs.lease): never
+        grant one of those numbers again."""
+        f = self._file(name, now)
+        f.highest = max(f.highest, version)
+
     def put_done(self, record: VersionRecord, holders: Iterable[str]) -> None:
         self._grants.pop(record.put_id, None)
         f = self._file(record.name, 0.0)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from net.errors import error_kind
 from net.messages import Grant, VersionRecord, VersionState
-from sdfs.putcoord import Abort, NodeError
+from sdfs.putcoord import UNKNOWN, Abort, NodeError
 
 
 class FileState(enum.Enum):
@@ -184,7 +184,7 @@ class BatchCoordinator:
                     succeeded.append((i, self.record(i, VersionState.COMMITTED), holders))
                 else:
                     n, q = len(f.committed), self.quorum(i)
-                    self._end(f, f"commit reached {n} of {q} replicas")
+                    self._end(f, f"commit reached {n} of {q} replicas{UNKNOWN}")
             elif f.state is not FileState.ENDED and f.state is not FileState.DONE:
                 self._end(f, "never stored")  # a step did not run (the shell was cut short)
         aborts: list[Abort] = []

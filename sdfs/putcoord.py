@@ -45,6 +45,10 @@ from net.errors import ErrorKind
 from net.messages import PutGrant, VersionRecord, VersionState
 
 MAX_ATTEMPTS = 3
+# Said of a put whose commit reached some replicas but too few: those keep the version
+# (an abort cannot take back a commit it does not reach), so it is not known to have
+# failed.  A history checker counts it as an operation of unknown outcome.
+UNKNOWN = " (outcome unknown: the replicas that committed keep it, so it may appear)"
 
 
 @dataclass(frozen=True)
@@ -207,7 +211,8 @@ class PutCoordinator:
         holders = tuple(sorted(set(nodes) & set(self.stored)))
         if len(holders) < self.quorum():
             return self._end(
-                list(self.stored), f"commit reached {len(holders)} of {self.quorum()} replicas"
+                list(self.stored),
+                f"commit reached {len(holders)} of {self.quorum()} replicas{UNKNOWN}",
             )
         self.phase = Phase.DONE
         record = VersionRecord(

@@ -29,12 +29,12 @@ from net.rpc import call
 from net.transport import Address
 from sdfs.client import SdfsClient
 from sdfs.copies import PeerDirectory
-from sdfs.leader import LEADER_REQUESTS, SdfsLeader
+from sdfs.leader import LEADER_REQUESTS, LEASE_REQUESTS, SdfsLeader
 from sdfs.replica import REPLICA_REQUESTS, Replica
 from sdfs.store import ReplicaStore
 from sdfs.transfer import LocalTransfer, TcpTransfer, Transfer
 
-SDFS_REQUESTS = REPLICA_REQUESTS + LEADER_REQUESTS
+SDFS_REQUESTS = REPLICA_REQUESTS + LEADER_REQUESTS + LEASE_REQUESTS
 
 
 class SdfsService:

@@ -118,12 +118,16 @@ class SdfsCluster:
         await trio.sleep_until(math.ceil(trio.current_time()))
 
     def settled(self) -> bool:
-        """Every live node sees the same leader, and that leader is READY."""
+        """Every live node sees the same leader, and that leader is READY and holds the
+        write lease (sdfs.lease)."""
         leaders = {s.peers.leader() for s in self.services.values()}
         if len(leaders) != 1:
             return False
         leader = leaders.pop()
-        return leader in self.services and self.leader(leader).state is LeaderState.READY
+        role = self.leader(leader) if leader in self.services else None
+        if role is None or role.state is not LeaderState.READY:
+            return False
+        return role.lease_term() is not None
 
     def leader(self, name: str) -> SdfsLeader:
         """``name``'s leader role (READY only while it is the leader)."""
