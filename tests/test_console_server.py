@@ -28,3 +28,17 @@ def test_commands_run_in_one_process_with_the_console_s_exit_statuses(tmp_path: 
     finally:
         proc.close()
     assert proc.proc is None
+
+
+def test_only_a_refusal_naming_the_majority_is_definite() -> None:
+    from tests.helpers.history import FAIL, INFO
+    from tests.helpers.recorded import outcome_of
+
+    def err(text: str, rc: int | None = 1) -> ConsoleError:
+        return ConsoleError(f"console put a b on h:1: exit status {rc}: error: {text}", rc)
+
+    assert outcome_of(err("no majority: H1 reaches 2 of 5 configured nodes")) == FAIL
+    assert outcome_of(err("put a: only 2 live nodes; a put needs 3 (the write quorum)")) == INFO
+    unknown = "commit reached 2 of 3 replicas (outcome unknown: ...) no majority"
+    assert outcome_of(err(unknown)) == INFO
+    assert outcome_of(err("no majority", rc=None)) == INFO  # a timeout says nothing

@@ -21,15 +21,18 @@ from tests.helpers.console_server import ConsoleProcess
 from tests.helpers.history import FAIL, INFO, OK, History, Op, digest
 from tests.helpers.netns import PORT, NetnsCluster
 
-# What a refused operation says: the cluster definitely did nothing.
+# What a refused operation says: the cluster definitely did nothing; unless it says
+# its outcome is unknown (a commit that reached too few replicas).
 DEFINITE = ("majority",)
+UNKNOWN = ("unknown",)
 DELIMITER = re.compile(rb"^===== (.+) version (\d+) =====$")
 
 
 def outcome_of(error: ConsoleError) -> str:
-    if error.returncode not in (None, 0) and any(w in str(error) for w in DEFINITE):
-        return FAIL
-    return INFO
+    said = str(error)
+    if error.returncode in (None, 0) or any(w in said for w in UNKNOWN):
+        return INFO
+    return FAIL if any(w in said for w in DEFINITE) else INFO
 
 
 class Client:
