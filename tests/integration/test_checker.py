@@ -3,7 +3,8 @@
 Five nodes on five testbed hosts; one client per host (a thread running one-shot
 ``python -m console`` commands inside the host's namespace, against its own node, so a
 client is always cut off with its host) puts and reads a few shared names (writes to
-one name race across the sides of a cut), and inference jobs run meanwhile.  The
+one name race across the sides of a cut), and a small ResNet-50 job (ten images) is
+submitted from a random host every 12 s.  The
 nemesis (:mod:`tests.helpers.nemesis`, drawn from a seed) splits off a minority, puts
 the leader into a minority, pulls one host's cable and flaps the switch, each followed
 by a quiet spell.  At the end everything is healed, the cluster must merge into one
@@ -25,6 +26,8 @@ temporary directory; the failure message says where.  About 4-5 minutes in all.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import itertools
 import math
 import os
 import random
@@ -51,7 +54,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(int(SECONDS) + 480)]
 # gets a few hundred puts in 150 s, so every acknowledged version is read back.
 NAMES = tuple(f"jepsen/{i}" for i in range(3 * math.ceil(SECONDS / 150)))
 VERSIONS = 1000  # kept per name, and read back at the end
-IMAGES = 40
+IMAGES = 40  # img-0000.jpg ... img-0039.jpg
+JOB_EVERY = 12.0
 # Operations a minority client starts this long after a cut must be refused: failure
 # detection, plus a lease's running out, plus a console's start-up.
 SETTLE = PING_DURATION + PING_TIMEOUT + CLEANUP_TIME + 5.0
@@ -146,12 +150,15 @@ def client_loop(client: Client, rng: random.Random, until: float) -> None:
 def job_loop(
     clients: dict[str, Client], inputs: list[str], rng: random.Random, until: float
 ) -> None:
-    """A job at the start, and another from a random host each 50 s."""
-    while True:
-        clients[rng.choice(sorted(clients))].submit_job("resnet50", "images/*", inputs)
-        if time.time() + 50 > until:
+    """A small job (the ten images of one glob) from a random host every JOB_EVERY s, so
+    that some are submitted on a minority side, and some run across a cut."""
+    for k in itertools.count():
+        glob = f"images/img-00{k % (IMAGES // 10)}*"
+        matching = [name for name in inputs if fnmatch.fnmatchcase(name, glob)]
+        clients[rng.choice(sorted(clients))].submit_job("resnet50", glob, matching)
+        if time.time() + JOB_EVERY > until:
             return
-        time.sleep(50)
+        time.sleep(JOB_EVERY)
 
 
 def artifacts_dir(tmp_path: Path, seed: int) -> Path:
