@@ -298,3 +298,13 @@ def test_the_summary_spells_out_a_few_of_each_kind() -> None:
     text = summary(h.ops, check(h.ops), per_kind=2)
     assert text.count("aborted-read: k v2") == 2 and "... and 5 more aborted-read" in text
     assert "phantom-read: k v3" in text and "more phantom" not in text
+
+
+def test_two_submissions_given_one_job_id() -> None:
+    h = clean()
+    h.job("H4", "j1", ["images/c"])  # the other side's scheduler counted to j1 too
+    found = check(h.ops)
+    # ... and the second job, checked against j1's output from H1 and from H5, lacks
+    # images/c and has a and b that it never asked for.
+    assert kinds(found) == ["job-id-reused"] + ["job-missing", *["job-unexpected"] * 2] * 2
+    assert found[0].ops == (7, h.ops[-1].id)

@@ -29,7 +29,8 @@ the check is direct, as Elle infers order from versions it can see):
 * for jobs (``submit-job`` acknowledged, ``get-output`` read back after the heal):
   ``job-missing`` (a query without a row), ``job-duplicate`` (a query with several
   rows), ``job-unexpected`` (a row for no query of the job), ``job-lost`` (no final
-  output at all).
+  output at all), ``job-id-reused`` (two acknowledged submissions got one job id: each
+  is also checked against that id's output).
 
 Given the nemesis' cuts (:class:`Cut`: when, and which hosts were on the minority
 side), it also checks the partition rules for the operations a minority client invoked
@@ -313,6 +314,21 @@ def _check_jobs(ops: Sequence[Op]) -> list[Anomaly]:
     for op in ops:
         if op.kind == "get-output" and op.final and op.outcome == OK:
             outputs[str(op.result["job_id"])].append(op)
+    submitted: dict[str, list[Op]] = defaultdict(list)
+    for op in ops:
+        if op.kind == "submit-job" and op.outcome == OK:
+            submitted[str(op.result["job_id"])].append(op)
+    for job_id, same in sorted(submitted.items()):
+        if len(same) > 1:
+            found.append(
+                Anomaly(
+                    "job-id-reused",
+                    job_id,
+                    None,
+                    tuple(op.id for op in same),
+                    f"{len(same)} acknowledged submissions got the same job id",
+                )
+            )
     for job in (op for op in ops if op.kind == "submit-job" and op.outcome == OK):
         job_id = str(job.result["job_id"])
         expected = set(job.result["inputs"])
