@@ -7,8 +7,8 @@ many jobs one after another; prints JSON.
     the job's time and queries/s, the exactly-once check (each input once in the
     output file), the leader's and the standby's memory (VmRSS / VmHWM from
     /proc/PID/status) before the kill and the new leader's after, and the bytes the
-    leader sent its standby (its replicator's "replication: sent ..." log lines) per
-    query.  The inputs are written into every node's data directory before the nodes
+    leader sent its standbys (its replicators' "replication to standby K: sent ..."
+    lines) per query.  The inputs are written into every node's data directory before the nodes
     start, through the real store (:class:`sdfs.store.ReplicaStore`, the on-disk
     format the nodes read at start), on all 4 nodes with replication 3, since putting
     100,000 files would take the run's whole time.
@@ -43,9 +43,11 @@ from sdfs.store import ReplicaStore
 
 NODES = ("H1", "H2", "H3", "H4")
 PREFIX = "scale"
-_SENT = re.compile(r"replication: sent (\d+) bytes in (\d+) requests: (\d+) events")
+_SENT = re.compile(
+    r"replication to standby (\d+): sent (\d+) bytes in (\d+) requests: (\d+) events "
+    r"\((\d+) bytes\)"
+)
 _SNAP = re.compile(r"snapshot at event (\d+), (\d+) bytes in (\d+) parts")
-_EVENT_BYTES = re.compile(r"events \((\d+) bytes\)")
 _TAKEOVER = re.compile(r"takes over scheduling .* \((\d+) jobs, (\d+) queries done\)")
 
 
@@ -96,16 +98,18 @@ def memory(pid: int) -> dict[str, int]:
 
 
 def replication(log: Path) -> dict[str, int]:
-    """The last "replication: sent ..." figures and the snapshots in ``log``."""
+    """The last "replication to standby K: sent ..." figures of each standby, summed,
+    and the snapshots in ``log``."""
     text = log.read_text(errors="replace")
-    sent = _SENT.findall(text)
+    last: dict[str, tuple[str, ...]] = {}
+    for rank, *figures in _SENT.findall(text):
+        last[rank] = tuple(figures)
     snaps = _SNAP.findall(text)
     biggest = max((int(s[1]) for s in snaps), default=0)
-    out = {"snapshots": len(snaps), "snapshot_bytes_max": biggest}
-    if sent:
-        b, r, e = sent[-1]
-        event_bytes = _EVENT_BYTES.findall(text)[-1]
-        out.update(bytes=int(b), requests=int(r), events=int(e), event_bytes=int(event_bytes))
+    out = {"snapshots": len(snaps), "snapshot_bytes_max": biggest, "standbys": len(last)}
+    if last:
+        keys = ("bytes", "requests", "events", "event_bytes")
+        out.update({k: sum(int(f[i]) for f in last.values()) for i, k in enumerate(keys)})
     return out
 
 

@@ -109,16 +109,18 @@ async def bench(n: int, batch: int, data: Path) -> dict[str, Any]:
             duplicates_ignored=new.duplicates,
         )
         for name, s in (("H1", leader), ("H2", standby)):
-            sent = s.replicator.sent
-            out[f"sent_to_standby_by_{name}"] = {
-                "bytes": sent.bytes,
-                "event_bytes": sent.event_bytes,
-                "events": sent.events,
-                "snapshots": sent.snapshots,
-                "snapshot_bytes": sent.snapshot_bytes,
-                "requests": sent.requests,
+            # Summed over the leader's standbys (a majority with it, and a spare).
+            sents = [r.sent for r in s.replicators]
+            out[f"sent_to_standbys_by_{name}"] = {
+                "standbys": len(sents),
+                "bytes": sum(x.bytes for x in sents),
+                "event_bytes": sum(x.event_bytes for x in sents),
+                "events": sum(x.events for x in sents),
+                "snapshots": sum(x.snapshots for x in sents),
+                "snapshot_bytes": sum(x.snapshot_bytes for x in sents),
+                "requests": sum(x.requests for x in sents),
             }
-        total = sum(s.replicator.sent.bytes for s in (leader, standby))
+        total = sum(r.sent.bytes for s in (leader, standby) for r in s.replicators)
         out["bytes_to_standby_per_query"] = round(total / n, 1)
         out["process_max_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         nursery.cancel_scope.cancel()

@@ -189,11 +189,15 @@ class Tick:
     now: float
 
 
-@message(tag=107)
+@message(tag=107, version=2)
 @dataclass(frozen=True)
 class Takeover:
+    """A new leadership starts from this state; its batch ids start at ``first_batch``
+    at least (version 1 had no ``first_batch``)."""
+
     live_workers: tuple[str, ...]
     now: float
+    first_batch: int = 0
 
 
 @message(tag=108)

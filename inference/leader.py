@@ -1,9 +1,11 @@
 """The scheduler's shell on the leader: applies events, carries out actions, answers.
 
-The leader (the first live member in ring order, as for SDFS) owns the
-:class:`~inference.scheduler.Scheduler`.  Every state change is an event
+The leader (the first live member in ring order, as for SDFS, holding the majority
+lease: see :mod:`inference.service`) owns the
+:class:`~inference.scheduler.Scheduler`, under the lease term it took over with
+(:attr:`Leader.term`).  Every state change is an event
 (:mod:`inference.events`): :meth:`Leader.apply` applies it, hands it to the hot
-standby's replicator (``on_applied``), logs the query timings of answered batches
+standbys' replicators (``on_applied``), logs the query timings of answered batches
 (:mod:`inference.timings`) and carries out the actions: batches go to workers
 (:class:`~net.messages.AssignBatch`), finished jobs are written to
 ``outputs/JOB_ID.jsonl`` in the file store, one line per query as the job's kind
@@ -16,7 +18,15 @@ A timer feeds the scheduler a ``Tick`` when its next batch deadline passes.
 (C1-C5) and the workers' :class:`~net.messages.BatchResult`.  A node that is not (yet)
 the scheduler answers ``Failure(NOT_READY)``, so callers retry
 (:func:`membership.peers.call_leader`); other failures go back as their
-:mod:`net.errors` kind.
+:mod:`net.errors` kind.  A node first in ring order without the lease (a minority
+side) answers clients ``NO_QUORUM`` ("no majority: ...", at once) and workers
+``NOT_READY`` (they offer their results again, to whoever leads by then).
+
+Everything it does is checked against the lease (:meth:`Leader.holds_lease`: the lease
+is still of this leadership's term): a batch is sent, a request answered and a
+result or submission acknowledged only while it holds; an acknowledgement also waits
+until a majority holds the event (``wait_replicated``).  A leader that stops
+(:meth:`Leader.step_down`) hands its state back to be kept as this node's copy.
 
 Times given to the scheduler come from ``clock``: wall-clock seconds by default, so
 that they mean the same on a new leader.
@@ -61,7 +71,7 @@ from inference.files import FileStore
 from inference.scheduler import Scheduler, SchedulerConfig
 from inference.timings import TimingLog
 from membership.peers import ClusterView
-from net.errors import ClusterError, Invalid, NotFound, NotReady, to_failure
+from net.errors import ClusterError, Invalid, NoQuorum, NotFound, NotReady, to_failure
 from net.limits import MAX_BATCH, MAX_COUNT, check_finite, check_pattern, check_range
 from net.messages import (
     AssignBatch,
@@ -113,6 +123,14 @@ OUTPUT_RETRY_MAX = 10.0
 Clock = Callable[[], float]
 # A copy of a scheduler to take over: (scheduler, its event number, its old leader).
 Copy = tuple[Scheduler, int, str]
+# The lease term this node holds now (a majority lease), None when it holds none.
+Lease = Callable[[], int | None]
+# Batch ids of a leadership under lease term T start at T x TERM_BATCHES, so that a
+# late answer to a batch of an earlier leadership never matches one of a later one.
+TERM_BATCHES = 1 << 32
+# Requests a worker sends on its own: refused as NOT_READY (the worker keeps offering
+# them, to whoever leads with a majority by then) where a client's get NO_QUORUM.
+WORKER_REQUESTS = (BatchResult, Capacity)
 
 
 class Leader:
@@ -128,6 +146,7 @@ class Leader:
         clock: Clock,
         log: logging.Logger,
         on_applied: Callable[[int, Event], None],
+        lease: Lease | None = None,
     ) -> None:
         self.me = me
         self.view = view
@@ -137,7 +156,10 @@ class Leader:
         self.clock = clock
         self.log = log
         self._on_applied = on_applied
+        # Without one (a leader on its own, in tests) it always holds its own term.
+        self.lease: Lease = lease or (lambda: self.term)
         self.sched: Scheduler | None = None
+        self.term = 0  # the lease term this node leads under (while sched is set)
         self.seq = 0  # events applied by this scheduler, across leaders
         # Jobs whose output is being written now (a finished job is forgotten once its
         # output is in the store, so this holds only finished jobs not yet forgotten).
@@ -148,15 +170,27 @@ class Leader:
         # Waits until the hot standby holds an event (by number); the service wires
         # the replicator's.  A worker's result and a client's submission are answered
         # only after that, so that what was acknowledged survives this node's crash.
-        self.wait_replicated: Callable[[int], Awaitable[object]] | None = None
+        self.wait_replicated: Callable[[int], Awaitable[bool]] | None = None
 
     @property
     def active(self) -> bool:
         return self.sched is not None
 
-    def state(self) -> tuple[Scheduler, int] | None:
-        """The scheduler and its event number (for the standby), None when not leading."""
-        return None if self.sched is None else (self.sched, self.seq)
+    def state(self) -> tuple[Scheduler, int, int] | None:
+        """The scheduler, its event number and the term it leads under (for the
+        standbys), None when not leading."""
+        return None if self.sched is None else (self.sched, self.seq, self.term)
+
+    def holds_lease(self) -> bool:
+        """Leading, under a lease still held: only then are batches sent, results taken
+        and answers given."""
+        return self.sched is not None and self.lease() == self.term
+
+    def no_majority(self) -> str:
+        return (
+            f"no majority: {self.me} holds no lease of a majority of the configured nodes "
+            "(a network partition?); ask a node on the majority side"
+        )
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -169,28 +203,36 @@ class Leader:
         finally:
             self.timings.close()
 
-    def become(self, copy: Copy | None, live: list[str]) -> None:
-        """Start scheduling: from the standby ``copy`` (a takeover) or from nothing."""
+    def become(self, copy: Copy | None, live: list[str], term: int = 1) -> None:
+        """Start scheduling under lease ``term``: from ``copy`` (a takeover: the freshest
+        state a majority holds) or from nothing."""
         assert self._nursery is not None
         now = self.clock()
+        self.term = term
+        first_batch = term * TERM_BATCHES
         if copy is not None:
             self.sched, self.seq, old = copy
             jobs = self.sched.job_ids()
             self.log.warning(
-                "%s takes over scheduling from %s at event %d (%d jobs, %d queries done)",
+                "%s takes over scheduling from %s at event %d under term %d (%d jobs, "
+                "%d queries done)",
                 self.me,
                 old,
                 self.seq,
+                term,
                 len(jobs),
                 sum(self.sched.status(j)["done"] for j in jobs),
             )
-            self.apply(Takeover(tuple(live), now))
+            self.apply(Takeover(tuple(live), now, first_batch))
         else:
             self.sched = Scheduler(
                 SchedulerConfig(policy=self.config.policy, batch_size=self.config.batch_size)
             )
+            self.sched.takeover((), now, first_batch)  # before any standby has it
             self.seq = 0
-            self.log.warning("%s is the scheduler (no standby copy to take over)", self.me)
+            self.log.warning(
+                "%s is the scheduler under term %d (no copy to take over)", self.me, term
+            )
         sched = self.sched
         for name in live:
             self._nursery.start_soon(self.add_worker, name)
@@ -199,9 +241,20 @@ class Leader:
             if sched.status(job_id)["state"] in ("done", "failed"):
                 self._nursery.start_soon(self._write_output, job_id, True)
 
-    def step_down(self, leader: str | None) -> None:
-        self.log.info("%s is no longer the scheduler (leader is now %s)", self.me, leader)
+    def step_down(self, why: str) -> tuple[Scheduler, int, int] | None:
+        """Stop scheduling; the state (scheduler, event number, term) is returned to be
+        kept as this node's copy: it may be the freshest one for the next leader."""
+        state = self.state()
+        if state is not None:
+            self.log.warning(
+                "%s is no longer the scheduler (%s); keeps its state at term %d event %d",
+                self.me,
+                why,
+                self.term,
+                self.seq,
+            )
         self.sched = None
+        return state
 
     # --- workers -------------------------------------------------------------------
 
@@ -287,6 +340,10 @@ class Leader:
                 )
 
     async def _send_batch(self, a: Assign) -> None:
+        if not self.holds_lease():
+            # Lost the lease since: whoever leads next re-times the batch (it is in
+            # the state) and, unanswered, gives it up and sends its queries again.
+            return
         request = AssignBatch(a.batch_id, a.job_id, a.model, tuple(a.queries))
         try:
             reply = await self.view.call(a.worker, request)
@@ -375,7 +432,13 @@ class Leader:
 
     async def _answer(self, request: Any) -> Any:
         sched = self.sched
-        if sched is None:
+        if sched is None or not self.holds_lease():
+            if self.view.leader() == self.me and self.lease() is None:
+                # First in ring order on this side of a partition, without a majority:
+                # it must not schedule.  Clients hear why at once; workers keep trying.
+                if isinstance(request, WORKER_REQUESTS):
+                    raise NotReady(self.no_majority())
+                raise NoQuorum(self.no_majority())
             raise NotReady(f"not ready: {self.me} is not the scheduler")
         if isinstance(request, BatchResult):
             for t in request.timings:  # NaN or inf would poison C2's statistics
@@ -395,7 +458,7 @@ class Leader:
                 )
             # Acknowledged only once the standby has it: a result acknowledged and then
             # lost with this node would leave its batch to time out on the next leader.
-            await self._replicated(self.seq)
+            await self._replicated(self.seq, worker=True)
             return StoreAck(True)
         if isinstance(request, Capacity):
             if request.node not in self.view.ring():
@@ -404,7 +467,7 @@ class Leader:
                 self.apply(WorkerUp(request.node, dict(request.capacity), self.clock()))
             except ValueError as e:
                 raise Invalid(f"unusable capacity from {request.node}: {e}") from None
-            await self._replicated(self.seq)
+            await self._replicated(self.seq, worker=True)
             return StoreAck(True)
         if isinstance(request, RatesRequest):
             return Rates(sched.c1(self.clock())["models"])
@@ -441,9 +504,30 @@ class Leader:
             raise NotReady("not ready: leadership moved while submitting")
         actions = self.apply(Submit(None, model, tuple(inputs), self.clock()))
         accepted = next(a for a in actions if isinstance(a, JobAccepted))
-        await self._replicated(self.seq)  # a job id given out survives this node
+        # A job id given out survives this node: it is on a majority.
+        await self._replicated(
+            self.seq,
+            what=f"; {accepted.job_id} may run anyway, see its status before submitting again",
+        )
         return JobSubmitted(accepted.job_id, accepted.model, accepted.total)
 
-    async def _replicated(self, seq: int) -> None:
-        if self.wait_replicated is not None:
-            await self.wait_replicated(seq)
+    async def _replicated(self, seq: int, worker: bool = False, what: str = "") -> None:
+        """Return once event ``seq`` is on a majority (this node and enough standbys)
+        while this node still holds its lease; else refuse the acknowledgement: a
+        worker offers its result again (a duplicate counts once), a client is told,
+        and does not submit again blindly."""
+        copied = True if self.wait_replicated is None else await self.wait_replicated(seq)
+        if not self.holds_lease():
+            # Lost the lease (or leadership) meanwhile: its state may not be the next
+            # leader's, so nothing it did since is acknowledged.
+            why = self.no_majority()
+        elif not copied:
+            why = (
+                f"no majority: {self.me} could not copy it to a majority of the configured "
+                "nodes in time (a partition, or standbys down?)"
+            )
+        else:
+            return
+        if worker:
+            raise NotReady(why)
+        raise NoQuorum(f"{why}{what}")

@@ -489,7 +489,7 @@ class Scheduler:
         if isinstance(event, Tick):
             return self.tick(event.now)
         if isinstance(event, Takeover):
-            return self.takeover(event.live_workers, event.now)
+            return self.takeover(event.live_workers, event.now, event.first_batch)
         return self.forget(event.job_id)
 
     def submit(
@@ -567,7 +567,11 @@ class Scheduler:
             if batch is None:  # its job finished or was forgotten: all answered already
                 self.duplicates += len(answers)
                 return self._dispatch(now)
-        else:
+        if batch.worker != worker:
+            # Not this batch: one another leadership gave out under the same id.
+            self.strays += len(answers)
+            return self._dispatch(now)
+        if live:
             self._release(batch)
             if not batch.adopted:
                 self._learn_cost(batch, timings, now)
@@ -615,7 +619,9 @@ class Scheduler:
         if w is not None:
             w.stalled = False
         batch = self._batches.get(batch_id)
-        if batch is None:  # we had given up on it already; its queries were put back then
+        if batch is None or batch.worker != worker:
+            # We had given up on it already (its queries were put back then), or it is
+            # not this batch: one another leadership gave out under the same id.
             return self._dispatch(now)
         self._release(batch)
         job = self._jobs.get(batch.job_id)
@@ -642,13 +648,20 @@ class Scheduler:
                 w.stalled = True
         return actions + self._dispatch(now)
 
-    def takeover(self, live_workers: Iterable[str], now: float) -> list[Action]:
+    def takeover(
+        self, live_workers: Iterable[str], now: float, first_batch: int = 0
+    ) -> list[Action]:
         """This scheduler becomes the leader's: forget dead workers, keep live batches.
 
         Batches on workers in ``live_workers`` stay assigned (they answer the new
         leader) and are re-timed from ``now``; those on any other worker go back to
         pending.  Live workers we have never heard of wait for :meth:`worker_up`.
+        Batch ids given from now on are ``first_batch`` or more (a leadership's own
+        range: a late answer to a batch another leadership gave out never matches one).
         """
+        if first_batch < 0:
+            raise ValueError(f"first batch id {first_batch} < 0")
+        self._next_batch = max(self._next_batch, first_batch)
         live = set(live_workers)
         for w in self._workers.values():  # the old leader's clock may run ahead of ours
             w.last_answer = min(w.last_answer, now)

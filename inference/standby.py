@@ -1,6 +1,8 @@
-"""The hot standby: a copy of the leader's scheduler, kept current by the leader.
+"""The hot standbys: copies of the leader's scheduler, kept current by the leader.
 
-The standby is the next live member after the leader in ring order.  Two halves:
+The standbys are the live members after the leader in ring order: as many as it takes
+to make a majority of the configured nodes with the leader, and a spare (see
+:mod:`inference.service`).  Two halves:
 
 * :class:`StandbyCopy` runs on every node and answers the leader's
   :class:`~net.messages.StandbySnapshotPart` (the whole scheduler state as plain data,
@@ -11,27 +13,41 @@ The standby is the next live member after the leader in ring order.  Two halves:
   ``net.wire``-encoded event of :mod:`inference.events`).  It applies events only in
   sequence: one that does not follow its copy (another leader, a gap), or does not
   decode to a scheduler event, is refused, and the leader answers that with a snapshot.
-  When the leader fails and this node becomes leader, :meth:`StandbyCopy.take` hands
-  the copy to :class:`~inference.leader.Leader`, which calls ``takeover``.
-* :class:`Replicator` runs on the leader: every applied event is queued with its
-  sequence number (:meth:`Replicator.push`), and :meth:`Replicator.run` sends what is
-  queued to the current standby, a snapshot first whenever the standby changed, the
+  The copy also keeps this node's own scheduler when it stops leading
+  (:meth:`StandbyCopy.keep`), tells a node taking over which state it holds
+  (:meth:`StandbyCopy.state`) and hands it over part by part (:meth:`StandbyCopy.fetch`);
+  the node that takes over calls :meth:`StandbyCopy.take`.
+* :class:`Replicator` runs on the leader, one per standby (``rank``: 1 for the next
+  member in ring order, 2 for the one after, ...): every applied event is queued with
+  its sequence number (:meth:`Replicator.push`), and :meth:`Replicator.run` sends what
+  is queued to its standby, a snapshot first whenever the standby changed, the
   leader changed, or a send failed.  A request carries at most ``STANDBY_BATCH``
   events and about ``STANDBY_BYTES`` of them; an event too large for any request (a
   submission of millions of inputs) is sent as part of a snapshot instead.
 
-The replicator knows the newest event its standby holds (:attr:`Replicator.acked`),
-and :meth:`Replicator.replicated` waits for one: the leader answers a worker's result
-and a client's submission only after that, so nothing acknowledged is lost with it.
+Terms.  Every copy is tagged with the lease term under which its leader produced it
+(:mod:`inference.leader`), and copies are ordered by (term, event number): a copy
+takes a snapshot only from a state at least as fresh as its own, and events only from
+the leader, term and next number it holds.  So a leader of an older term (one cut off
+on a minority side, whose lease has expired) can never overwrite what a newer
+leadership replicated; it is refused and retries with snapshots, refused too, until
+it stops.  The (term, seq) of a copy stays after :meth:`StandbyCopy.take`, as the
+floor of what it accepts later.
 
-What the standby holds is bounded by what the leader holds: finished jobs are
-forgotten (a replicated ``Forget``) once their output is in the file store.  The
+Each replicator knows the newest event its standby holds (:attr:`Replicator.acked`),
+and :meth:`Replicator.replicated` waits for one; the service waits for enough of them
+(a majority with the leader) before the leader answers a worker's result or a client's
+submission, so nothing acknowledged is lost with the leader or a minority.
+
+What the standbys hold is bounded by what the leader holds: finished jobs are
+forgotten (a replicated ``Forget``) once their output is in the file store.  Each
 replicator counts what it sends (:attr:`Replicator.sent`) and logs it with each
 snapshot and every ``REPORT_EVERY`` seconds while it sends.
 
-Invariant: the copy is the leader's scheduler as of event ``seq``; events are applied
-exactly once, in order, because each request names the first event's number and the
-copy accepts only ``seq + 1``.
+Invariants: a copy is its leader's scheduler as of event ``seq`` under ``term``;
+events are applied exactly once, in order, because each request names the first
+event's number and term and the copy accepts only ``seq + 1`` of its own term;
+(term, seq) of a copy never decreases.
 """
 
 from __future__ import annotations
@@ -49,7 +65,15 @@ from inference.scheduler import Scheduler
 from membership.peers import ClusterView
 from net import wire
 from net.errors import one_line
-from net.messages import StandbyEvent, StandbySnapshot, StandbySnapshotPart, StoreAck
+from net.messages import (
+    CopyPartRequest,
+    CopyState,
+    ErrorReply,
+    StandbyEvent,
+    StandbySnapshot,
+    StandbySnapshotPart,
+    StoreAck,
+)
 from net.rpc import MAX_FRAME, RpcError
 
 # Scheduler events sent to the standby per request, at most, and their bytes (the
@@ -69,28 +93,59 @@ REPORT_EVERY = 1.0
 RETRY_PAUSE = 0.5
 
 
+# What a copy holds, as a takeover compares them: (lease term, event number).
+Fresh = tuple[int, int]
+
+
 class StandbyCopy:
-    """This node's copy of the leader's scheduler (empty until a leader sends one)."""
+    """This node's copy of a leader's scheduler (empty until a leader sends one), or
+    this node's own scheduler from when it led (kept by :meth:`keep`)."""
 
     def __init__(self, log: logging.Logger) -> None:
         self.log = log
         self.scheduler: Scheduler | None = None
         self.seq = 0
+        self.term = 0
         self.leader: str | None = None
-        # The parts of a snapshot coming in: (leader, seq, parts) and the data so far.
-        self._incoming: tuple[str, int, int] | None = None
+        # The parts of a snapshot coming in: (leader, term, seq, parts) and the data so far.
+        self._incoming: tuple[str, int, int, int] | None = None
         self._parts: list[bytes] = []
         self._size = 0
+        # The copy packed for a new leader that fetches it: ((term, seq), bytes).
+        self._packed: tuple[Fresh, bytes] | None = None
+
+    @property
+    def fresh(self) -> Fresh:
+        """(term, seq) of what this copy holds (or last held: a floor for what it takes)."""
+        return self.term, self.seq
+
+    def state(self, me: str) -> CopyState:
+        """What a node taking over is told (:class:`~net.messages.CopyStateRequest`)."""
+        if self.scheduler is None or self.leader is None:
+            return CopyState(me, "", 0, 0)
+        return CopyState(me, self.leader, self.term, self.seq)
+
+    def _older(self, term: int, seq: int) -> str | None:
+        """Why a state of (term, seq) may not replace this copy's, or None."""
+        if (term, seq) < self.fresh:
+            mine = f"term {self.term} event {self.seq}"
+            return f"older than this copy: term {term} event {seq} < {mine}"
+        return None
 
     def snapshot(self, msg: StandbySnapshot) -> StoreAck:
-        return self._restore(msg.leader, msg.seq, msg.snapshot)
+        if (why := self._older(msg.term, msg.seq)) is not None:
+            return StoreAck(False, why)
+        return self._restore(msg.leader, msg.term, msg.seq, msg.snapshot)
 
     def part(self, msg: StandbySnapshotPart) -> StoreAck:
         """One part of a snapshot; the parts come in order, and the last restores it."""
-        key = (msg.leader, msg.seq, msg.parts)
+        key = (msg.leader, msg.term, msg.seq, msg.parts)
         if not 0 <= msg.part < msg.parts:
             self._drop_parts()
             return StoreAck(False, f"snapshot part {msg.part} of {msg.parts}?")
+        if (why := self._older(msg.term, msg.seq)) is not None:
+            self._drop_parts()
+            return StoreAck(False, why)
         if msg.part == 0:
             self._drop_parts()
             self._incoming = key
@@ -112,27 +167,55 @@ class StandbyCopy:
             return StoreAck(False, one_line(f"undecodable scheduler snapshot: {type(e).__name__}"))
         if not isinstance(plain, dict):
             return StoreAck(False, f"a scheduler snapshot is a map, not {type(plain).__name__}")
-        return self._restore(msg.leader, msg.seq, plain)
+        return self._restore(msg.leader, msg.term, msg.seq, plain)
 
     def _drop_parts(self) -> None:
         self._incoming, self._parts, self._size = None, [], 0
 
-    def _restore(self, leader: str, seq: int, plain: dict[str, Any]) -> StoreAck:
+    def _restore(self, leader: str, term: int, seq: int, plain: dict[str, Any]) -> StoreAck:
         try:
             scheduler = Scheduler.restore(plain)
         except Exception as e:  # a peer's plain data: any shape at all
             return StoreAck(
                 False, one_line(f"unusable scheduler snapshot: {type(e).__name__}: {e}")
             )
-        self.scheduler = scheduler
-        self.seq = seq
-        self.leader = leader
-        self.log.info("standby copy of %s's scheduler at event %d", leader, seq)
+        self._set(scheduler, leader, term, seq)
+        self.log.info("standby copy of %s's scheduler at term %d event %d", leader, term, seq)
         return StoreAck(True)
 
+    def _set(self, scheduler: Scheduler | None, leader: str | None, term: int, seq: int) -> None:
+        self.scheduler, self.leader, self.term, self.seq = scheduler, leader, term, seq
+        self._packed = None
+
+    def keep(self, scheduler: Scheduler, leader: str, term: int, seq: int) -> bool:
+        """Keep a leader's own scheduler as this node's copy when it stops leading (it
+        may be the freshest state there is); False if the copy holds a fresher one."""
+        if self._older(term, seq) is not None:
+            self.log.warning(
+                "%s's scheduler at term %d event %d is older than the copy here (term %d "
+                "event %d): dropped",
+                leader,
+                term,
+                seq,
+                self.term,
+                self.seq,
+            )
+            return False
+        self._drop_parts()
+        self._set(scheduler, leader, term, seq)
+        return True
+
     def events(self, msg: StandbyEvent) -> StoreAck:
-        if self.scheduler is None or msg.leader != self.leader or msg.seq != self.seq + 1:
+        if msg.term < self.term:
+            return StoreAck(False, f"older than this copy: term {msg.term} < term {self.term}")
+        if (
+            self.scheduler is None
+            or msg.leader != self.leader
+            or msg.term != self.term
+            or msg.seq != self.seq + 1
+        ):
             return StoreAck(False, "standby copy is behind; send a snapshot")
+        self._packed = None
         for data in msg.events:
             try:
                 event = wire.decode(data)
@@ -151,23 +234,53 @@ class StandbyCopy:
             self.seq += 1
         return StoreAck(True)
 
-    def take(self, me: str) -> tuple[Scheduler, int, str] | None:
-        """The copy (scheduler, event number, its leader) for a new leader, once.
+    def fetch(self, msg: CopyPartRequest) -> StandbySnapshotPart | ErrorReply:
+        """Part ``msg.part`` of this copy for a node taking over, if it still holds the
+        state that node chose (packed once, at the first part, for all of them)."""
+        if self.scheduler is None or self.leader is None or (msg.term, msg.seq) != self.fresh:
+            return ErrorReply(
+                f"no copy at term {msg.term} event {msg.seq} here (term {self.term} "
+                f"event {self.seq}); ask again"
+            )
+        if self._packed is None or self._packed[0] != self.fresh:
+            self._packed = (self.fresh, pack(self.scheduler))
+        data = self._packed[1]
+        cuts = range(0, max(len(data), 1), SNAPSHOT_PART)
+        if not 0 <= msg.part < len(cuts):
+            return ErrorReply(f"snapshot part {msg.part} of {len(cuts)}?")
+        at = cuts[msg.part]
+        return StandbySnapshotPart(
+            self.leader,
+            self.seq,
+            msg.part,
+            len(cuts),
+            data[at : at + SNAPSHOT_PART],
+            self.term,
+        )
 
-        None when there is no copy or it is this node's own (it led before)."""
+    def take(self) -> tuple[Scheduler, int, str] | None:
+        """The copy (scheduler, event number, its leader) for this node taking over, once;
+        its (term, seq) stays as the floor of what this copy accepts afterwards."""
         sched, leader = self.scheduler, self.leader
-        if sched is None or leader is None or leader == me:
+        if sched is None or leader is None:
             return None
         self.scheduler = None
+        self._packed = None
         return sched, self.seq, leader
 
 
-def snapshot_parts(leader: str, seq: int, sched: Scheduler) -> list[StandbySnapshotPart]:
+def pack(sched: Scheduler) -> bytes:
+    return msgpack.packb(sched.snapshot(), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def snapshot_parts(
+    leader: str, seq: int, sched: Scheduler, term: int = 0
+) -> list[StandbySnapshotPart]:
     """``sched``'s state as of event ``seq``, in parts of at most ``SNAPSHOT_PART`` bytes."""
-    data = msgpack.packb(sched.snapshot(), use_bin_type=True)
+    data = pack(sched)
     cuts = range(0, max(len(data), 1), SNAPSHOT_PART)
     return [
-        StandbySnapshotPart(leader, seq, k, len(cuts), data[at : at + SNAPSHOT_PART])
+        StandbySnapshotPart(leader, seq, k, len(cuts), data[at : at + SNAPSHOT_PART], term)
         for k, at in enumerate(cuts)
     ]
 
@@ -187,21 +300,29 @@ class Sent:
         return self.snapshot_bytes + self.event_bytes
 
 
+# What a replicator reads from its leader: the scheduler, its event number and the
+# lease term it leads under; None when not leading.
+LeaderState = tuple[Scheduler, int, int]
+
+
 class Replicator:
-    """On the leader: keeps the next live member's :class:`StandbyCopy` current."""
+    """On the leader: keeps one standby's :class:`StandbyCopy` current, the member
+    ``rank`` places after the leader in ring order (1: the next one)."""
 
     def __init__(
         self,
         me: str,
         view: ClusterView,
-        state: Callable[[], tuple[Scheduler, int] | None],
+        state: Callable[[], LeaderState | None],
         log: logging.Logger,
+        rank: int = 1,
     ) -> None:
         self.me = me
         self.view = view
-        # The leader's scheduler and its event number, or None when not the leader.
+        # The leader's scheduler, its event number and term, or None when not the leader.
         self._state = state
         self.log = log
+        self.rank = rank
         self.standby: str | None = None
         self._queue: list[tuple[int, bytes]] = []
         self._needs_snapshot = True
@@ -211,6 +332,8 @@ class Replicator:
         # The newest event the current standby holds, and who waits for it to grow.
         self.acked = 0
         self._acked_changed = trio.Event()
+        # Called whenever ``acked`` changes (the service waits on several replicators).
+        self.on_acked: Callable[[], None] | None = None
 
     async def replicated(self, seq: int, timeout: float) -> bool:
         """Wait (up to ``timeout``) until the standby holds event ``seq``; True at once
@@ -224,13 +347,18 @@ class Replicator:
     def _has_standby(self) -> bool:
         if self._state() is None:
             return False
+        return self._standby_now() is not None
+
+    def _standby_now(self) -> str | None:
         ring = self.view.ring()
-        return len(ring) > 1 and ring[0] == self.me
+        return ring[self.rank] if len(ring) > self.rank and ring[0] == self.me else None
 
     def _acked_to(self, seq: int) -> None:
         self.acked = seq
         self._acked_changed.set()
         self._acked_changed = trio.Event()
+        if self.on_acked is not None:
+            self.on_acked()
 
     def push(self, seq: int, event: Any) -> None:
         """Queue the event the leader just applied as number ``seq``."""
@@ -257,8 +385,7 @@ class Replicator:
             self._report()  # what was sent before this pause, once
             self._wake = trio.Event()
             while (state := self._state()) is not None:
-                ring = self.view.ring()
-                standby = ring[1] if len(ring) > 1 and ring[0] == self.me else None
+                standby = self._standby_now()
                 if standby != self.standby:
                     self.standby = standby
                     self._needs_snapshot = True
@@ -287,11 +414,14 @@ class Replicator:
                     events = self._next_events()
                     first = self._queue[0][0]
                     self._count(events=len(events), event_bytes=sum(map(len, events)))
-                    reply = await self.view.call(standby, StandbyEvent(self.me, first, events))
+                    request = StandbyEvent(self.me, first, events, state[2])
+                    reply = await self.view.call(standby, request)
                     if isinstance(reply, StoreAck) and reply.ok:
                         del self._queue[: len(events)]
                         self._acked_to(first + len(events) - 1)
                     else:
+                        why = reply.error if isinstance(reply, StoreAck) else type(reply).__name__
+                        self.log.debug("standby %s refused events from %d: %s", standby, first, why)
                         self._needs_snapshot = True
                 except RpcError as e:
                     self.log.debug("standby %s unreachable: %s", standby, e)
@@ -308,9 +438,9 @@ class Replicator:
             size += len(data)
         return tuple(events)
 
-    async def _send_snapshot(self, standby: str, sched: Scheduler, seq: int) -> bool:
+    async def _send_snapshot(self, standby: str, sched: Scheduler, seq: int, term: int) -> bool:
         """The whole state as of ``seq``, part by part; True when the standby took it."""
-        parts = snapshot_parts(self.me, seq, sched)
+        parts = snapshot_parts(self.me, seq, sched, term)
         self._queue = [e for e in self._queue if e[0] > seq]
         size = sum(len(p.data) for p in parts)
         self.sent.snapshots += 1
@@ -341,7 +471,7 @@ class Replicator:
     def _report(self) -> None:
         now = trio.current_time()
         if now - self._reported[1] >= REPORT_EVERY and self.sent.bytes > self._reported[0]:
-            self.log.info("replication: %s", self.report())
+            self.log.info("replication to standby %d: %s", self.rank, self.report())
             self._reported = (self.sent.bytes, now)
 
     def report(self) -> str:

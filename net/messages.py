@@ -7,8 +7,9 @@ never renumber or reuse one.  Change a message's fields only by giving it a high
 Tags 1-19: membership datagrams (UDP).  20-29: admission (TCP, introducer).
 30-39: console (TCP).  40-49: generic replies and streams.  50-79: SDFS (TCP).
 80-99: inference requests (TCP; 86 is retired).  100-139: scheduler events for the
-inference standby (registered by ``inference/events.py``, beside the scheduler).
-150-159: the SDFS leader's majority lease and grant journal (``sdfs.lease``).
+inference standby (registered by ``inference/events.py``, beside the scheduler), and
+the standby's own messages (109-119).  150-159: the SDFS leader's majority lease and
+grant journal (``sdfs.lease``).
 """
 
 from __future__ import annotations
@@ -717,36 +718,44 @@ class BatchResult:
     error: str = ""
 
 
-@message(tag=82, version=2)
+@message(tag=82, version=3)
 @dataclass(frozen=True)
 class StandbyEvent:
     """Leader to hot standby: scheduler events ``seq``, ``seq + 1``, ...
 
     Each is a ``net.wire.encode``d event of :mod:`inference.events` (tags 100-139);
-    the standby decodes and type-checks them.  (Version 1 carried hand-made dicts.)
+    the standby decodes and type-checks them.  ``term`` is the lease term under which
+    the leader produced them (a copy refuses an older term).  (Version 1 carried
+    hand-made dicts; version 2 had no term.)
     """
 
     leader: str
     seq: int
     events: tuple[bytes, ...]
+    term: int = 0
 
 
-@message(tag=83)
+@message(tag=83, version=2)
 @dataclass(frozen=True)
 class StandbySnapshot:
-    """Leader to hot standby: the whole scheduler state as of event ``seq``."""
+    """Leader to hot standby: the whole scheduler state as of event ``seq``, produced
+    under lease ``term`` (version 1 had no term)."""
 
     leader: str
     seq: int
     snapshot: dict[str, Any]
+    term: int = 0
 
 
-@message(tag=109)
+@message(tag=109, version=2)
 @dataclass(frozen=True)
 class StandbySnapshotPart:
-    """Leader to hot standby: part ``part`` (0-based) of ``parts`` of the scheduler
-    state as of event ``seq``, msgpack-encoded and cut into pieces that each fit a
-    frame whatever the state's size; the standby restores it when the last part is in.
+    """Leader to hot standby (or a member to a new leader that fetches its copy, see
+    :class:`CopyPartRequest`): part ``part`` (0-based) of ``parts`` of the scheduler
+    state as of event ``seq`` under lease ``term``, msgpack-encoded and cut into pieces
+    that each fit a frame whatever the state's size; the copy restores it when the
+    last part is in.  ``leader`` is the node whose scheduler it is.  (Version 1 had no
+    term.)
     """
 
     leader: str
@@ -754,6 +763,41 @@ class StandbySnapshotPart:
     part: int
     parts: int
     data: bytes
+    term: int = 0
+
+
+@message(tag=110)
+@dataclass(frozen=True)
+class CopyStateRequest:
+    """A node taking over scheduling (it holds lease ``term``) to a member: which
+    scheduler state do you hold (a standby copy, or your own from when you led)?"""
+
+    term: int
+
+
+@message(tag=111)
+@dataclass(frozen=True)
+class CopyState:
+    """A member's answer to :class:`CopyStateRequest`: it holds ``leader``'s scheduler
+    as of event ``seq`` under lease ``term`` (``leader`` "" when it holds none)."""
+
+    node: str
+    leader: str
+    term: int
+    seq: int
+
+
+@message(tag=112)
+@dataclass(frozen=True)
+class CopyPartRequest:
+    """A node taking over to the member holding the freshest state: part ``part`` of
+    the state it named (``term``, ``seq``); answered with a
+    :class:`StandbySnapshotPart`, or a failure when the member holds another state by
+    now."""
+
+    term: int
+    seq: int
+    part: int
 
 
 @message(tag=84)

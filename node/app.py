@@ -99,6 +99,7 @@ class NodeApp:
             files,
             data_dir,
             logging.getLogger(f"inference.{me.name}"),
+            lease=self.sdfs.leader.lease_term,
         )
         self.context = Context(self.sdfs.client, self, InferenceClient(self.inference.view, files))
         self.transport: MeteredTransport | None = None

@@ -104,6 +104,25 @@ def trust_known_hosts(client: Any, known_hosts: str, accept_new: bool) -> None:
     client.set_missing_host_key_policy(policy(known_hosts))
 
 
+def load_private_key(key_file: str) -> Any:
+    """The private key in ``key_file`` (paramiko); TransferError in one line if it cannot
+    be used, a key with a passphrase included (cluster logins are unattended)."""
+    import paramiko
+
+    try:
+        return paramiko.PKey.from_path(key_file)
+    except (paramiko.PasswordRequiredException, TypeError) as e:
+        # cryptography says "password-protected" with a TypeError.
+        if isinstance(e, TypeError) and "password" not in str(e):
+            raise TransferError(f"cannot use SSH key {key_file}: {e}") from None
+        raise TransferError(
+            f"SSH key {key_file} is protected by a passphrase; "
+            "use a key without one for cluster transfers"
+        ) from None
+    except (OSError, paramiko.SSHException, ValueError) as e:
+        raise TransferError(f"cannot use SSH key {key_file}: {reason(e)}") from None
+
+
 def host_key_refusal(e: BaseException, known_hosts: str) -> str | None:
     """Why a connection failed, if it failed on the host key; None otherwise."""
     import paramiko

@@ -53,7 +53,7 @@ from sdfs.transfer.base import (
     short_hash,
 )
 from sdfs.transfer.files import name_problem, path_problem, temp_sibling
-from sdfs.transfer.hostkeys import host_key_refusal, trust_known_hosts
+from sdfs.transfer.hostkeys import host_key_refusal, load_private_key, trust_known_hosts
 from sdfs.transfer.progress import Reporter, ThreadReporter, in_thread
 
 if TYPE_CHECKING:
@@ -155,21 +155,8 @@ class ScpTransfer:
         return f"scp {direction} {peer.name} ({peer.host}:{self._port(peer)})"
 
     def _load_key(self) -> Any:
-        import paramiko
-
         if self._pkey is None:
-            try:
-                self._pkey = paramiko.PKey.from_path(self.key_file)
-            except (paramiko.PasswordRequiredException, TypeError) as e:
-                # cryptography says "password-protected" with a TypeError.
-                if isinstance(e, TypeError) and "password" not in str(e):
-                    raise TransferError(f"cannot use SSH key {self.key_file}: {e}") from None
-                raise TransferError(
-                    f"SSH key {self.key_file} is protected by a passphrase; "
-                    "use a key without one for cluster transfers"
-                ) from None
-            except (OSError, paramiko.SSHException, ValueError) as e:
-                raise TransferError(f"cannot use SSH key {self.key_file}: {reason(e)}") from None
+            self._pkey = load_private_key(self.key_file)
         return self._pkey
 
     def _make_transport(self, sock: Any, disabled_algorithms: Any = None) -> paramiko.Transport:

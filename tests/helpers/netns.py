@@ -91,6 +91,8 @@ class NetnsCluster:
             "transfer": "scp" if self.scp else "tcp",
             **self._cluster,
         }
+        if "secret_file" in self._cluster:  # the caller's file instead of an inline secret
+            del table["secret"]
         lines = ["[cluster]", *(f"{k} = {json.dumps(v)}" for k, v in table.items()), ""]
         if self.scp:
             ssh = self.bed.ssh_table()
@@ -215,6 +217,8 @@ class NetnsCluster:
 
     def assert_running(self, names: Iterable[str] | None = None) -> None:
         for name in names if names is not None else self.names:
+            if name not in self.procs:
+                continue  # started by someone else (the launcher): not ours to watch
             code = self.procs[name].poll()
             assert code is None, f"{name} exited with status {code}:\n{self.tail(name)}"
 

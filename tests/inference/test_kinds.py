@@ -9,6 +9,7 @@ in a dict.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import tempfile
@@ -113,11 +114,12 @@ def shout() -> Iterator[None]:
 async def cluster(
     shout: None, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> AsyncIterator[tuple[dict[str, InferenceService], DictFiles]]:
-    config = default_config()
+    # A cluster of two configured nodes: both are a majority (they schedule).
+    config = dataclasses.replace(default_config(), nodes=default_config().nodes[:2])
     files = DictFiles()
     nodes: dict[str, InferenceService] = {}
     async with trio.open_nursery() as nursery:
-        for me in config.nodes[:2]:
+        for me in config.nodes:
             core = MembershipCore(me, config.membership, config.ring_index(), random.Random(1))
             nodes[me.name] = InferenceService(
                 config,

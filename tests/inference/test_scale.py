@@ -177,7 +177,7 @@ async def test_the_replicator_gets_a_100000_query_job_to_the_standby(
         return ErrorReply(f"unexpected {type(request).__name__}")
 
     rpc.node(other).serve(serve)
-    replicator = Replicator(me, rpc.node(me).peers, lambda: (leader, 9), LOG)
+    replicator = Replicator(me, rpc.node(me).peers, lambda: (leader, 9, 1), LOG)
     nursery.start_soon(replicator.run)
     replicator.restart()
     await rpc.wait_until(lambda: copy.scheduler is not None, timeout=5)

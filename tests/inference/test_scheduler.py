@@ -818,6 +818,44 @@ def test_takeover_keeps_batches_on_live_workers_and_requeues_the_rest() -> None:
         assert [r["input"] for r in standby.results(job)] == list(sim_inputs(sim, job))
 
 
+def test_an_answer_from_another_worker_than_the_batchs_is_a_stray() -> None:
+    # Two leaderships that started from one state may both give out a batch id (the
+    # old one before it lost its lease): an answer that names this scheduler's batch
+    # but comes from another worker is not that batch's, and changes nothing.
+    s = fixed()
+    two_workers(s)
+    a1, a2 = assigns(s.submit(None, FAST, inputs(16), 0.0))
+    assert a1.worker != a2.worker
+    before = s.status("job-1")
+    rows = [(i, row_for(name)) for i, name in a2.queries]
+    s.batch_done(a1.worker, a2.batch_id, rows, [0.1] * len(rows), 1.0)
+    assert s.strays == len(rows) and s.duplicates == 0
+    assert s.status("job-1") == before
+    assert list(s.workers()[a2.worker]["batches"]) == [a2.batch_id]  # still out
+    s.batch_failed(a1.worker, a2.batch_id, "a stale failure", 1.0)
+    assert s.status("job-1") == before
+    assert list(s.workers()[a2.worker]["batches"]) == [a2.batch_id]
+    answer(s, a2, 1.5)  # its own worker's answer counts
+    assert s.status("job-1")["done"] == len(a2.queries)
+
+
+def test_a_takeover_starts_the_batch_ids_of_its_term() -> None:
+    s = fixed()
+    two_workers(s)
+    (a, b) = assigns(s.submit(None, FAST, inputs(32), 0.0))
+    assert (a.batch_id, b.batch_id) == (1, 2)
+    s.takeover(["H1", "H2"], 1.0, first_batch=2 << 32)
+    (c,) = assigns(answer(s, a, 1.5))
+    assert c.batch_id == 2 << 32
+    s.takeover(["H1", "H2"], 2.0, first_batch=1 << 32)  # never backwards
+    (d,) = assigns(answer(s, b, 2.5))
+    assert d.batch_id == (2 << 32) + 1
+    restored = Scheduler.restore(via_msgpack(s.snapshot()))
+    assert restored.snapshot() == s.snapshot()
+    with pytest.raises(ValueError):
+        s.takeover([], 3.0, first_batch=-1)
+
+
 def test_takeover_re_times_surviving_batches() -> None:
     s = Scheduler(SchedulerConfig(max_batch_seconds=None, batch_timeout=30.0))
     s.worker_up("H2", CAP, 100.0)
@@ -841,6 +879,7 @@ def test_events_round_trip_through_the_wire() -> None:
         BatchFailed("H2", 9, "oom", 6.0),
         Tick(7.0),
         Takeover(("H2", "H3"), 8.0),
+        Takeover(("H2", "H3"), 8.0, 3 << 32),
         Forget("job-3"),
     ]
     for event in events:

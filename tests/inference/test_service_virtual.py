@@ -39,6 +39,7 @@ from inference.events import (
 )
 from inference.files import FileStore
 from inference.kinds.base import BatchOutput, WorkerContext
+from inference.leader import TERM_BATCHES, Lease
 from inference.scheduler import SchedulerConfig
 from inference.service import InferenceService
 from inference.worker import REPORT_RETRY_MAX_DELAY
@@ -155,8 +156,10 @@ async def start_cluster(
     data: Path,
     monkeypatch: pytest.MonkeyPatch,
     before_services: Callable[[RpcCluster], None] | None = None,
+    lease_for: Callable[[str], Lease] | None = None,
 ) -> Cluster:
-    """``before_services`` sees the converged cluster before any service starts."""
+    """``before_services`` sees the converged cluster before any service starts;
+    ``lease_for`` gives each node its lease (default: the service's fallback)."""
     rpc = RpcCluster(nursery, n, trace=True)
     await rpc.start_all()
     await rpc.wait_until(rpc.converged, timeout=60)
@@ -173,6 +176,7 @@ async def start_cluster(
             data / node.name,
             clock=trio.current_time,
             view=node.peers,
+            lease=lease_for(node.name) if lease_for is not None else None,
         )
         cluster.services[node.name] = service
         node.serve(service.handle)
@@ -322,7 +326,8 @@ async def test_the_standby_takes_over_mid_job_and_every_query_runs_once(
     assert t_failed == pytest.approx(6.596426655840455, abs=1e-9)  # seed 1's ping phases
     (takeover,) = [a for a in cluster.applied if isinstance(a.event, Takeover)]
     assert (takeover.node, takeover.time) == ("H2", failed_at(cluster, "H2", "H1"))
-    assert takeover.event == Takeover(("H2", "H3", "H4", "H5"), takeover.time)
+    # Under lease term 1 (the fallback's): its batch ids start at TERM_BATCHES.
+    assert takeover.event == Takeover(("H2", "H3", "H4", "H5"), takeover.time, TERM_BATCHES)
     # H1's two batches (the one it ran, the one queued behind it) go back to the queue;
     # nothing is dispatched yet: every survivor still holds two batches, whose results
     # it could not hand to any leader since the crash.
@@ -486,7 +491,12 @@ async def test_when_the_standby_dies_first_the_next_member_becomes_standby_and_t
     cluster.rpc.crash("H2")  # the standby (and a worker)
     await trio.sleep(2.0)
     t_failed2 = detection(cluster, "H2", t_crash2)
-    assert copy_on(cluster, "H3") == (None, 0)  # not yet: H2 is still the standby to H1
+    # Three standbys (two make a majority of five with H1, and a spare): H3 and H4 are
+    # current all along; H5 has nothing yet, as H2 is a standby to H1 until it is
+    # found failed.
+    assert copy_on(cluster, "H3") == ("H1", services["H1"].leader.seq)
+    assert copy_on(cluster, "H4") == ("H1", services["H1"].leader.seq)
+    assert copy_on(cluster, "H5") == (None, 0)
     await trio.sleep(6.0)
     # H1 dropped H2 as a worker when it learnt of the failure, and H3 became its standby.
     (down,) = [a for a in cluster.applied if isinstance(a.event, WorkerDown)]
@@ -494,6 +504,7 @@ async def test_when_the_standby_dies_first_the_next_member_becomes_standby_and_t
     t_crash1 = trio.current_time()
     assert t_crash1 == 10.25  # mid-batch again: H1 runs [10.1, 10.6]
     assert copy_on(cluster, "H3") == ("H1", services["H1"].leader.seq)
+    assert copy_on(cluster, "H5") == ("H1", services["H1"].leader.seq)  # H2's successor
     cluster.rpc.crash("H1")
     t_done = await wait_done(client, job.job_id)
 
@@ -501,7 +512,7 @@ async def test_when_the_standby_dies_first_the_next_member_becomes_standby_and_t
     (takeover,) = [a for a in cluster.applied if isinstance(a.event, Takeover)]
     assert (takeover.node, takeover.time) == ("H3", failed_at(cluster, "H3", "H1"))
     assert takeover.time == pytest.approx(t_failed1, abs=1e-9)
-    assert takeover.event == Takeover(("H3", "H4", "H5"), takeover.time)
+    assert takeover.event == Takeover(("H3", "H4", "H5"), takeover.time, TERM_BATCHES)
     # Only H1's batches were left to requeue: H2's went back when it was detected.
     lost = [x for x in takeover.actions if isinstance(x, BatchLost)]
     assert [(b.worker, b.requeued) for b in lost] == [("H1", BATCH), ("H1", BATCH)]
