@@ -13,6 +13,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,18 @@ class Client:
             )
             local.unlink()
         return op
+
+
+def until_ok(attempt: Callable[[], Op], within: float = 30.0, pause: float = 1.0) -> Op:
+    """``attempt()`` again until it ends ``ok`` or ``within`` seconds pass (each try is
+    recorded): the reads after a heal, while the merged side's leader takes the lease
+    back (it waits for the other side's promises to run out, then rebuilds)."""
+    deadline = time.monotonic() + within
+    while True:
+        op = attempt()
+        if op.outcome == OK or time.monotonic() >= deadline:
+            return op
+        time.sleep(pause)
 
 
 def split_versions(data: bytes) -> dict[int, bytes]:
