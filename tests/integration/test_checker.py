@@ -20,7 +20,7 @@ refused without naming the majority).
 Default: 150 s of faults, a random seed (printed).  The history (``history.jsonl``,
 one operation per line), the nemesis log, a summary and the nodes' logs go to
 ``$IDUNNO_HISTORY_DIR/checker-SEED-TIME`` or, without it, to the test's pytest
-temporary directory; the failure message says where.  About 4-5 minutes in all.
+temporary directory; the failure message says where.  3.5-5 minutes in all.
 """
 
 from __future__ import annotations
