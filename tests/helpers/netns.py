@@ -11,7 +11,11 @@ instead of its tcp stream.  The faults:
 * :meth:`NetnsCluster.blackhole` / :meth:`unblackhole` - withdraw the routes to some
   hosts on every host (sends to them fail with EINVAL);
 * :meth:`link` - take a host's own link down or up (its sends fail with ENETUNREACH);
-* :meth:`split` / :meth:`heal` - move some hosts' bridge ports to a second bridge.
+* :meth:`split` / :meth:`heal` - move some hosts' bridge ports to a second bridge;
+* :meth:`switch` / :meth:`flap` - the whole switch off (both bridges down), and on.
+
+:meth:`wait_healed` waits for one membership of every node with one leader, and says
+how long it took (a partition's time to heal).
 
 Everything needs root, ``ip``, ``tc`` and ``sshd``; :func:`require_netns` fails the
 test with the reason when they are missing (CI runs as root: a silent skip would hide
@@ -130,6 +134,19 @@ class NetnsCluster:
     def heal(self) -> None:
         self.bed.heal()
 
+    def switch(self, up: bool) -> None:
+        """The switch off (both bridges down: no frame crosses) or on again."""
+        for bridge in ("br0", "br1"):
+            ip("-n", self.bed.bridge_ns, "link", "set", bridge, "up" if up else "down")
+
+    def flap(self, seconds: float) -> None:
+        """Every link down for ``seconds``, then up: a switch that reboots."""
+        self.switch(up=False)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.switch(up=True)
+
     # --- processes -------------------------------------------------------------------
 
     def log_path(self, name: str) -> Path:
@@ -245,6 +262,36 @@ class NetnsCluster:
             if time.monotonic() >= deadline:
                 raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {last}")
             time.sleep(0.3)
+
+    def wait_healed(
+        self, timeout: float, what: str, since: float | None = None
+    ) -> tuple[float, dict[str, tuple[set[str], str | None]]]:
+        """Poll until every node lists every node and all name one leader.
+
+        Returns the seconds from ``since`` (a ``time.monotonic()``; default now) until
+        a round of answers first showed it, and those answers.
+        """
+        began = time.monotonic() if since is None else since
+        deadline = time.monotonic() + timeout
+        everyone = set(self.names)
+        last: Any = None
+        while True:
+            self.assert_running()
+            try:
+                views = self.views()
+                last = views
+                merged = all(v[0] == everyone for v in views.values())
+                if merged and len({leader for _, leader in views.values()}) == 1:
+                    return time.monotonic() - began, views
+            except ConsoleError as e:
+                last = e
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {last}")
+            time.sleep(0.2)
+
+    def leader(self, via: str) -> str | None:
+        leader: str | None = self.console(via, "list_mem")["leader"]
+        return leader
 
     # --- clean-up --------------------------------------------------------------------
 
