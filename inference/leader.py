@@ -158,6 +158,9 @@ class Leader:
         self._on_applied = on_applied
         # Without one (a leader on its own, in tests) it always holds its own term.
         self.lease: Lease = lease or (lambda: self.term)
+        # Whether a majority of the configured nodes is in this node's view (the
+        # service sets it): without the lease, that means the lease is being taken.
+        self.majority_in_view: Callable[[], bool] = lambda: False
         self.sched: Scheduler | None = None
         self.term = 0  # the lease term this node leads under (while sched is set)
         self.seq = 0  # events applied by this scheduler, across leaders
@@ -438,6 +441,8 @@ class Leader:
                 # it must not schedule.  Clients hear why at once; workers keep trying.
                 if isinstance(request, WORKER_REQUESTS):
                     raise NotReady(self.no_majority())
+                if self.majority_in_view():  # taking the lease: a retry will do
+                    raise NotReady(f"not ready: {self.me} is taking the majority lease")
                 raise NoQuorum(self.no_majority())
             raise NotReady(f"not ready: {self.me} is not the scheduler")
         if isinstance(request, BatchResult):

@@ -22,7 +22,8 @@ The node that is first in ring order may schedule only while it holds a lease of
 majority of the configured nodes (``lease``: the term it holds, or None).  The lease
 is the SDFS leader's (``SdfsLeader.lease_term()``): its terms only grow, two nodes
 never hold one term, and a term is granted only after every earlier lease expired.
-Until that is wired in, :func:`majority_in_view` stands in for it (see its caveats).
+A service built without one (tests of inference alone) uses :func:`majority_in_view`
+(see its caveats).
 
 * The leader replicates every event to ``majority - 1`` standbys plus
   ``SPARE_STANDBYS`` (the members after it in ring order), and acknowledges a worker's
@@ -197,6 +198,11 @@ class InferenceService:
             self._applied,
             self.lease,
         )
+        # Without the lease but with a majority in view, the lease is being taken (after
+        # a heal, or a change of leader): clients then retry instead of hearing "no
+        # majority".
+        in_view = majority_in_view(self.view, self.configured)
+        self.leader.majority_in_view = lambda: in_view() is not None
         # One replicator per standby: the majority - 1 members after this one in ring
         # order and SPARE_STANDBYS more (one at least, idle in a cluster of one); an
         # acknowledgement waits for majority - 1 of them.
