@@ -346,7 +346,7 @@ class GrowingFile:
 
     def seek(self, pos: int) -> None:
         if pos != 0 or self.pos != 0:
-            raise OSError("a growing file can only be read from its start, once")
+            raise TransferError("a copy of an arriving file cannot start over")
 
     def tell(self) -> int:
         return self.pos

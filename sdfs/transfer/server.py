@@ -231,8 +231,10 @@ class TransferServer:
                 tee = forward
 
                 def tee_sink(piece: memoryview) -> None:
-                    out.write(piece)
+                    # Forward first, as HDFS's BlockReceiver does: the next hop starts
+                    # on the piece while we write it.
                     tee.write(piece)
+                    out.write(piece)
 
                 sink = tee_sink
 

@@ -15,12 +15,20 @@ import pytest
 import trio
 
 from config.topology import ClusterConfig, default_config
-from net.messages import ChainStream, ErrorReply, HopResult
+from net.messages import ChainStream, ErrorReply, Hop, HopResult, RelayFile
 from net.rpc import Connection, frame_codec
 from sdfs.copies import PeerDirectory, push
-from sdfs.transfer import Peer, TcpTransfer, TransferError, TransferResult, TransferServer
+from sdfs.transfer import (
+    Peer,
+    ScpTransfer,
+    TcpTransfer,
+    TransferError,
+    TransferResult,
+    TransferServer,
+)
 from sdfs.transfer.chain import GrowingFile, check_results
-from tests.helpers.transfers import SECRET, node_dirs, sha256, tcp_server, write
+from tests.helpers.sshd import PrivateSshd
+from tests.helpers.transfers import SECRET, leftovers, node_dirs, sha256, tcp_server, write
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -131,7 +139,7 @@ async def test_the_writers_link_failing_fails_the_whole_chain(tmp_path: Path) ->
 
 
 def test_an_answer_that_disagrees_with_what_was_sent_counts_as_a_failure() -> None:
-    from net.messages import ChainEnd, Hop
+    from net.messages import ChainEnd
 
     hops = (Hop("H2", "h", 1, "a"), Hop("H3", "h", 1, "b"), Hop("H4", "h", 1, "c"))
     answer = ChainEnd(
@@ -233,6 +241,108 @@ async def test_cancelling_a_chain_leaves_no_temporaries(tmp_path: Path) -> None:
         with trio.move_on_after(0.05):
             await tcp.push_chain(src, [(p, "f") for p in peers])
         await trio.sleep(0.5)
-    from tests.helpers.transfers import leftovers
-
     assert leftovers(*(Path(p.incoming_dir) for p in peers)) == []
+
+
+# --- scp: the writer's scp to the first hop, and RelayFile down the rest ----------------
+
+
+@asynccontextmanager
+async def scp_chain(
+    sshd: PrivateSshd, tmp_path: Path, n: int, dead: str | None = None
+) -> AsyncIterator[tuple[ScpTransfer, list[Peer], list[RelayFile]]]:
+    """``n`` hops behind one private sshd, each with its own directories and its own
+    ScpTransfer; RelayFile goes straight to the hop's ``serve_relay`` (what its node's
+    RPC handler calls).  ``dead``: a hop whose sshd port has nothing behind it."""
+    peers: list[Peer] = []
+    for i in range(1, n + 1):
+        incoming, store = node_dirs(tmp_path / f"H{i}")
+        port = sshd.port
+        if f"H{i}" == dead:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()
+        peers.append(Peer(f"H{i}", "127.0.0.1", 1, port, str(incoming), str(store)))
+    by_name = {p.name: p for p in peers}
+    hops = {p.name: ScpTransfer(sshd.ssh_config()) for p in peers}
+    seen: list[RelayFile] = []
+
+    async def find(node: str) -> Peer:
+        return by_name[node]
+
+    async def relay(peer: Peer, request: RelayFile, timeout: float) -> Any:
+        seen.append(request)
+        with trio.fail_after(timeout):
+            return await hops[peer.name].serve_relay(
+                request, Path(peer.incoming_dir), find, node=peer.name
+            )
+
+    writer = ScpTransfer(sshd.ssh_config())
+    for t in [writer, *hops.values()]:
+        t.relay = relay
+    try:
+        yield writer, peers, seen
+    finally:
+        for t in [writer, *hops.values()]:
+            await t.aclose()
+
+
+async def test_an_scp_chain_relays_the_arriving_file_hop_by_hop(
+    sshd: PrivateSshd, tmp_path: Path
+) -> None:
+    src = write(tmp_path / "src", os.urandom(SIZE))
+    async with scp_chain(sshd, tmp_path, 4) as (writer, peers, seen):
+        results = await writer.push_chain(src, [(p, f"in-{p.name}") for p in peers])
+    digest = sha256(src)
+    assert all(isinstance(r, TransferResult) for r in results), results
+    assert [r.sha256 for r in results if isinstance(r, TransferResult)] == [digest] * 4
+    for p in peers:
+        assert sha256(held(p, f"in-{p.name}")) == digest
+    # One RelayFile per hop that passes it on, each naming the rest of the chain.
+    assert [[h.node for h in r.downstream] for r in seen] == [
+        ["H2", "H3", "H4"],
+        ["H3", "H4"],
+        ["H4"],
+    ]
+    assert leftovers(*(Path(p.incoming_dir) for p in peers)) == []
+
+
+async def test_an_scp_chain_broken_at_a_dead_hop_keeps_the_copies_before_it(
+    sshd: PrivateSshd, tmp_path: Path
+) -> None:
+    src = write(tmp_path / "src", os.urandom(SIZE))
+    async with scp_chain(sshd, tmp_path, 4, dead="H3") as (writer, peers, _):
+        results = await writer.push_chain(src, [(p, "f") for p in peers])
+    assert [type(r) for r in results] == [
+        TransferResult,
+        TransferResult,
+        TransferError,
+        TransferError,
+    ]
+    assert "H3" in str(results[2]) and "not reached" in str(results[3])
+    assert sha256(held(peers[0], "f")) == sha256(held(peers[1], "f")) == sha256(src)
+    assert leftovers(*(Path(p.incoming_dir) for p in peers)) == []
+
+
+async def test_a_relay_request_that_names_no_temporary_is_refused(
+    sshd: PrivateSshd, tmp_path: Path
+) -> None:
+    async with scp_chain(sshd, tmp_path, 2) as (writer, peers, _):
+        hop = Hop("H2", "127.0.0.1", 1, "f")
+        for temp in ["../../etc/passwd", "plain-name", ".x.0123456789ab.part/.."]:
+            reply = await writer.serve_relay(
+                RelayFile(temp, 10, (hop,)), Path(peers[0].incoming_dir), _never, node="H1"
+            )
+            assert isinstance(reply, ErrorReply) and "relay refused" in reply.error
+        reply = await writer.serve_relay(
+            RelayFile(".f.0123456789ab.part", 10, ()),
+            Path(peers[0].incoming_dir),
+            _never,
+            node="H1",
+        )
+        assert isinstance(reply, ErrorReply) and "hops" in reply.error
+
+
+async def _never(node: str) -> Peer:
+    raise AssertionError("a refused relay looks no one up")
