@@ -1,0 +1,131 @@
+"""Pipelined replication between distinct hosts (issue 12, sdfs.transfer.chain).
+
+Five nodes on five testbed hosts, 1 Gbit/s links.  A console on the one host that
+holds no replica of the file puts it: its bytes go once, to the first replica, which
+forwards them down the chain while they arrive.  Then a replica in the middle of the
+chain is broken while the bytes are flowing, once by ``kill -9`` and once by pulling
+its cable: the hop before it finishes its own copy, the writer learns which replicas
+hold the file, routes around the break (it sends the missing ones their copies
+itself), and the put still commits on a write quorum with the right content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdfs.metadata import placement, write_quorum
+from sdfs.transfer import is_temp_name
+from tests.helpers.netns import NetnsCluster, require_netns
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+SIZE = 120_000_000
+
+
+@pytest.fixture(scope="module")
+def room() -> Iterator[NetnsCluster]:
+    require_netns()
+    c = NetnsCluster(5, scp=True)
+    try:
+        c.build()
+        c.start()
+        c.wait_views({n: set(c.names) for n in c.names}, 60, "the five hosts to converge")
+        yield c
+    finally:
+        c.close()
+
+
+def digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while data := f.read(1 << 20):
+            h.update(data)
+    return h.hexdigest()
+
+
+def arriving(c: NetnsCluster, node: str) -> int:
+    """Bytes of the biggest copy under way into ``node``'s incoming directory."""
+    sizes = [
+        p.stat().st_size
+        for p in (c.workdir / "data" / node).rglob("incoming/*")
+        if is_temp_name(p.name)
+    ]
+    return max(sizes, default=0)
+
+
+def put_breaking(c: NetnsCluster, name: str, src: Path, brk: Any) -> dict[str, Any]:
+    """Put ``src`` as ``name`` from the host that holds no replica; once the chain's
+    second replica has 10 MB of it, ``brk(that replica)``.  The put's reply."""
+    chain = placement(name, c.names, 4)  # the leader's order: all five are alive
+    (writer,) = set(c.names) - set(chain)
+    out: dict[str, Any] = {}
+
+    def put() -> None:
+        try:
+            out["reply"] = c.console(writer, "put", str(src), name, timeout=180)
+        except Exception as e:  # reported by the assertion below
+            out["error"] = e
+
+    t = threading.Thread(target=put)
+    began = time.monotonic()
+    t.start()
+    victim = chain[1]
+    while arriving(c, victim) < 10_000_000:
+        assert t.is_alive(), f"the put ended before {victim} got 10 MB: {out}"
+        assert time.monotonic() - began < 60, f"{victim} never got 10 MB of {name}"
+        time.sleep(0.02)
+    brk(victim)
+    t.join(200)
+    took = time.monotonic() - began
+    assert "reply" in out, out.get("error")
+    reply: dict[str, Any] = out["reply"]
+    print(f"{name}: chain {' -> '.join([writer, *chain])}, {victim} broken: {took:.1f} s")
+    # Committed on a write quorum that excludes the broken replica.
+    assert victim not in reply["replicas"]
+    assert len(reply["replicas"]) >= write_quorum(4)
+    assert chain[0] in reply["replicas"]  # the hop before the break kept its copy
+    back = c.workdir / f"back-{name.replace('/', '-')}"
+    got = c.console(writer, "get", name, str(back), timeout=120)
+    assert got["bytes"] == SIZE and digest(back) == digest(src)
+    back.unlink()
+    return reply
+
+
+def test_a_pipelined_put_survives_a_replica_killed_or_cut_off_mid_chain(
+    room: NetnsCluster,
+) -> None:
+    c = room
+    src = c.workdir / "big.bin"
+    with src.open("wb") as f:
+        for _ in range(SIZE // 1_000_000):
+            f.write(os.urandom(1_000_000))
+
+    def kill(node: str) -> None:
+        c.procs[node].kill()
+
+    put_breaking(c, "pipe/killed.bin", src, kill)
+    victim = placement("pipe/killed.bin", c.names, 4)[1]
+    c.procs[victim].wait(10)
+    c.restart(victim)
+    c.wait_views({n: set(c.names) for n in c.names}, 60, f"{victim} to rejoin")
+
+    cut: list[str] = []
+
+    def pull_cable(node: str) -> None:
+        cut.append(node)
+        c.link(node, up=False)
+
+    try:
+        put_breaking(c, "pipe/cut.bin", src, pull_cable)
+    finally:
+        for node in cut:
+            c.link(node, up=True)
+    c.assert_running()
