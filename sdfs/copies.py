@@ -1,8 +1,12 @@
 """Moving one version's bytes to replicas and having them take it: shared by puts and repairs.
 
 A copy has two steps.  :func:`push` moves the bytes into each target's incoming
-directory under a fresh random name, reading the file once per transport (over tcp,
-one stream feeds every target); it returns the SHA-256 of what each target received.
+directory under a fresh random name: a file of at least ``pipeline_min_bytes`` in a
+chain through the targets (each forwards while it receives, sdfs.transfer.chain, so
+the writer's link carries one copy), a smaller one by fan-out, reading the file once
+per transport (over tcp, one read feeds every target).  If a chain leaves fewer than
+the caller's quorum with a copy, the writer sends the ones it missed theirs by
+fan-out.  It returns the SHA-256 of what each target received, or why not.
 :func:`ingest` then asks each target to store that arrival as a given record (the
 target checks the size, and the SHA-256 unless its transfer server verified the
 arrival already).  The put coordinator (``sdfs.putcoord``) and the leader's repair

@@ -34,7 +34,7 @@ from sdfs.replica import REPLICA_REQUESTS, Replica
 from sdfs.store import ReplicaStore
 from sdfs.transfer import LocalTransfer, Peer, TcpTransfer, Transfer
 
-SDFS_REQUESTS = REPLICA_REQUESTS + LEADER_REQUESTS
+SDFS_REQUESTS = REPLICA_REQUESTS + LEADER_REQUESTS + (RelayFile,)
 
 
 class SdfsService:
