@@ -7,12 +7,17 @@ chain is broken while the bytes are flowing, once by ``kill -9`` and once by pul
 its cable: the hop before it finishes its own copy, the writer learns which replicas
 hold the file, routes around the break (it sends the missing ones their copies
 itself), and the put still commits on a write quorum with the right content.
+And a chain over scp between the hosts (the writer's scp to the first, each hop's
+node copying the arriving file on by its own scp), whole and with a hop's node dead.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from scripts.localcluster import REPO_ROOT, _child_env
 from sdfs.metadata import placement, write_quorum
 from sdfs.transfer import is_temp_name
 from tests.helpers.netns import NetnsCluster, require_netns
@@ -129,3 +135,47 @@ def test_a_pipelined_put_survives_a_replica_killed_or_cut_off_mid_chain(
         for node in cut:
             c.link(node, up=True)
     c.assert_running()
+
+
+def scp_chain(c: NetnsCluster, writer: str, src: Path, nodes: list[str]) -> list[dict[str, Any]]:
+    argv = [sys.executable, "-m", "tests.helpers.scp_chain_writer", str(c.config_path), str(src)]
+    done = subprocess.run(
+        c.bed.command(c.host(writer), [*argv, *nodes]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=_child_env(),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results: list[dict[str, Any]] = json.loads(done.stdout)
+    return results
+
+
+def test_a_chain_over_scp_between_hosts_relays_hop_by_hop(room: NetnsCluster) -> None:
+    """The writer on H5 scp's to H1 while H1's node copies the arriving file to H2 by
+    its own scp (its key, the hosts' known_hosts), and so on to H4; then the same with
+    H3's node killed (its sshd still takes H2's copy, but nobody passes it on)."""
+    c = room
+    src = c.workdir / "scp-chain.bin"
+    src.write_bytes(os.urandom(20_000_000))
+    want = digest(src)
+    chain = ["H1", "H2", "H3", "H4"]
+    results = scp_chain(c, "H5", src, chain)
+    assert [r["ok"] for r in results] == [True] * 4, results
+    for r in results:
+        held = next((c.workdir / "data" / r["node"]).rglob(f"incoming/{r['name']}"))
+        assert r["sha256"] == want and digest(held) == want
+    # H1's copy to H2 logged in to H2's sshd from H1's address: a hop, not the writer.
+    sshd_log = c.bed.workdir / "hosts" / c.host("H2") / "sshd" / "sshd.log"
+    assert f"from {c.addr('H1')}" in sshd_log.read_text(errors="replace")
+
+    c.procs["H3"].kill()
+    c.procs["H3"].wait(10)
+    try:
+        results = scp_chain(c, "H5", src, chain)
+        assert [r["ok"] for r in results] == [True, True, True, False], results
+        assert "did not relay" in results[3]["error"] or "not reached" in results[3]["error"]
+    finally:
+        c.restart("H3")
+        c.wait_views({n: set(c.names) for n in c.names}, 60, "H3 to rejoin")
