@@ -26,7 +26,7 @@ from sdfs.transfer import (
     TransferResult,
     TransferServer,
 )
-from sdfs.transfer.chain import GrowingFile, check_results
+from sdfs.transfer.chain import MAX_HOPS, GrowingFile, check_results
 from tests.helpers.sshd import PrivateSshd
 from tests.helpers.transfers import SECRET, leftovers, node_dirs, sha256, tcp_server, write
 
@@ -346,3 +346,19 @@ async def test_a_relay_request_that_names_no_temporary_is_refused(
 
 async def _never(node: str) -> Peer:
     raise AssertionError("a refused relay looks no one up")
+
+
+async def test_a_hop_refuses_a_chain_with_a_bad_name_or_too_many_hops(tmp_path: Path) -> None:
+    """The server checks every hop's name and the chain's length before a byte."""
+    from tests.helpers.transfers import NONCE, raw_client
+
+    incoming, store = node_dirs(tmp_path)
+    server = TransferServer(incoming, store, node_name="H1")
+    bad = (Hop("H2", "127.0.0.1", 1, "../escape"),)
+    long = tuple(Hop(f"H{i}", "127.0.0.1", 1, "f") for i in range(MAX_HOPS))
+    for downstream, why in [(bad, "'/'"), (long, "hops")]:
+        async with raw_client(server) as conn:
+            await conn.send(ChainStream("f", 4, NONCE, downstream))
+            reply = await conn.receive()
+        assert isinstance(reply, ErrorReply) and "refused" in reply.error and why in reply.error
+    assert list(incoming.iterdir()) == []
