@@ -18,6 +18,8 @@ store (``PeerInfoRequest``), which both transports need.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -103,6 +105,22 @@ class PeerDirectory:
         return peer
 
 
+def is_local(host: str) -> bool:
+    """Whether ``host`` is an address of this machine (or network namespace): one we
+    can bind to.  Only literal addresses count (a name would need a lookup here)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
 async def push(
     peers: PeerDirectory,
     transfers: Transfers,
@@ -156,7 +174,11 @@ async def push(
         pairs = [(found[node], incoming[node]) for node in members]
         push_chain = getattr(transfer, "push_chain", None)
         if chain and push_chain is not None and len(members) > 1:
-            done = await push_chain(path, pairs, report, label=label)
+            # A replica on this very host first: the chain then leaves this host's link
+            # once (behind it, it would come back in and go out again).
+            order = sorted(range(len(pairs)), key=lambda k: not is_local(pairs[k][0].host))
+            chained = await push_chain(path, [pairs[k] for k in order], report, label=label)
+            done = [chained[order.index(k)] for k in range(len(pairs))]
         else:
             chain = False
             done = await transfer.push_many(path, pairs, report, label=label)

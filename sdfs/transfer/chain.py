@@ -53,6 +53,10 @@ the ChainEnd of the hops behind it.  Bytes move only over SSH, with the node's k
 host-key checks, hop by hop; each hop's (size, SHA-256) is the count of its sender, and
 ingest re-hashes every scp arrival against the grant, as for a fan-out.
 
+A hop connects only where a ChainStream or RelayFile tells it to, and those are
+sealed with the cluster MAC: only a member (or a console with the secret) can name a
+next hop; the hop's own name rules and disk-space checks apply there as for any upload.
+
 When the chain is used (sdfs.copies.push)
 -----------------------------------------
 For a file of at least ``pipeline_min_bytes`` (the cluster file; 1 MiB by default) and
@@ -60,7 +64,9 @@ at least two targets on one transport.  Below it, fan-out: the writer's link car
 little, one round trip beats four hops' set-up, and batches of small files
 (sdfs.putbatch, sdfs.putdir) stay as they are.  If the chain leaves fewer than the
 caller's quorum holding verified copies, the writer sends the missing replicas their
-copies by fan-out (a new chain through a dead replica would fail the same way); the
+copies by fan-out (a new chain through a dead replica would fail the same way).  A
+replica on the writer's own host goes first in the chain, so that the chain leaves
+the writer's link once rather than coming back in and going out again.  The
 put coordinator's ingest, quorum and commit rules then apply unchanged.  Repairs
 (sdfs.replica) copy to several targets through the same function, so they chain too.
 """

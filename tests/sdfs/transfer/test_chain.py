@@ -17,7 +17,7 @@ import trio
 from config.topology import ClusterConfig, default_config
 from net.messages import ChainStream, ErrorReply, Hop, HopResult, RelayFile
 from net.rpc import Connection, frame_codec
-from sdfs.copies import PeerDirectory, push
+from sdfs.copies import PeerDirectory, is_local, push
 from sdfs.transfer import (
     Peer,
     ScpTransfer,
@@ -362,3 +362,37 @@ async def test_a_hop_refuses_a_chain_with_a_bad_name_or_too_many_hops(tmp_path: 
             reply = await conn.receive()
         assert isinstance(reply, ErrorReply) and "refused" in reply.error and why in reply.error
     assert list(incoming.iterdir()) == []
+
+
+def test_only_this_hosts_own_addresses_count_as_local() -> None:
+    assert is_local("127.0.0.1")
+    assert not is_local("192.0.2.1")  # TEST-NET-1: nobody's
+    assert not is_local("localhost")  # a name: never looked up
+    assert not is_local("not an address")
+
+
+async def test_a_replica_on_the_writers_own_host_goes_first_in_the_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """H1..H3 all listen on 127.0.0.1 here; H2 is reached as "localhost", which this
+    test makes the one address not of this host: the local ones go first, whatever
+    the order asked for."""
+    import sdfs.copies
+
+    monkeypatch.setattr(sdfs.copies, "is_local", lambda host: host != "localhost")
+    src = write(tmp_path / "src", os.urandom(SIZE))
+    async with servers(tmp_path, 3) as (peers, _):
+        seen: list[list[str]] = []
+        tcp = TcpTransfer(frame_codec(SECRET))
+        real = tcp.push_chain
+
+        async def spy(local: Path, targets: Any, *args: Any, **kw: Any) -> Any:
+            seen.append([p.name for p, _ in targets])
+            return await real(local, targets, *args, **kw)
+
+        tcp.push_chain = spy  # type: ignore[method-assign]
+        far = Peer("H2", "localhost", peers[1].port, None, peers[1].incoming_dir, "")
+        directory = _Dir(default_config(), [peers[0], far, peers[2]])
+        _, digests, errors = await push(directory, lambda node: tcp, src, ["H2", "H1", "H3"])
+    assert seen == [["H1", "H3", "H2"]]
+    assert sorted(digests) == ["H1", "H2", "H3"] and not errors
