@@ -454,7 +454,7 @@ class ScpTransfer:
             try:
                 targets.append((await find_peer(hop.node), hop.name))
             except Exception as e:  # a member that left: the chain stops here
-                why = f"{node} cannot reach {hop.node}: {one_line(str(e))}"
+                why = f"not reached: {node} cannot reach {hop.node}: {one_line(str(e))}"
                 return ChainEnd(tuple(chain.not_reached(request.downstream, why)))
         growing = chain.GrowingFile(
             str(Path(incoming_dir) / request.temp),

@@ -174,8 +174,12 @@ def test_a_chain_over_scp_between_hosts_relays_hop_by_hop(room: NetnsCluster) ->
     c.procs["H3"].wait(10)
     try:
         results = scp_chain(c, "H5", src, chain)
-        assert [r["ok"] for r in results] == [True, True, True, False], results
-        assert "did not relay" in results[3]["error"] or "not reached" in results[3]["error"]
+        oks = [r["ok"] for r in results]
+        # H3's sshd still takes H2's copy, unless H2's node has already removed H3
+        # from its membership (a busy host starts the writer late): then H2 does not
+        # look it up and the chain stops at H2.  Either way nobody passes it to H4.
+        assert oks in ([True, True, True, False], [True, True, False, False]), results
+        assert "not reached" in results[3]["error"], results[3]
     finally:
         c.restart("H3")
         c.wait_views({n: set(c.names) for n in c.names}, 60, "H3 to rejoin")
