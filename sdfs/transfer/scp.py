@@ -38,7 +38,7 @@ import trio
 
 from config.topology import SSHConfig
 from net.errors import one_line
-from net.messages import ChainEnd, ErrorReply, HopResult, RelayFile
+from net.messages import ChainEnd, ErrorReply, Hop, HopResult, RelayFile
 from net.progress import Progress
 from net.rpc import IDLE_TIMEOUT
 from sdfs.durable import fsync_dir
@@ -420,7 +420,12 @@ class ScpTransfer:
             size = os.fstat(f.fileno()).st_size
             if label is None:
                 label = push_label(local, [peer for peer, _ in targets])
-            return await self.relay_chain(f, size, targets, Reporter(progress, label, size))
+            start = time.perf_counter()
+            head, name = targets[0]
+            mine, rest = await self.relay_chain(
+                f, size, head, name, chain.hops(targets[1:]), Reporter(progress, label, size)
+            )
+            return [mine, *chain.as_transfer_results(rest, targets[1:], start, "scp")]
         finally:
             f.close()
 
@@ -438,9 +443,10 @@ class ScpTransfer:
         the downstream's results, or a refusal of a bad request."""
         # A temporary's name, and nothing else: name_problem refuses those, but it
         # is what a copy under way is called (files.temp_sibling).
-        problem = None if is_temp_name(request.temp) else "not a temporary name"
-        if (not problem and request.temp in (".", "..")) or "/" in request.temp:
-            problem = "not a file name"
+        temp = request.temp
+        problem = None if is_temp_name(temp) else "not a temporary name"
+        if not problem and ("/" in temp or any(ord(c) < 32 or ord(c) == 127 for c in temp)):
+            problem = "not a plain file name"
         if not problem and not 0 < len(request.downstream) < chain.MAX_HOPS:
             problem = f"a chain of 1 to {chain.MAX_HOPS - 1} hops"
         if not problem and request.size < 0:
@@ -449,52 +455,68 @@ class ScpTransfer:
             problem = problem or name_problem(hop.name)
         if problem:
             return ErrorReply(one_line(f"{node}: relay refused: {problem}"))
-        targets: list[tuple[Peer, str]] = []
-        for hop in request.downstream:
+        # Only the next hop is looked up here; the rest travel on as they came.  One
+        # we cannot look up (a member that failed) is skipped, as HDFS drops a bad
+        # datanode from its pipeline: the hop after it gets the file from us.
+        hops = list(request.downstream)
+        skipped: list[HopResult] = []
+        head: Peer | None = None
+        while hops and head is None:
             try:
-                targets.append((await find_peer(hop.node), hop.name))
-            except Exception as e:  # a member that left: the chain stops here
-                why = f"not reached: {node} cannot reach {hop.node}: {one_line(str(e))}"
-                return ChainEnd(tuple(chain.not_reached(request.downstream, why)))
+                head = await find_peer(hops[0].node)
+            except Exception as e:
+                why = f"{node} cannot reach {hops[0].node}: {one_line(str(e))}"
+                skipped.append(HopResult(hops[0].node, False, error=why))
+                hops.pop(0)
+        if head is None:
+            return ChainEnd(tuple(skipped))
         growing = chain.GrowingFile(
-            str(Path(incoming_dir) / request.temp),
+            str(Path(incoming_dir) / temp),
             request.size,
             idle_timeout=self.io_timeout,
             appear_timeout=self.io_timeout,
         )
         growing.check = trio.from_thread.check_cancelled
         try:
-            done = await self.relay_chain(
-                growing, request.size, targets, Reporter(None, "relay", request.size)
+            mine, rest = await self.relay_chain(
+                growing,
+                request.size,
+                head,
+                hops[0].name,
+                tuple(hops[1:]),
+                Reporter(None, "relay", request.size),
             )
         finally:
             growing.close()
-        out = [
-            HopResult(hop.node, True, r.size, r.sha256)
-            if isinstance(r, TransferResult)
-            else HopResult(hop.node, False, error=str(r))
-            for hop, r in zip(request.downstream, done, strict=True)
-        ]
+        first = (
+            HopResult(head.name, True, mine.size, mine.sha256)
+            if isinstance(mine, TransferResult)
+            else HopResult(head.name, False, error=str(mine))
+        )
+        out = [*skipped, first, *rest]
         bad = [r for r in out if not r.ok]
         if bad:
-            log.info("relay of %s: %s: %s", request.temp, bad[0].node, bad[0].error)
+            log.info("relay of %s: %s: %s", temp, bad[0].node, bad[0].error)
         return ChainEnd(tuple(out))
 
     async def relay_chain(
-        self, f: Any, size: int, targets: Sequence[tuple[Peer, str]], reporter: Reporter
-    ) -> list[TransferResult | TransferError]:
-        """Copy ``size`` bytes of ``f`` (a file, or a chain.GrowingFile) down the chain
-        ``targets``: our own scp to the first, and a RelayFile that has its node pass
-        them on; one result per target."""
-        head, name = targets[0]
-        if len(targets) == 1:  # the end of the chain: a plain copy
+        self,
+        f: Any,
+        size: int,
+        head: Peer,
+        name: str,
+        downstream: tuple[Hop, ...],
+        reporter: Reporter,
+    ) -> tuple[TransferResult | TransferError, list[HopResult]]:
+        """Copy ``size`` bytes of ``f`` (a file, or a chain.GrowingFile) to ``head`` as
+        ``name`` by our own scp, and have its node pass them on down ``downstream``
+        (a RelayFile); our copy's result, and one HopResult per downstream hop."""
+        if not downstream:  # the end of the chain: a plain copy
             try:
-                return [await self._push_from(f, size, head, name, reporter)]
+                return await self._push_from(f, size, head, name, reporter), []
             except TransferError as e:
-                return [e]
-        start = time.perf_counter()
+                return e, []
         temp = temp_sibling(posixpath.join(head.incoming_dir, name))
-        downstream = chain.hops(targets[1:])
         results: list[TransferResult | TransferError] = []
         answer: Any = None
 
@@ -533,7 +555,7 @@ class ScpTransfer:
         rest = chain.check_results(answer, downstream, size, digest)
         if isinstance(answer, ErrorReply):
             rest = [HopResult(r.node, False, error=f"not reached: {answer.error}") for r in rest]
-        return [mine, *chain.as_transfer_results(rest, targets[1:], start, "scp")]
+        return mine, rest
 
     async def push_many(
         self,

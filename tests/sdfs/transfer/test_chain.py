@@ -249,11 +249,12 @@ async def test_cancelling_a_chain_leaves_no_temporaries(tmp_path: Path) -> None:
 
 @asynccontextmanager
 async def scp_chain(
-    sshd: PrivateSshd, tmp_path: Path, n: int, dead: str | None = None
+    sshd: PrivateSshd, tmp_path: Path, n: int, dead: str | None = None, gone: str | None = None
 ) -> AsyncIterator[tuple[ScpTransfer, list[Peer], list[RelayFile]]]:
     """``n`` hops behind one private sshd, each with its own directories and its own
     ScpTransfer; RelayFile goes straight to the hop's ``serve_relay`` (what its node's
-    RPC handler calls).  ``dead``: a hop whose sshd port has nothing behind it."""
+    RPC handler calls).  ``dead``: a hop whose sshd port has nothing behind it;
+    ``gone``: one that the hops cannot look up (no longer a member)."""
     peers: list[Peer] = []
     for i in range(1, n + 1):
         incoming, store = node_dirs(tmp_path / f"H{i}")
@@ -269,6 +270,8 @@ async def scp_chain(
     seen: list[RelayFile] = []
 
     async def find(node: str) -> Peer:
+        if node == gone:
+            raise TransferError(f"{node} is not a member")
         return by_name[node]
 
     async def relay(peer: Peer, request: RelayFile, timeout: float) -> Any:
@@ -325,12 +328,35 @@ async def test_an_scp_chain_broken_at_a_dead_hop_keeps_the_copies_before_it(
     assert leftovers(*(Path(p.incoming_dir) for p in peers)) == []
 
 
+async def test_a_relay_skips_a_next_hop_it_cannot_look_up(
+    sshd: PrivateSshd, tmp_path: Path
+) -> None:
+    """H3 has left the membership as H2 sees it: H2 passes the file to H4 instead."""
+    src = write(tmp_path / "src", os.urandom(SIZE))
+    async with scp_chain(sshd, tmp_path, 4, gone="H3") as (writer, peers, _):
+        results = await writer.push_chain(src, [(p, "f") for p in peers])
+    assert [type(r) for r in results] == [
+        TransferResult,
+        TransferResult,
+        TransferError,
+        TransferResult,
+    ]
+    assert "H2 cannot reach H3" in str(results[2])
+    assert not held(peers[2], "f").exists()
+    assert sha256(held(peers[3], "f")) == sha256(src)
+
+
 async def test_a_relay_request_that_names_no_temporary_is_refused(
     sshd: PrivateSshd, tmp_path: Path
 ) -> None:
     async with scp_chain(sshd, tmp_path, 2) as (writer, peers, _):
         hop = Hop("H2", "127.0.0.1", 1, "f")
-        for temp in ["../../etc/passwd", "plain-name", ".x.0123456789ab.part/.."]:
+        for temp in [
+            "../../etc/passwd",
+            "plain-name",
+            ".x/../y.0123456789ab.part",
+            ".\n.0123456789ab.part",
+        ]:
             reply = await writer.serve_relay(
                 RelayFile(temp, 10, (hop,)), Path(peers[0].incoming_dir), _never, node="H1"
             )
