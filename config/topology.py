@@ -46,6 +46,9 @@ CLEANUP_TIME = 3.0
 lets a refutation cross several lossy gossip hops (each retried every 0.2 s)."""
 
 INTRODUCER_PORT = 8888
+# SDFS replicates files of at least this size in a chain, smaller ones by fan-out
+# (sdfs.transfer.chain says why 1 MiB).
+PIPELINE_MIN_BYTES = 1024 * 1024
 
 DEFAULT_SECRET = "change-me"
 """The built-in secret.  It is public (it is in this file), so it is accepted only
@@ -165,6 +168,10 @@ class ClusterConfig:
     tombstone_grace: float = 864_000.0
     # "scp" (paramiko over SSH) or "tcp" (the nodes' own authenticated stream).
     transfer: str = "scp"
+    # Files of at least this many bytes go to their replicas in a chain (writer -> r1
+    # -> r2 ...: each forwards while it receives, sdfs.transfer.chain), smaller ones
+    # fan out from the writer; 0 turns the chain off.
+    pipeline_min_bytes: int = PIPELINE_MIN_BYTES
     ssh: SSHConfig = field(default_factory=SSHConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     # Grading models ([[llm]] tables), in the file's order.
@@ -239,6 +246,8 @@ _CLUSTER_KEYS: Schema = {
     "replication": int,
     "versions_kept": int,
     "transfer": str,
+    # Beyond INTERFACE.md: the size from which SDFS copies go in a chain (0: never).
+    "pipeline_min_bytes": int,
     # Beyond INTERFACE.md: SDFS tombstone grace period in seconds.
     "tombstone_grace": (int, float),
     # Beyond INTERFACE.md: the rest of MembershipConfig, for tuning.
@@ -419,6 +428,11 @@ def config_from_dict(
         raise ConfigError(f"cluster.transfer: expected 'scp' or 'tcp', got {transfer!r}")
     if "port" in ssh:
         _check_port("ssh.port", ssh["port"])
+    pipeline_min_bytes = cluster.get("pipeline_min_bytes", PIPELINE_MIN_BYTES)
+    if pipeline_min_bytes < 0:
+        raise ConfigError(
+            f"cluster.pipeline_min_bytes: must be 0 or more, got {pipeline_min_bytes}"
+        )
 
     return ClusterConfig(
         nodes=tuple(nodes),
@@ -430,6 +444,7 @@ def config_from_dict(
         versions_kept=versions_kept,
         tombstone_grace=tombstone_grace,
         transfer=transfer,
+        pipeline_min_bytes=pipeline_min_bytes,
         ssh=SSHConfig(**ssh),
         inference=InferenceConfig(**inference),
         llms=parse_llms(data.get("llm", [])),

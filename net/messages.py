@@ -8,8 +8,9 @@ Tags 1-19: membership datagrams (UDP).  20-29: admission (TCP, introducer).
 30-39: console (TCP).  40-49: generic replies and streams.  50-79: SDFS (TCP).
 80-99: inference requests (TCP; 86 is retired).  100-139: scheduler events for the
 inference standby (registered by ``inference/events.py``, beside the scheduler), and
-the standby's own messages (109-119).  150-159: the SDFS leader's majority lease and
-grant journal (``sdfs.lease``).
+the standby's own messages (109-119).  140-159: SDFS, continued (50-79 is full):
+140-149 the chain's relays, 150-159 the SDFS leader's majority lease and grant journal
+(``sdfs.lease``).
 """
 
 from __future__ import annotations
@@ -232,6 +233,52 @@ class PutStream:
     name: str
     size: int
     nonce: bytes
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One replica further down a replication chain: where its node listens and the
+    name the bytes take in its incoming directory (sdfs.transfer.chain)."""
+
+    node: str
+    host: str
+    port: int
+    name: str
+
+
+@message(tag=79)
+@dataclass(frozen=True)
+class ChainStream:
+    """A :class:`PutStream` that the receiver also forwards, while it arrives, to
+    ``downstream[0]`` (itself a ChainStream with ``downstream[1:]``), keeping the
+    nonce, so every hop checks the same tag.  Answered with a :class:`ChainEnd` (or an
+    ErrorReply, as a PutStream); sdfs.transfer.chain has the theory."""
+
+    name: str
+    size: int
+    nonce: bytes
+    downstream: tuple[Hop, ...]
+
+
+@dataclass(frozen=True)
+class HopResult:
+    """What one replica of a chain holds: ``size`` bytes with ``sha256`` (verified
+    under the stream's tag, or by the sender's count over scp), or why not."""
+
+    node: str
+    ok: bool
+    size: int = 0
+    sha256: str = ""
+    error: str = ""
+
+
+@message(tag=43)
+@dataclass(frozen=True)
+class ChainEnd:
+    """The answer to a ChainStream or a RelayFile: one result per hop, in chain order
+    (the receiver's own first)."""
+
+    results: tuple[HopResult, ...]
 
 
 @message(tag=74)
@@ -474,6 +521,20 @@ class FileList:
 
     names: tuple[str, ...]
     next_after: str = ""
+
+
+@message(tag=140)
+@dataclass(frozen=True)
+class RelayFile:
+    """Writer (or the hop before) to a replica, for a chain over scp: the file
+    ``temp`` is arriving in your incoming directory by scp and will be ``size`` bytes;
+    copy it, as it grows, down the chain ``downstream`` (the first gets it by your own
+    scp, and this request with the rest).  Answered with a :class:`ChainEnd` for the
+    downstream hops only.  (Tag 140: SDFS's own range, 50-79, is full.)"""
+
+    temp: str
+    size: int
+    downstream: tuple[Hop, ...]
 
 
 @message(tag=70)

@@ -26,6 +26,7 @@ from net import console_items
 from net.codec import DatagramCodec
 from net.errors import ClusterError, Conflict, NotReady, one_line
 from net.messages import (
+    ChainStream,
     ConsoleProgress,
     ConsoleReply,
     ConsoleRequest,
@@ -123,7 +124,7 @@ class NodeApp:
             self.frames,
             self.handle_request,
             stream_handler=self.handle_stream,
-            streams=(PutStream, GetStream, ConsoleRequest),
+            streams=(PutStream, ChainStream, GetStream, ConsoleRequest),
         )
         try:
             async with trio.open_nursery() as nursery:

@@ -150,7 +150,12 @@ class SdfsClient:
             step = steps.pop(0)
             if isinstance(step, putcoord.Send):
                 incoming, digests, errors = await push(
-                    self.peers, self.transfers, local, step.grant.replicas, progress
+                    self.peers,
+                    self.transfers,
+                    local,
+                    step.grant.replicas,
+                    progress,
+                    quorum=coord.quorum(),
                 )
                 for node, error in sorted(errors.items()):
                     self.log.warning("put %s: copy to %s: %s", name, node, error.text)

@@ -1,8 +1,12 @@
 """Moving one version's bytes to replicas and having them take it: shared by puts and repairs.
 
 A copy has two steps.  :func:`push` moves the bytes into each target's incoming
-directory under a fresh random name, reading the file once per transport (over tcp,
-one stream feeds every target); it returns the SHA-256 of what each target received.
+directory under a fresh random name: a file of at least ``pipeline_min_bytes`` in a
+chain through the targets (each forwards while it receives, sdfs.transfer.chain, so
+the writer's link carries one copy), a smaller one by fan-out, reading the file once
+per transport (over tcp, one read feeds every target).  If a chain leaves fewer than
+the caller's quorum with a copy, the writer sends the ones it missed theirs by
+fan-out.  It returns the SHA-256 of what each target received, or why not.
 :func:`ingest` then asks each target to store that arrival as a given record (the
 target checks the size, and the SHA-256 unless its transfer server verified the
 arrival already).  The put coordinator (``sdfs.putcoord``) and the leader's repair
@@ -14,6 +18,8 @@ store (``PeerInfoRequest``), which both transports need.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -99,14 +105,37 @@ class PeerDirectory:
         return peer
 
 
+def is_local(host: str) -> bool:
+    """Whether ``host`` is an address of this machine (or network namespace): one we
+    can bind to.  Only literal addresses count (a name would need a lookup here)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
 async def push(
     peers: PeerDirectory,
     transfers: Transfers,
     path: Path,
     targets: Sequence[str],
     progress: Progress | None = None,
+    *,
+    quorum: int | None = None,
 ) -> tuple[dict[str, str], dict[str, str], dict[str, NodeError]]:
     """Copy ``path`` into each target's incoming directory.
+
+    A file of at least ``peers.config.pipeline_min_bytes`` goes to the targets that
+    share a transport in a chain (sdfs.transfer.chain); if that leaves fewer than
+    ``quorum`` targets (all of them by default) with a copy, the writer sends the ones
+    the chain missed theirs by fan-out.  Smaller files fan out from the start.
 
     Returns (the incoming name of each target that received it, the SHA-256 each of
     those received, why each other target did not)."""
@@ -124,6 +153,12 @@ async def push(
     async with trio.open_nursery() as nursery:
         for node in targets:
             nursery.start_soon(look_up, node)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # the transfer reports why it cannot read it
+    threshold = peers.config.pipeline_min_bytes
+    chained = threshold > 0 and size >= threshold
     # One group per transport, so each reads the file once for all of its targets.
     groups: dict[int, tuple[Transfer, list[str]]] = {}
     for node in targets:
@@ -132,20 +167,44 @@ async def push(
             groups.setdefault(id(transfer), (transfer, []))[1].append(node)
     biggest = max(groups.values(), key=lambda g: len(g[1]), default=None)
     digests: dict[str, str] = {}
+    missed: dict[str, Transfer] = {}  # targets a chain did not reach, and their transport
 
-    async def one(transfer: Transfer, members: list[str]) -> None:
+    async def one(transfer: Transfer, members: list[str], chain: bool) -> None:
         report = progress if biggest and members is biggest[1] else None
         pairs = [(found[node], incoming[node]) for node in members]
-        done = await transfer.push_many(path, pairs, report, label=label)
+        push_chain = getattr(transfer, "push_chain", None)
+        if chain and push_chain is not None and len(members) > 1:
+            # A replica on this very host first: the chain then leaves this host's link
+            # once (behind it, it would come back in and go out again).
+            order = sorted(range(len(pairs)), key=lambda k: not is_local(pairs[k][0].host))
+            chained = await push_chain(path, [pairs[k] for k in order], report, label=label)
+            done = [chained[order.index(k)] for k in range(len(pairs))]
+        else:
+            chain = False
+            done = await transfer.push_many(path, pairs, report, label=label)
         for node, result in zip(members, done, strict=True):
             if isinstance(result, TransferResult):
                 digests[node] = result.sha256
             else:
                 errors[node] = NodeError(ErrorKind.FAILED, str(result))
+                if chain:
+                    missed[node] = transfer
 
     async with trio.open_nursery() as nursery:
         for transfer, members in groups.values():
-            nursery.start_soon(one, transfer, members)
+            nursery.start_soon(one, transfer, members, chained)
+    if missed and len(digests) < (len(targets) if quorum is None else quorum):
+        # Route around the break: the writer sends the missed ones their copies itself.
+        again: dict[int, tuple[Transfer, list[str]]] = {}
+        for node, transfer in missed.items():
+            incoming[node] = uuid.uuid4().hex  # the failed hop may have kept the old name
+            again.setdefault(id(transfer), (transfer, []))[1].append(node)
+        biggest = None
+        async with trio.open_nursery() as nursery:
+            for transfer, members in again.values():
+                nursery.start_soon(one, transfer, members, False)
+        for node in digests:
+            errors.pop(node, None)
     return {t: incoming[t] for t in digests}, digests, errors
 
 

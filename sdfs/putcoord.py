@@ -10,6 +10,11 @@ becomes visible anywhere, and an acknowledged one is on W nodes' disks before it
 user hears of it.  W is the write quorum (:func:`sdfs.metadata.write_quorum`), or
 every replica when the ring has fewer than W.
 
+How the bytes reach the replicas (fan-out from the writer, or a chain through them
+for a big file: sdfs.copies.push, sdfs.transfer.chain) is the shell's business: either
+way ``sent`` hears, per replica, the SHA-256 of the bytes it holds or why it holds
+none, so the rules below are the same for both.
+
 This class decides; it does no I/O and reads no clock.  The shell (``sdfs.client``)
 feeds it what happened and carries out the :class:`Step`\\ s it returns:
 

@@ -7,8 +7,11 @@ set (placement is per name, and 5 nodes with 4 replicas have only 5 sets) into
 batches; and each batch costs one StoreBatch and one CommitBatch per replica (each a
 group commit to disk there, sdfs.store) and one PutDoneBatch.  Small files travel
 inline in the StoreBatch frame (authenticated like every frame); larger ones stream
-to each replica first (``sdfs.copies.push``, the single put's transfer), several at
-once, so a directory of images moves at the speed of its bytes.
+to each replica first (``sdfs.copies.push``, the single put's transfer: at
+``pipeline_min_bytes`` and above, 1 MiB by default, in a chain through the
+replicas, sdfs.transfer.chain), several at once, so a directory of images moves at
+the speed of its bytes.  The inline batches keep their fan-out: a batch frame is a
+round trip per replica, and chaining it would add a hop's latency to each.
 
 :class:`~sdfs.putbatch.BatchCoordinator` decides each batch; what fails for a
 cluster reason (a replica died mid-batch, a version raced a change of leader) is

@@ -4,7 +4,8 @@ It answers the requests about its own :class:`~sdfs.store.ReplicaStore`: where i
 keeps files (PeerInfoRequest), what it holds (StatRequest, InventoryRequest), taking
 an arrival as a pending version (Ingest), committing or aborting a put
 (CommitVersion, AbortPut), tombstoning a file (DeleteReplica), and copying what it
-holds to other nodes when the leader orders a repair (ReplicateOrder).  It also
+holds to other nodes when the leader orders a repair (ReplicateOrder: through
+``sdfs.copies.push``, so a big file goes to several targets in a chain).  It also
 collects what puts that never finished left behind, and notices when its store's
 directory was deleted under it: it says so, starts again with an empty store, and
 reports its (now empty) holdings to the leader, which re-replicates what was there.

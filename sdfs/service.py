@@ -24,7 +24,7 @@ from membership.core import Event, MembershipCore
 from membership.peers import Caller, Peers
 from net.blocking import Blocking, to_thread
 from net.codec import Codec
-from net.messages import AbortPut
+from net.messages import AbortPut, ErrorReply, RelayFile
 from net.rpc import call
 from net.transport import Address
 from sdfs.client import SdfsClient
@@ -33,9 +33,9 @@ from sdfs.leader import LEADER_REQUESTS, SdfsLeader
 from sdfs.leasekeeper import LEASE_REQUESTS
 from sdfs.replica import REPLICA_REQUESTS, Replica
 from sdfs.store import ReplicaStore
-from sdfs.transfer import LocalTransfer, TcpTransfer, Transfer
+from sdfs.transfer import LocalTransfer, Peer, TcpTransfer, Transfer
 
-SDFS_REQUESTS = REPLICA_REQUESTS + LEADER_REQUESTS + LEASE_REQUESTS
+SDFS_REQUESTS = REPLICA_REQUESTS + LEADER_REQUESTS + LEASE_REQUESTS + (RelayFile,)
 
 
 class SdfsService:
@@ -91,6 +91,25 @@ class SdfsService:
             blocking=blocking,
         )
 
+        if config.transfer == "scp":
+            from sdfs.transfer.scp import ScpTransfer
+
+            if isinstance(transfer, ScpTransfer):
+                transfer.relay = self._relay_call
+
+    async def _relay_call(self, peer: Peer, request: RelayFile, timeout: float) -> Any:
+        return await self.peers.call(peer.name, request, timeout)
+
+    async def relay(self, request: RelayFile) -> Any:
+        """Copy a file that is arriving by scp on down a chain (sdfs.transfer.chain)."""
+        from sdfs.transfer.scp import ScpTransfer
+
+        if not isinstance(self.transfer, ScpTransfer):
+            return ErrorReply(f"{self.me.name}: relay refused: this node does not copy with scp")
+        return await self.transfer.serve_relay(
+            request, self.store.incoming, self.directory.peer, node=self.me.name, log=self.log
+        )
+
     def transfer_for(self, node: str) -> Transfer:
         return self.local if node == self.me.name else self.transfer
 
@@ -110,6 +129,8 @@ class SdfsService:
         if isinstance(request, AbortPut):
             # Sent to the replicas and to the leader: each drops its part.
             self.leader.aborted(request)
+        if isinstance(request, RelayFile):
+            return await self.relay(request)
         if isinstance(request, REPLICA_REQUESTS):
             return await self.replica.handle(request)
         return await self.leader.handle(request)

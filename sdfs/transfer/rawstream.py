@@ -201,7 +201,7 @@ def receive(
     return crc_value
 
 
-def _answered(sock: socket.socket) -> bool:
+def answered(sock: socket.socket) -> bool:
     """Whether the receiver has sent something (a refusal) while we were still sending."""
     readable, _, _ = select.select([sock], [], [], 0)
     return bool(readable)
@@ -229,7 +229,7 @@ def _sendfile(
     while offset < size:
         if stop.is_set():
             return "stopped"
-        if _answered(sock):
+        if answered(sock):
             return ANSWERED_EARLY
         try:
             n = os.sendfile(out, fd, offset, min(SENDFILE_STEP, size - offset))

@@ -29,7 +29,7 @@ import posixpath
 import shlex
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -37,9 +37,12 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import trio
 
 from config.topology import SSHConfig
+from net.errors import one_line
+from net.messages import ChainEnd, ErrorReply, Hop, HopResult, RelayFile
 from net.progress import Progress
 from net.rpc import IDLE_TIMEOUT
 from sdfs.durable import fsync_dir
+from sdfs.transfer import chain
 from sdfs.transfer.base import (
     CHUNK_SIZE,
     Peer,
@@ -52,7 +55,7 @@ from sdfs.transfer.base import (
     reason,
     short_hash,
 )
-from sdfs.transfer.files import name_problem, path_problem, temp_sibling
+from sdfs.transfer.files import is_temp_name, name_problem, path_problem, temp_sibling
 from sdfs.transfer.hostkeys import host_key_refusal, load_private_key, trust_known_hosts
 from sdfs.transfer.progress import Reporter, ThreadReporter, in_thread
 
@@ -74,6 +77,11 @@ PREFERRED_CIPHERS = (
     "aes128-ctr",
     "aes256-ctr",
 )
+
+
+Relay = Callable[[Peer, RelayFile, float], Awaitable[Any]]
+"""Sends a RelayFile to the peer's node (an RPC, with a timeout) and returns its answer:
+how a chain over scp tells each hop to pass the file on (sdfs.transfer.chain)."""
 
 
 class _Broken(Exception):
@@ -143,6 +151,8 @@ class ScpTransfer:
         self.key_file = os.path.expanduser(ssh.key_file)
         self.known_hosts = os.path.expanduser(ssh.known_hosts)
         self._links: dict[tuple[str, int], _SshLink] = {}
+        # Set by the node (sdfs.service): without it, push_chain fans out.
+        self.relay: Relay | None = None
         self._locks: dict[tuple[str, int], trio.Lock] = {}
         self._pkey: Any = None
 
@@ -333,10 +343,6 @@ class ScpTransfer:
         label: str | None = None,
     ) -> TransferResult:
         what = self._label("to", peer)
-        problem = name_problem(name)
-        if problem:
-            raise TransferError(f"{what} refused: {problem}")
-        start = time.perf_counter()
         try:
             f = await trio.to_thread.run_sync(lambda: open(local, "rb"))  # noqa: SIM115
         except OSError as e:
@@ -346,21 +352,197 @@ class ScpTransfer:
             reporter = Reporter(
                 progress, push_label(local, [peer]) if label is None else label, size
             )
-            reporter(0)
-            final = posixpath.join(peer.incoming_dir, name)
-            temp = temp_sibling(final)
-
-            def op(client: Any) -> str:
-                f.seek(0)
-                reader = _HashingReader(f, size, ThreadReporter(reporter))
-                self._put_blocking(client, reader, temp, final, size)
-                return reader.hasher.hexdigest()
-
-            digest = await self._run(peer, "to", op)
+            return await self._push_from(f, size, peer, name, reporter)
         finally:
             f.close()
+
+    async def _push_from(
+        self,
+        f: Any,
+        size: int,
+        peer: Peer,
+        name: str,
+        reporter: Reporter,
+        temp: str | None = None,
+    ) -> TransferResult:
+        """Copy ``size`` bytes of the open file ``f`` to ``peer``'s incoming ``name``,
+        through the remote temporary ``temp`` (a fresh one by default)."""
+        what = self._label("to", peer)
+        problem = name_problem(name)
+        if problem:
+            raise TransferError(f"{what} refused: {problem}")
+        start = time.perf_counter()
+        reporter(0)
+        final = posixpath.join(peer.incoming_dir, name)
+        temp = temp_sibling(final) if temp is None else temp
+
+        def op(client: Any) -> str:
+            f.seek(0)
+            reader = _HashingReader(f, size, ThreadReporter(reporter))
+            self._put_blocking(client, reader, temp, final, size)
+            return reader.hasher.hexdigest()
+
+        digest = await self._run(peer, "to", op)
         reporter.finish(size)
         return TransferResult(size, digest, time.perf_counter() - start)
+
+    async def push_chain(
+        self,
+        local: Path,
+        targets: Sequence[tuple[Peer, str]],
+        progress: Progress | None = None,
+        *,
+        label: str | None = None,
+    ) -> list[TransferResult | TransferError]:
+        """``push_many`` as a chain (sdfs.transfer.chain): scp to the first target while
+        its node, told by a RelayFile, copies the arriving file on down the chain."""
+        if len(targets) < 2 or self.relay is None:
+            return await self.push_many(local, targets, progress, label=label)
+        try:
+            f = await trio.to_thread.run_sync(lambda: open(local, "rb"))  # noqa: SIM115
+        except OSError as e:
+            why = f"cannot read {local}: {reason(e)}"
+            return [TransferError(f"{self._label('to', p)} failed: {why}") for p, _ in targets]
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if label is None:
+                label = push_label(local, [peer for peer, _ in targets])
+            start = time.perf_counter()
+            head, name = targets[0]
+            mine, rest = await self.relay_chain(
+                f, size, head, name, chain.hops(targets[1:]), Reporter(progress, label, size)
+            )
+            return [mine, *chain.as_transfer_results(rest, targets[1:], start, "scp")]
+        finally:
+            f.close()
+
+    async def serve_relay(
+        self,
+        request: RelayFile,
+        incoming_dir: Path,
+        find_peer: Callable[[str], Awaitable[Peer]],
+        *,
+        node: str,
+        log: logging.Logger = log,
+    ) -> ChainEnd | ErrorReply:
+        """A hop's side of a chain over scp: read ``request.temp`` in ``incoming_dir``
+        as it arrives and copy it down ``request.downstream`` (:meth:`relay_chain`);
+        the downstream's results, or a refusal of a bad request."""
+        # A temporary's name, and nothing else: name_problem refuses those, but it
+        # is what a copy under way is called (files.temp_sibling).
+        temp = request.temp
+        problem = None if is_temp_name(temp) else "not a temporary name"
+        if not problem and ("/" in temp or any(ord(c) < 32 or ord(c) == 127 for c in temp)):
+            problem = "not a plain file name"
+        if not problem and not 0 < len(request.downstream) < chain.MAX_HOPS:
+            problem = f"a chain of 1 to {chain.MAX_HOPS - 1} hops"
+        if not problem and request.size < 0:
+            problem = f"negative size {request.size}"
+        for hop in request.downstream:
+            problem = problem or name_problem(hop.name)
+        if problem:
+            return ErrorReply(one_line(f"{node}: relay refused: {problem}"))
+        # Only the next hop is looked up here; the rest travel on as they came.  One
+        # we cannot look up (a member that failed) is skipped, as HDFS drops a bad
+        # datanode from its pipeline: the hop after it gets the file from us.
+        hops = list(request.downstream)
+        skipped: list[HopResult] = []
+        head: Peer | None = None
+        while hops and head is None:
+            try:
+                head = await find_peer(hops[0].node)
+            except Exception as e:
+                why = f"{node} cannot reach {hops[0].node}: {one_line(str(e))}"
+                skipped.append(HopResult(hops[0].node, False, error=why))
+                hops.pop(0)
+        if head is None:
+            return ChainEnd(tuple(skipped))
+        growing = chain.GrowingFile(
+            str(Path(incoming_dir) / temp),
+            request.size,
+            idle_timeout=self.io_timeout,
+            appear_timeout=self.io_timeout,
+        )
+        growing.check = trio.from_thread.check_cancelled
+        try:
+            mine, rest = await self.relay_chain(
+                growing,
+                request.size,
+                head,
+                hops[0].name,
+                tuple(hops[1:]),
+                Reporter(None, "relay", request.size),
+            )
+        finally:
+            growing.close()
+        first = (
+            HopResult(head.name, True, mine.size, mine.sha256)
+            if isinstance(mine, TransferResult)
+            else HopResult(head.name, False, error=str(mine))
+        )
+        out = [*skipped, first, *rest]
+        bad = [r for r in out if not r.ok]
+        if bad:
+            log.info("relay of %s: %s: %s", temp, bad[0].node, bad[0].error)
+        return ChainEnd(tuple(out))
+
+    async def relay_chain(
+        self,
+        f: Any,
+        size: int,
+        head: Peer,
+        name: str,
+        downstream: tuple[Hop, ...],
+        reporter: Reporter,
+    ) -> tuple[TransferResult | TransferError, list[HopResult]]:
+        """Copy ``size`` bytes of ``f`` (a file, or a chain.GrowingFile) to ``head`` as
+        ``name`` by our own scp, and have its node pass them on down ``downstream``
+        (a RelayFile); our copy's result, and one HopResult per downstream hop."""
+        if not downstream:  # the end of the chain: a plain copy
+            try:
+                return await self._push_from(f, size, head, name, reporter), []
+            except TransferError as e:
+                return e, []
+        temp = temp_sibling(posixpath.join(head.incoming_dir, name))
+        results: list[TransferResult | TransferError] = []
+        answer: Any = None
+
+        async def copy(relaying: trio.CancelScope) -> None:
+            try:
+                results.append(await self._push_from(f, size, head, name, reporter, temp))
+            except TransferError as e:
+                results.append(e)
+                # The head has no copy to pass on: stop waiting for its answer (its
+                # node gives up by itself when the temporary goes or never comes).
+                relaying.cancel()
+
+        async def relay() -> None:
+            nonlocal answer
+            assert self.relay is not None
+            request = RelayFile(posixpath.basename(temp), size, downstream)
+            # Long enough for the whole chain behind, at a pessimistic 20 MB/s.
+            try:
+                answer = await self.relay(head, request, self.io_timeout + size / 20e6)
+            except Exception as e:
+                answer = ErrorReply(f"{head.name} did not relay: {reason(e)}")
+
+        relaying = trio.CancelScope()
+
+        async def relay_unless_cancelled() -> None:
+            with relaying:
+                await relay()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(copy, relaying)
+            nursery.start_soon(relay_unless_cancelled)
+        [mine] = results
+        if isinstance(mine, TransferError):
+            answer = ErrorReply(f"{head.name} got no copy to pass on")
+        digest = mine.sha256 if isinstance(mine, TransferResult) else ""
+        rest = chain.check_results(answer, downstream, size, digest)
+        if isinstance(answer, ErrorReply):
+            rest = [HopResult(r.node, False, error=f"not reached: {answer.error}") for r in rest]
+        return mine, rest
 
     async def push_many(
         self,

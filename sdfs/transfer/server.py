@@ -3,7 +3,8 @@
 Plug it into the node's server as::
 
     server = TransferServer(store.incoming, store.root, node_name="H2", arrivals=store.arrivals)
-    RpcServer(codec, handler, stream_handler=server.handle, streams=(PutStream, GetStream))
+    RpcServer(codec, handler, stream_handler=server.handle,
+              streams=(PutStream, ChainStream, GetStream))
 
 Upload: ``PutStream(name, size, nonce)``, ``size`` raw bytes, the sender's
 ``StreamEnd(size, crc32, sha256, tag)``; answered with the StreamEnd of what was stored
@@ -17,6 +18,10 @@ against the granted digest without reading the file again.  A mismatch is refuse
 the temporary deleted: nothing is renamed into place.
 Space for ``size`` bytes is checked (and held for the upload's duration) before a
 byte is written.
+
+Chain: ``ChainStream(name, size, nonce, downstream)`` is an upload that this server
+also forwards, as it arrives, to the next hop; answered with a ChainEnd
+(sdfs.transfer.chain has the theory and its invariants).
 
 Download: ``GetStream(path)``, answered with ``StreamStart(size)``, the raw bytes and
 ``StreamEnd(size, crc32, "", tag)``, or with an ErrorReply instead of the StreamStart.  Only
@@ -44,7 +49,7 @@ import os
 import shutil
 import socket
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,11 +57,20 @@ import trio
 
 from net.codec import NONCE_SIZE
 from net.errors import one_line
-from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
+from net.messages import (
+    ChainEnd,
+    ChainStream,
+    ErrorReply,
+    GetStream,
+    HopResult,
+    PutStream,
+    StreamEnd,
+    StreamStart,
+)
 from net.progress import human_bytes
 from net.rpc import IDLE_TIMEOUT, Connection
 from sdfs.store import Arrivals
-from sdfs.transfer import rawstream
+from sdfs.transfer import chain, rawstream
 from sdfs.transfer.files import (
     AtomicWriter,
     name_problem,
@@ -103,6 +117,10 @@ class TransferServer:
         reserve_bytes: int = 64 * 1024 * 1024,
         # Longest silence tolerated from a client mid-stream, or while it reads.
         idle_timeout: float = IDLE_TIMEOUT,
+        # For a chain (ChainStream): connecting to the next hop, and waiting for its
+        # answer after the last byte (it fsyncs, and so do the hops behind it).
+        connect_timeout: float = 5.0,
+        finish_timeout: float = 120.0,
         # How long a refused client gets to read the reason before we hang up.
         linger: float = 2.0,
         floor_bytes: int = FLOOR_BYTES,
@@ -116,6 +134,8 @@ class TransferServer:
         self.arrivals = arrivals if arrivals is not None else Arrivals()
         self.reserve_bytes = reserve_bytes
         self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.finish_timeout = finish_timeout
         self.linger = linger
         self.floor_bytes = floor_bytes
         self.floor_window = floor_window
@@ -149,7 +169,7 @@ class TransferServer:
         return rawstream.Floor(self.floor_bytes, self.floor_window)
 
     async def handle(self, request: Any, conn: Connection) -> Any:
-        if isinstance(request, PutStream):
+        if isinstance(request, (PutStream, ChainStream)):
             return await self._upload(request, conn)
         if isinstance(request, GetStream):
             return await self._download(request, conn)
@@ -160,10 +180,15 @@ class TransferServer:
     def _free_bytes(self) -> int:
         return shutil.disk_usage(self.incoming_dir).free - self.reserve_bytes - self._held
 
-    async def _upload(self, request: PutStream, conn: Connection) -> Any:
+    async def _upload(self, request: PutStream | ChainStream, conn: Connection) -> Any:
         name, size = request.name, request.size
+        downstream = request.downstream if isinstance(request, ChainStream) else ()
         what = f"{self.node_name}: upload of {quoted(name)}"
         problem = name_problem(name)
+        if len(downstream) >= chain.MAX_HOPS:
+            problem = f"a chain of more than {chain.MAX_HOPS} hops"
+        for hop in downstream:
+            problem = problem or name_problem(hop.name)
         if problem:
             return await self._hang_up(conn, f"{what} refused: {problem}")
         if size < 0:
@@ -180,6 +205,7 @@ class TransferServer:
             )
         self._held += size
         writer: AtomicWriter | None = None
+        forward: chain.Forward | None = None
         try:
             writer = await trio.to_thread.run_sync(
                 functools.partial(AtomicWriter, self.incoming_dir / name, sha256=False)
@@ -189,6 +215,29 @@ class TransferServer:
             if len(request.nonce) != NONCE_SIZE:
                 raise _Refused(f"{what} refused: an upload nonce is {NONCE_SIZE} bytes")
             mac = rawstream.stream_mac(conn.session.codec.upload_key(request.nonce))
+            sink: Callable[[memoryview], None] = out.write
+            if downstream:
+                forward = await chain.Forward.open(
+                    downstream,
+                    size,
+                    request.nonce,
+                    conn.session.codec,
+                    connect_timeout=self.connect_timeout,
+                    idle_timeout=self.idle_timeout,
+                    send_timeout=self.idle_timeout * chain.FORWARD_TIMEOUT_SHARE,
+                )
+                if forward.error is not None:
+                    log.info("%s: forwarding to %s: %s", what, forward.node, forward.error)
+                tee = forward
+
+                def tee_sink(piece: memoryview) -> None:
+                    # Forward first, as HDFS's BlockReceiver does: the next hop starts
+                    # on the piece while we write it.
+                    tee.write(piece)
+                    out.write(piece)
+
+                sink = tee_sink
+
             sock = rawstream.dup_socket(conn.stream.socket)  # type: ignore[attr-defined]
             try:
                 async with self._peer_slot(conn):
@@ -196,7 +245,7 @@ class TransferServer:
                         lambda: rawstream.receive(
                             sock,
                             size,
-                            out.write,
+                            sink,
                             idle_timeout=self.idle_timeout,
                             inline=[mac],
                             crc=False,
@@ -217,11 +266,23 @@ class TransferServer:
                     f"{what} failed: arrived damaged: {size} bytes that do not match "
                     f"the sender's tag for {end.size} bytes"
                 )
+            if forward is not None:
+                # Only what we verified goes on (the successor checks the same tag),
+                # and before our fsync, so that the hops sync at the same time.
+                await forward.pass_end(end)
             await trio.to_thread.run_sync(writer.commit)
             writer = None
             await trio.to_thread.run_sync(self.arrivals.note, out.target, end.sha256)
             self.uploads += 1
-            return StreamEnd(size, end.crc32, end.sha256, b"")
+            if not isinstance(request, ChainStream):
+                return StreamEnd(size, end.crc32, end.sha256, b"")
+            mine = HopResult(self.node_name, True, size, end.sha256)
+            rest: list[HopResult] = []
+            if forward is not None:
+                rest = await forward.finish(end, self.finish_timeout * chain.FORWARD_TIMEOUT_SHARE)
+                if rest and not rest[0].ok:
+                    log.info("%s: forwarding to %s: %s", what, forward.node, rest[0].error)
+            return ChainEnd((mine, *rest))
         except rawstream.StreamBroken as e:
             log.info("%s failed: %s", what, e)
             return await self._hang_up(conn, f"{what} failed: {e}")
@@ -231,6 +292,8 @@ class TransferServer:
             return await self._hang_up(conn, f"{what} failed: {e.strerror}")
         finally:
             self._held -= size
+            if forward is not None:
+                await forward.aclose()
             if writer is not None:
                 # Plain unlink, no await: this also runs when the task is cancelled.
                 writer.discard()

@@ -33,7 +33,7 @@ from net.codec import NONCE_SIZE, Codec, Rejected
 from net.messages import ErrorReply, GetStream, PutStream, StreamEnd, StreamStart
 from net.progress import Progress
 from net.rpc import IDLE_TIMEOUT, Connection, RpcError, connect, read_frame
-from sdfs.transfer import rawstream
+from sdfs.transfer import chain, rawstream
 from sdfs.transfer.base import (
     CHUNK_SIZE,
     Peer,
@@ -197,6 +197,88 @@ class TcpTransfer:
         if any(isinstance(r, TransferResult) for r in results):
             reporter.finish(size)
         return [r or TransferError(f"{w} failed") for r, w in zip(results, whats, strict=True)]
+
+    async def push_chain(
+        self,
+        local: Path,
+        targets: Sequence[tuple[Peer, str]],
+        progress: Progress | None = None,
+        *,
+        label: str | None = None,
+    ) -> list[TransferResult | TransferError]:
+        """``push_many`` as a chain (sdfs.transfer.chain): the file goes once, to the
+        first target, which forwards it to the next while it arrives, and so on.
+
+        One result per target, in order, as ``push_many``'s."""
+        if len(targets) < 2:
+            return await self.push_many(local, targets, progress, label=label)
+        what = "upload"
+        downstream = chain.hops(targets)
+        for hop in downstream:
+            problem = name_problem(hop.name)
+            if problem:
+                return [TransferError(f"{what} to {p.name} refused: {problem}") for p, _ in targets]
+        start = time.perf_counter()
+        try:
+            f = await trio.to_thread.run_sync(lambda: open(local, "rb"))  # noqa: SIM115
+        except OSError as e:
+            why = f"cannot read {local}: {reason(e)}"
+            return [TransferError(f"{what} to {p.name} failed: {why}") for p, _ in targets]
+        forward: chain.Forward | None = None
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if label is None:
+                label = push_label(local, [peer for peer, _ in targets])
+            reporter = Reporter(progress, label, size)
+            reporter(0)
+            nonce = os.urandom(NONCE_SIZE)
+            # We are hop 0 of the chain: our "successor" is the first target.
+            forward = await chain.Forward.open(
+                downstream,
+                size,
+                nonce,
+                self.codec,
+                connect_timeout=self.connect_timeout,
+                idle_timeout=self.idle_timeout,
+                send_timeout=self.idle_timeout,
+            )
+            mac = rawstream.stream_mac(self.codec.upload_key(nonce))
+            hasher = hashlib.sha256()
+            failed = False
+            if forward.sock is not None:
+                sock = forward.sock
+                report = ThreadReporter(reporter)
+                error: str | None
+                try:
+                    _, errors = await in_thread(
+                        lambda: rawstream.send(
+                            f,
+                            size,
+                            [sock],
+                            idle_timeout=self.idle_timeout,
+                            hashers=[hasher, mac],
+                            crc=False,
+                            check=trio.from_thread.check_cancelled,
+                            progress=report,
+                        )
+                    )
+                    error = errors[0]
+                except ValueError as e:
+                    error, failed = f"the local file changed: {e}", True
+                except OSError as e:
+                    error, failed = f"cannot read local file: {reason(e)}", True
+                if error is not None:
+                    forward.error = error
+            end = StreamEnd(size, 0, hasher.hexdigest(), mac.finalize())
+            results = await forward.finish(None if failed else end, self.finish_timeout)
+        finally:
+            f.close()
+            if forward is not None:
+                await forward.aclose()
+        done = chain.as_transfer_results(results, targets, start, what)
+        if any(isinstance(r, TransferResult) for r in done):
+            reporter.finish(size)
+        return done
 
     async def _finish(
         self,

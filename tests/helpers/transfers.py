@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from net.messages import GetStream, PutStream, StreamEnd
+from net.messages import ChainStream, GetStream, PutStream, StreamEnd
 from net.rpc import Connection, RpcServer, frame_codec, open_connection
 from sdfs.transfer import (
     LocalTransfer,
@@ -70,7 +70,7 @@ async def tcp_server(server: TransferServer, stream_handler: Any = None) -> Asyn
         frame_codec(SECRET),
         no_request,
         stream_handler=stream_handler or server.handle,
-        streams=(PutStream, GetStream),
+        streams=(PutStream, ChainStream, GetStream),
     )
     async with trio.open_nursery() as nursery:
         listeners = await nursery.start(rpc.serve, "127.0.0.1", 0)

@@ -16,6 +16,8 @@ import inference.events  # noqa: F401  (registers the scheduler's events, tags 1
 from net import messages
 from net.messages import (
     Ack,
+    ChainEnd,
+    ChainStream,
     ConsoleReply,
     ConsoleRequest,
     ErrorReply,
@@ -25,6 +27,7 @@ from net.messages import (
     MembershipSnapshot,
     Ping,
     PingReq,
+    RelayFile,
     SnapshotRequest,
     Update,
 )
@@ -102,6 +105,9 @@ def test_protocol_tags_never_change():
         30: ConsoleRequest,
         31: ConsoleReply,
         40: ErrorReply,
+        43: ChainEnd,
+        79: ChainStream,
+        140: RelayFile,
     }
     reg = registered()
     for tag, cls in expected.items():
