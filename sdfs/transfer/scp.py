@@ -364,9 +364,12 @@ class ScpTransfer:
         name: str,
         reporter: Reporter,
         temp: str | None = None,
+        *,
+        rename: bool = True,
     ) -> TransferResult:
         """Copy ``size`` bytes of the open file ``f`` to ``peer``'s incoming ``name``,
-        through the remote temporary ``temp`` (a fresh one by default)."""
+        through the remote temporary ``temp`` (a fresh one by default); ``rename=False``
+        leaves the checked copy as ``temp`` (the caller renames it: :meth:`_rename`)."""
         what = self._label("to", peer)
         problem = name_problem(name)
         if problem:
@@ -379,12 +382,28 @@ class ScpTransfer:
         def op(client: Any) -> str:
             f.seek(0)
             reader = _HashingReader(f, size, ThreadReporter(reporter))
-            self._put_blocking(client, reader, temp, final, size)
+            self._put_blocking(client, reader, temp, final if rename else None, size)
             return reader.hasher.hexdigest()
 
         digest = await self._run(peer, "to", op)
         reporter.finish(size)
         return TransferResult(size, digest, time.perf_counter() - start)
+
+    async def _rename(self, peer: Peer, temp: str, name: str) -> None:
+        """Give the checked copy ``temp`` on ``peer`` its name ``name`` in the incoming
+        directory (the last step of a ``rename=False`` :meth:`_push_from`); the
+        temporary is removed when that fails."""
+        final = posixpath.join(peer.incoming_dir, name)
+
+        def op(client: Any) -> None:
+            command = f"mv -f -- {shlex.quote(temp)} {shlex.quote(final)}"
+            status, _, err = self._exec(client, command, self.io_timeout)
+            if status != 0:
+                self._remove_remote(client, temp)
+                detail = " ".join(err.split()) or f"exit status {status}"
+                raise TransferError(f"cannot finish the upload on the remote: {detail}")
+
+        await self._run(peer, "to", op)
 
     async def push_chain(
         self,
@@ -507,9 +526,16 @@ class ScpTransfer:
         results: list[TransferResult | TransferError] = []
         answer: Any = None
 
+        # The head's node reads our copy as it arrives, from ``temp``: that copy keeps
+        # its temporary name until the relay has answered, since a RelayFile that comes
+        # late (a slow RPC, a busy node, the head's first SSH connection downstream)
+        # would otherwise find the copy already renamed, wait for a temporary that
+        # never appears, and time out.  The relay's open file outlives the rename.
         async def copy(relaying: trio.CancelScope) -> None:
             try:
-                results.append(await self._push_from(f, size, head, name, reporter, temp))
+                results.append(
+                    await self._push_from(f, size, head, name, reporter, temp, rename=False)
+                )
             except TransferError as e:
                 results.append(e)
                 # The head has no copy to pass on: stop waiting for its answer (its
@@ -532,9 +558,20 @@ class ScpTransfer:
             with relaying:
                 await relay()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(copy, relaying)
-            nursery.start_soon(relay_unless_cancelled)
+        renamed: list[TransferError | None] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(copy, relaying)
+                nursery.start_soon(relay_unless_cancelled)
+        finally:
+            if results and isinstance(results[0], TransferResult):
+                # As a plain copy would have finished it, also when we are cancelled.
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self._rename(head, temp, name)
+                        renamed.append(None)
+                    except TransferError as e:
+                        renamed.append(e)
         [mine] = results
         if isinstance(mine, TransferError):
             answer = ErrorReply(f"{head.name} got no copy to pass on")
@@ -542,7 +579,9 @@ class ScpTransfer:
         rest = chain.check_results(answer, downstream, size, digest)
         if isinstance(answer, ErrorReply):
             rest = [HopResult(r.node, False, error=f"not reached: {answer.error}") for r in rest]
-        return mine, rest
+        # The relay read our copy whole (its answer says so) even where the rename
+        # failed: then only the head lacks it.
+        return (renamed[0] or mine) if renamed else mine, rest
 
     async def push_many(
         self,
@@ -555,8 +594,10 @@ class ScpTransfer:
         return await push_each(self, local, targets, progress, label=label)
 
     def _put_blocking(
-        self, client: Any, reader: _HashingReader, temp: str, final: str, size: int
+        self, client: Any, reader: _HashingReader, temp: str, final: str | None, size: int
     ) -> None:
+        """scp ``reader`` to ``temp``, check it there, and rename it ``final`` (unless
+        None: then the checked copy stays ``temp``)."""
         scp = self._scp(client, None)
         try:
             scp.putfo(reader, temp, mode="0644", size=size)
@@ -577,7 +618,8 @@ class ScpTransfer:
         # Durability before the rename, as for the other transports; best effort where
         # sync(1) cannot take a file.
         lines.append('sync -- "$f" 2>/dev/null')
-        lines.append(f'mv -f -- "$f" {shlex.quote(final)}')
+        if final is not None:
+            lines.append(f'mv -f -- "$f" {shlex.quote(final)}')
         command = "\n".join(lines)
         # Hashing a large file remotely takes time: allow ~50 MB/s, at least the io timeout.
         status, out, err = self._exec(client, command, max(self.io_timeout, size / 50e6))

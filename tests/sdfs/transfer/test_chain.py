@@ -16,7 +16,7 @@ import trio
 
 from config.topology import ClusterConfig, default_config
 from net.messages import ChainStream, ErrorReply, Hop, HopResult, RelayFile
-from net.rpc import Connection, frame_codec
+from net.rpc import IDLE_TIMEOUT, Connection, frame_codec
 from sdfs.copies import PeerDirectory, is_local, push
 from sdfs.transfer import (
     Peer,
@@ -249,12 +249,20 @@ async def test_cancelling_a_chain_leaves_no_temporaries(tmp_path: Path) -> None:
 
 @asynccontextmanager
 async def scp_chain(
-    sshd: PrivateSshd, tmp_path: Path, n: int, dead: str | None = None, gone: str | None = None
+    sshd: PrivateSshd,
+    tmp_path: Path,
+    n: int,
+    dead: str | None = None,
+    gone: str | None = None,
+    late: float = 0.0,
+    io_timeout: float = IDLE_TIMEOUT,
 ) -> AsyncIterator[tuple[ScpTransfer, list[Peer], list[RelayFile]]]:
     """``n`` hops behind one private sshd, each with its own directories and its own
     ScpTransfer; RelayFile goes straight to the hop's ``serve_relay`` (what its node's
     RPC handler calls).  ``dead``: a hop whose sshd port has nothing behind it;
-    ``gone``: one that the hops cannot look up (no longer a member)."""
+    ``gone``: one that the hops cannot look up (no longer a member); ``late``: each
+    RelayFile reaches its hop that many seconds after the scp into that hop has
+    arrived whole (a slow RPC, a busy node)."""
     peers: list[Peer] = []
     for i in range(1, n + 1):
         incoming, store = node_dirs(tmp_path / f"H{i}")
@@ -266,7 +274,7 @@ async def scp_chain(
             s.close()
         peers.append(Peer(f"H{i}", "127.0.0.1", 1, port, str(incoming), str(store)))
     by_name = {p.name: p for p in peers}
-    hops = {p.name: ScpTransfer(sshd.ssh_config()) for p in peers}
+    hops = {p.name: ScpTransfer(sshd.ssh_config(), io_timeout=io_timeout) for p in peers}
     seen: list[RelayFile] = []
 
     async def find(node: str) -> Peer:
@@ -277,11 +285,20 @@ async def scp_chain(
     async def relay(peer: Peer, request: RelayFile, timeout: float) -> Any:
         seen.append(request)
         with trio.fail_after(timeout):
+            if late:
+                # Wait until the upstream's copy has arrived whole as the temporary,
+                # or has already taken another name (its final one).
+                temp = Path(peer.incoming_dir) / request.temp
+                while not any(f.name != request.temp for f in temp.parent.iterdir()):
+                    if temp.exists() and temp.stat().st_size == request.size:
+                        break
+                    await trio.sleep(0.02)
+                await trio.sleep(late)
             return await hops[peer.name].serve_relay(
                 request, Path(peer.incoming_dir), find, node=peer.name
             )
 
-    writer = ScpTransfer(sshd.ssh_config())
+    writer = ScpTransfer(sshd.ssh_config(), io_timeout=io_timeout)
     for t in [writer, *hops.values()]:
         t.relay = relay
     try:
@@ -308,6 +325,21 @@ async def test_an_scp_chain_relays_the_arriving_file_hop_by_hop(
         ["H3", "H4"],
         ["H4"],
     ]
+    assert leftovers(*(Path(p.incoming_dir) for p in peers)) == []
+
+
+async def test_an_scp_chain_holds_for_a_relay_that_starts_after_the_copy_arrived(
+    sshd: PrivateSshd, tmp_path: Path
+) -> None:
+    """Each RelayFile reaches its hop only after the scp into that hop has finished
+    (it was a race: the hop found its temporary already renamed, waited for it to
+    appear, and timed out): the upstream keeps the temporary until the relay answers."""
+    src = write(tmp_path / "src", os.urandom(SIZE))
+    async with scp_chain(sshd, tmp_path, 3, late=0.5, io_timeout=10.0) as (writer, peers, _):
+        results = await writer.push_chain(src, [(p, "f") for p in peers])
+    assert all(isinstance(r, TransferResult) for r in results), results
+    for p in peers:
+        assert sha256(held(p, "f")) == sha256(src)
     assert leftovers(*(Path(p.incoming_dir) for p in peers)) == []
 
 
