@@ -13,7 +13,6 @@ file store's own tests.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,6 @@ import pytest
 import trio
 import trio.testing
 
-from inference import kinds
 from inference.events import Takeover
 from inference.leader import TERM_BATCHES, Lease
 from inference.service import REPLICATION_WAIT, majority, majority_in_view
@@ -33,15 +31,6 @@ from tests.inference.test_service_virtual import (
     start_cluster,
     wait_done,
 )
-
-
-@pytest.fixture
-def paced(monkeypatch: pytest.MonkeyPatch) -> Iterator[Paced]:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU lookup: every worker alike
-    kind = Paced()
-    kinds.register(kind)
-    yield kind
-    kinds.unregister(kind.name)
 
 
 @dataclass

@@ -8,7 +8,6 @@ not logged as a query run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 import trio
 import trio.testing
 
-from inference import kinds
 from inference.events import BatchDone, BatchLost, Takeover, WorkerStalled
 from inference.leader import CAPACITY_TIMEOUT
 from inference.scheduler import SchedulerConfig
@@ -29,15 +27,6 @@ from tests.inference.test_service_virtual import (
     timing_rows,
     wait_done,
 )
-
-
-@pytest.fixture
-def paced(monkeypatch: pytest.MonkeyPatch) -> Iterator[Paced]:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    kind = Paced()
-    kinds.register(kind)
-    yield kind
-    kinds.unregister(kind.name)
 
 
 async def test_jobs_one_after_another_leave_the_leader_and_standby_tables_bounded(

@@ -15,7 +15,7 @@ import csv
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ import pytest
 import trio
 import trio.testing
 
-from inference import kinds
 from inference.client import InferenceClient
 from inference.events import (
     Action,
@@ -138,15 +137,6 @@ class Cluster:
             for x in a.actions
             if isinstance(x, Assign)
         ]
-
-
-@pytest.fixture
-def paced(monkeypatch: pytest.MonkeyPatch) -> Iterator[Paced]:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU lookup: every worker alike
-    kind = Paced()
-    kinds.register(kind)
-    yield kind
-    kinds.unregister(kind.name)
 
 
 async def start_cluster(
