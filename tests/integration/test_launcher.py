@@ -227,7 +227,9 @@ def test_a_wrong_host_key_and_a_taken_port_fail_alone_and_down_stops_the_others(
     }
     why = {p["name"]: p for p in report["processes"]}
     assert "host key changed" in why["H3"]["reason"] and "\n" not in why["H3"]["reason"]
-    assert why["H5"]["reason"].startswith("exited at once with status 1"), why["H5"]
+    # "exited at once with status 1: ..." when it died within the start's watch (0.5 s);
+    # on a loaded machine it may die later, and the liveness check reports "exited: ...".
+    assert why["H5"]["reason"].startswith("exited"), why["H5"]
     # Why it exited is in its log (the hosts share this filesystem).  The reason
     # quotes the log's last line as a rule, but once in a full suite on a loaded
     # machine it came without it (cause not found): the log itself is what is checked.
