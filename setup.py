@@ -48,6 +48,13 @@ setup(
         # LLM grading with backend "openai": the node's client for an OpenAI-compatible
         # server (Ollama, vLLM, llama.cpp's server, LM Studio); inference/openai_client.py.
         "httpx",
+        # The dashboard and /metrics (node/http): an ASGI app (starlette) served on trio
+        # by hypercorn, metrics in Prometheus' format by its own client library.
+        "hypercorn",
+        "starlette",
+        "prometheus_client",
+        # The console's plot command draws a job's busy timeline and throughput (PNG).
+        "matplotlib",
     ],
     extras_require={
         # LLM grading with backend "llama.cpp": the worker process loads a GGUF file with
@@ -67,6 +74,8 @@ setup(
             "hypothesis",
             "mypy",
             "ruff",
+            # The dashboard's browser test drives Debian's chromium through chromedriver.
+            "selenium",
         ],
     },
     entry_points={
