@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="where this node keeps its files and log (default: data/NAME)"
     )
     p.add_argument("--no-console", action="store_true", help="run headless, without a console")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        metavar="N",
+        help="serve the dashboard at http://HOST:N/ and Prometheus metrics at /metrics "
+        "(default: the node's http_port in the cluster file; none without one)",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -96,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.port <= 65535:
         print(f"error: --port: {args.port} is outside 1..65535", file=sys.stderr)
         return 2
+    if args.http_port is not None and not 1 <= args.http_port <= 65535:
+        print(f"error: --http-port: {args.http_port} is outside 1..65535", file=sys.stderr)
+        return 2
+    if args.http_port is not None and args.http_port == args.port:
+        print(f"error: --http-port: {args.http_port} is the node's own --port", file=sys.stderr)
+        return 2
     if not 0.0 <= args.drop_rate < 1.0:
         print(f"error: --drop-rate: must be in [0, 1), got {args.drop_rate}", file=sys.stderr)
         return 2
@@ -113,7 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(
         args.log_level, data_dir / "node.log", "WARNING" if interactive else args.log_level
     )
-    app = NodeApp(config, me, data_dir, test_mode=args.test_mode, drop_rate=args.drop_rate)
+    app = NodeApp(
+        config,
+        me,
+        data_dir,
+        test_mode=args.test_mode,
+        drop_rate=args.drop_rate,
+        http_port=args.http_port,
+    )
     try:
         trio.run(serve, app, interactive, data_dir / "console_history")
     except (OSError, BaseExceptionGroup) as e:

@@ -1,4 +1,5 @@
-"""``python -m config.secret new PATH``: write a fresh cluster secret file.
+"""``python -m config.secret new PATH``: write a fresh cluster secret file
+(and ``dashboard-token``: print the token a dashboard beyond loopback asks for).
 
 The file holds 32 random bytes (256 bits, from :mod:`secrets`) as 64 hex digits and
 a newline, with mode 0600, as :func:`config.topology.read_secret_file` requires.
@@ -14,6 +15,8 @@ written beside the old one and renamed over it, so a reader sees one or the othe
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import os
 import secrets
 import sys
@@ -65,6 +68,17 @@ def _fill(fd: int, text: str) -> None:
         os.close(fd)
 
 
+def dashboard_token(secret: bytes) -> str:
+    """The token a dashboard served beyond loopback asks for (``[http] bind``).
+
+    Derived from the cluster secret, so every node of a cluster accepts the same one and
+    an operator can compute it anywhere the secret is (``python -m config.secret
+    dashboard-token``); one-way, so the token never reveals the secret that signs the
+    cluster's messages.
+    """
+    return hmac.new(secret, b"idunno dashboard token v1", hashlib.sha256).hexdigest()[:32]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m config.secret",
@@ -80,11 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     new.add_argument("path", metavar="PATH", help="the secret file to create")
     new.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    token = sub.add_parser(
+        "dashboard-token",
+        help="print the token the dashboard and /metrics ask for beyond loopback",
+        description="Print the dashboard token of a cluster (derived from its secret). "
+        "Open http://HOST:HTTP_PORT/?token=TOKEN once (the browser keeps it), or send "
+        "'Authorization: Bearer TOKEN' (Prometheus: bearer_token in the scrape config).",
+    )
+    token.add_argument("--config", metavar="FILE", help="TOML cluster file (for the secret)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.action == "dashboard-token":
+        from config.topology import ConfigError, load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        print(dashboard_token(config.secret_bytes))
+        return EXIT_OK
     path = Path(args.path)
     try:
         write_secret_file(path, force=args.force)

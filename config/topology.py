@@ -73,6 +73,9 @@ class Node:
     host: str
     port: int
     ssh_port: int | None = None  # per-node override of [ssh] port (for scp transfers)
+    # Port of the node's dashboard and /metrics (web/); None: no HTTP server.  Not part
+    # of a node's identity: membership knows nodes by name, host and port.
+    http_port: int | None = field(default=None, compare=False)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -146,6 +149,17 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """The nodes' dashboard and /metrics (served on each node's ``http_port``)."""
+
+    # Address the HTTP server listens on.  Loopback by default: the dashboard shows the
+    # whole cluster, so reaching it from elsewhere must be asked for.  Any other address
+    # (e.g. "0.0.0.0") requires the dashboard token (config.secret.dashboard_token) on
+    # every request.
+    bind: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """Everything every process of one cluster must agree on."""
 
@@ -174,6 +188,7 @@ class ClusterConfig:
     pipeline_min_bytes: int = PIPELINE_MIN_BYTES
     ssh: SSHConfig = field(default_factory=SSHConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     # Grading models ([[llm]] tables), in the file's order.
     llms: tuple[LlmSpec, ...] = ()
 
@@ -278,6 +293,11 @@ _NODE_KEYS: Schema = {
     "host": str,
     "port": int,
     "ssh_port": int,
+    "http_port": int,
+}
+
+_HTTP_KEYS: Schema = {
+    "bind": str,
 }
 
 
@@ -325,7 +345,7 @@ def config_from_dict(
     this function stays a pure function of its arguments but for the secret file.
     """
     for key in data:
-        if key not in ("cluster", "ssh", "inference", "nodes", "llm"):
+        if key not in ("cluster", "ssh", "inference", "http", "nodes", "llm"):
             raise ConfigError(f"{key}: unknown key")
     cluster = data.get("cluster", {})
     ssh = data.get("ssh", {})
@@ -333,6 +353,10 @@ def config_from_dict(
     check_table("cluster", cluster, _CLUSTER_KEYS)
     check_table("ssh", ssh, _SSH_KEYS)
     check_table("inference", inference, _INFERENCE_KEYS)
+    http = data.get("http", {})
+    check_table("http", http, _HTTP_KEYS)
+    if "bind" in http:
+        _check_host("http.bind", http["bind"])
     if inference.get("policy", "fair") not in POLICIES:
         raise ConfigError(
             f"inference.policy: expected one of {', '.join(POLICIES)}, got {inference['policy']!r}"
@@ -368,13 +392,18 @@ def config_from_dict(
         ssh_port = raw.get("ssh_port")
         if ssh_port is not None:
             _check_port(f"{prefix}.ssh_port", ssh_port)
+        http_port = raw.get("http_port")
+        if http_port is not None:
+            _check_port(f"{prefix}.http_port", http_port)
+            if http_port == port:  # TCP: the node's own requests use that port
+                raise ConfigError(f"{prefix}.http_port: {http_port} is the node's own port")
         if name in seen_names:
             raise ConfigError(f"{prefix}.name: duplicate name {name!r}")
         if (host, port) in seen_addrs:
             raise ConfigError(f"{prefix}.port: {host}:{port} is used by another node")
         seen_names.add(name)
         seen_addrs.add((host, port))
-        nodes.append(Node(name=name, host=host, port=port, ssh_port=ssh_port))
+        nodes.append(Node(name=name, host=host, port=port, ssh_port=ssh_port, http_port=http_port))
 
     base = MembershipConfig()
     membership = MembershipConfig(
@@ -447,6 +476,7 @@ def config_from_dict(
         pipeline_min_bytes=pipeline_min_bytes,
         ssh=SSHConfig(**ssh),
         inference=InferenceConfig(**inference),
+        http=HttpConfig(**http),
         llms=parse_llms(data.get("llm", [])),
     )
 
@@ -565,6 +595,9 @@ def addresses_in_play(config: ClusterConfig, *own: tuple[str, str]) -> list[tupl
     introducer and every configured node."""
     where_from = [*own, ("cluster.introducer", config.introducer[0])]
     where_from += [(f"nodes[{i}].host", n.host) for i, n in enumerate(config.nodes)]
+    if any(n.http_port is not None for n in config.nodes):
+        # The dashboard token is derived from the secret: a public secret, a public token.
+        where_from.append(("http.bind", config.http.bind))
     return where_from
 
 

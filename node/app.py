@@ -66,9 +66,12 @@ class NodeApp:
         test_mode: bool = False,
         drop_rate: float = 0.0,
         rng: random.Random | None = None,
+        http_port: int | None = None,
     ) -> None:
         self.config = config
         self.me = me
+        # The dashboard and /metrics (web/): --http-port, else the cluster file's.
+        self.http_port = http_port if http_port is not None else me.http_port
         self.test_mode = test_mode
         self.drop_rate = drop_rate if test_mode else 0.0
         self.rng = rng or random.Random()
@@ -133,6 +136,8 @@ class NodeApp:
                 await nursery.start(self.membership.run)
                 await nursery.start(self.sdfs.run)
                 await nursery.start(self.inference.run)
+                if self.http_port is not None:
+                    await nursery.start(self._serve_http, self.http_port)
                 self.log.info(
                     "%s listening on %s:%d (udp+tcp)%s",
                     self.me.name,
@@ -147,6 +152,29 @@ class NodeApp:
             udp.close()
             with trio.CancelScope(shield=True):
                 await self.sdfs.transfer.aclose()
+
+    async def _serve_http(
+        self, port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The dashboard and /metrics on ``[http] bind``:port (web.app)."""
+        # Imported here: a node without an HTTP port never loads the web stack.
+        from config.secret import dashboard_token
+        from config.topology import is_loopback
+        from web import server
+        from web.app import build_app
+
+        bind = self.config.http.bind
+        token = None if is_loopback(bind) else dashboard_token(self.config.secret_bytes)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve, build_app(self, token), bind, port)
+            self.log.info(
+                "%s: dashboard at http://%s:%d/ and metrics at /metrics%s",
+                self.me.name,
+                self.me.host if bind in ("0.0.0.0", "::") else bind,
+                port,
+                "" if token is None else " (token: python -m config.secret dashboard-token)",
+            )
+            task_status.started()
 
     async def shutdown(self) -> None:
         """Leave the cluster politely (so peers need not wait for detection), then stop."""

@@ -19,6 +19,7 @@ from config.topology import (
     MembershipConfig,
     Node,
     SSHConfig,
+    check_secret,
     config_from_dict,
     default_config,
     load_config,
@@ -394,3 +395,28 @@ def test_non_table_sections_are_refused():
 def test_config_error_is_a_value_error():
     # Callers that only know ValueError (argparse type functions) still catch it.
     assert issubclass(ConfigError, ValueError)
+
+
+def test_http_port_and_bind_are_read_and_checked():
+    data = minimal(http={"bind": "0.0.0.0"})
+    data["nodes"][0]["http_port"] = 9101
+    cfg = config_from_dict(data, environ={})
+    assert cfg.nodes[0].http_port == 9101 and cfg.nodes[1].http_port is None
+    assert cfg.http.bind == "0.0.0.0"
+    assert config_from_dict(minimal()).http.bind == "127.0.0.1"  # loopback unless configured
+    for port in (0, 65536):
+        data["nodes"][0]["http_port"] = port
+        assert config_error(data).startswith("nodes[0].http_port:")
+    data["nodes"][0]["http_port"] = 9001  # the node's own port
+    assert "node's own port" in config_error(data)
+    assert config_error(minimal(http={"bind": "a b"})).startswith("http.bind:")
+    assert config_error(minimal(http={"listen": "x"})).startswith("http.listen:")
+
+
+def test_a_dashboard_beyond_loopback_needs_a_real_secret():
+    data = minimal(http={"bind": "0.0.0.0"})
+    data["nodes"][0]["http_port"] = 9101
+    cfg = config_from_dict(data, environ={})
+    with pytest.raises(ConfigError, match=r"http\.bind"):
+        check_secret(cfg)
+    check_secret(config_from_dict(minimal(http={"bind": "0.0.0.0"}), environ={}))  # no port
