@@ -41,7 +41,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         for p in originals:
             shutil.copyfile(p, images / f"c{copy}_{p.name}")
     weights = {m: make_weights(root / f"{m}.pth", m, seed=1) for m in MODELS}
-    return {"images": images, "weights": weights}
+    return {"images": images, "originals": root / "originals", "weights": weights}
 
 
 @functools.cache
@@ -49,6 +49,7 @@ def _reference_net(model: str, weights: Path) -> tuple[Any, Any]:
     return plain_torchvision(model, weights)  # built once per model, not once per image
 
 
+@functools.cache  # the copies of an image share its original's answer: computed once
 def reference_top5(model: str, weights: Path, image: Path) -> list[list[Any]] | None:
     """Plain torchvision: the state_dict, the weights' own transforms, softmax, top 5."""
     import torch
@@ -131,7 +132,9 @@ def test_two_concurrent_jobs_match_a_single_process_run(
         rows = _rows(c, job, tmp_path)
         assert [r["input"] for r in rows] == sorted(r["input"] for r in rows)
         for row in rows:
-            image = dataset["images"] / row["input"].removeprefix("images/")
+            # c{copy}_NAME holds NAME's bytes: the reference runs on the original.
+            copy = row["input"].removeprefix("images/")
+            image = dataset["originals"] / copy.split("_", 1)[1]
             expected = reference_top5(model, dataset["weights"][model], image)
             if expected is None:
                 assert row["input"].endswith(CORRUPT) and row.get("error")
