@@ -20,7 +20,7 @@ import trio
 import trio.testing
 
 from config.topology import InferenceConfig
-from inference.client import ResultCursor
+from inference.client import InferenceClient, ResultCursor
 from inference.events import Assign
 from inference.leader import MAX_RESULTS_PAGE, Leader
 from inference.scheduler import Scheduler, SchedulerConfig
@@ -62,8 +62,8 @@ def leader(nursery: trio.Nursery, tmp_path: Path, paced: Paced) -> Iterator[Lead
     leader.timings.close()
 
 
-def run_batches(sched: Scheduler, n: int, order: list[int]) -> str:
-    """A job of ``n`` queries, one per worker, of which those in ``order`` end, in order."""
+def start_job(sched: Scheduler, n: int) -> dict[int, Assign]:
+    """A job of ``n`` queries of batch size 1, each on a worker of its own: its batches."""
     sched.set_batch_size("quick", 1)
     sched.submit(None, "quick", [f"quick/{i}" for i in range(n)], 0.0)
     assigns = [
@@ -72,12 +72,21 @@ def run_batches(sched: Scheduler, n: int, order: list[int]) -> str:
         for a in sched.worker_up(f"W{w}", {"threads": 1, "slots": 1}, 0.0)
         if isinstance(a, Assign)
     ]
-    by_query = {a.queries[0][0]: a for a in assigns}
-    for t, i in enumerate(order):
-        a = by_query[i]
+    return {a.queries[0][0]: a for a in assigns}
+
+
+def finish(sched: Scheduler, batches: dict[int, Assign], *queries: int) -> None:
+    for i in queries:
+        a = batches[i]
         row = {"input": f"quick/{i}", "n": i}
-        sched.batch_done(a.worker, a.batch_id, [(i, row)], [0.1], 1.0 + t)
-    return assigns[0].job_id
+        sched.batch_done(a.worker, a.batch_id, [(i, row)], [0.1], 1.0 + i)
+
+
+def run_batches(sched: Scheduler, n: int, order: list[int]) -> str:
+    """A job of ``n`` queries of which those in ``order`` end, in that order."""
+    batches = start_job(sched, n)
+    finish(sched, batches, *order)
+    return batches[0].job_id
 
 
 async def test_a_page_lists_rows_in_completion_order_from_an_offset(leader: Leader) -> None:
@@ -129,6 +138,39 @@ async def test_offsets_and_limits_out_of_range_are_invalid(
     assert reply.error.startswith(f"{word} must be a whole number")
 
 
+class ToTheLeader:
+    """What the reader's InferenceClient sends to the leader goes to ``leader.handle``
+    (the network hop, which the whole-service tests below cross for real)."""
+
+    def __init__(self, leader: Leader) -> None:
+        self.leader = leader
+
+    async def call_leader(self, request: Any, timeout: float = 0.0, window: float = 0.0) -> Any:
+        return await self.leader.handle(request)
+
+
+async def test_a_new_leader_that_orders_rows_otherwise_costs_no_row(leader: Leader) -> None:
+    """The copy a new leader restores lists its rows in query order, and queries the
+    old leader had answered may run again: a reader past them misses rows at first,
+    and reads the finished job again from 0 to have every row once."""
+    sched = leader.sched
+    assert sched is not None
+    batches = start_job(sched, 6)
+    finish(sched, batches, 4, 0)
+    copy = sched.snapshot()  # what the standby holds
+    finish(sched, batches, 2)
+    client = InferenceClient(ToTheLeader(leader), DictFiles())  # type: ignore[arg-type]
+    job, cursor = batches[0].job_id, ResultCursor()
+    assert [r["n"] for r in await client.next_results(job, cursor)] == [4, 0, 2]
+
+    leader.sched = sched = Scheduler.restore(copy)  # rows 0, 4; query 2 runs again
+    finish(sched, batches, 5, 2, 1, 3)  # the new order: 0, 4, 5, 2, 1, 3
+    assert [r["n"] for r in await client.next_results(job, cursor)] == [1, 3]
+    assert not cursor.finished  # the job is done, but row 5 came before the offset
+    assert [r["n"] for r in await client.next_results(job, cursor)] == [5]
+    assert (cursor.finished, await client.next_results(job, cursor)) == (True, [])
+
+
 # --- the reader, against the whole service ------------------------------------------------
 
 
@@ -173,3 +215,24 @@ async def test_rows_arrive_while_the_job_runs_each_once_as_the_output_file_has_t
 
     with pytest.raises(NotFound, match=r"^no such job: job-77, and no outputs/job-77\.jsonl$"):
         await client.next_results("job-77", ResultCursor())
+
+
+async def test_a_reader_rides_out_the_leader_s_death_and_has_every_row_once(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    paced: Paced,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = await start_cluster(nursery, 4, paced, tmp_path, monkeypatch)
+    client = cluster.client("H4")
+    job = await client.submit("quick", count=80)
+    cursor = ResultCursor()
+    rows: list[dict[str, Any]] = []
+    while len(rows) < 20:
+        rows += await client.next_results(job.job_id, cursor, poll=0.25)
+    cluster.rpc.crash("H1")  # the leader, mid-job; H2 takes over from its copy
+    while not cursor.finished:
+        rows += await client.next_results(job.job_id, cursor, poll=0.25)
+    assert sorted(r["input"] for r in rows) == sorted(f"quick/{i}" for i in range(80))
+    assert (await client.status(job.job_id)).state == "done"
