@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
@@ -40,26 +40,18 @@ from config.tables import ConfigError
 from config.topology import ClusterConfig, check_secret, load_config, parse_address
 from idunno.errors import ClusterError, Invalid, Refused, Unreachable, UsageError
 from idunno.progress import JobMeter, job_line, show
-from idunno.types import (
-    Assignment,
-    BatchSizeSet,
-    FileStatus,
-    GetResult,
-    JobStatus,
-    Members,
-    ModelLatency,
-    ModelRate,
-    Output,
-    PutResult,
-    Row,
-    VersionsResult,
-)
-from inference.client import RESULTS_POLL, TERMINAL, InferenceClient, ResultCursor
-from membership.remote import RemoteView
+from idunno.types import Assignment, Members, ModelLatency, ModelRate, Row
 from net.progress import Progress, throttled
 from net.rpc import RpcError, frame_codec
 from net.transport import Address
 from node.commands import CommandError, Context, Where, help_text, local_path, parse, run
+
+if TYPE_CHECKING:  # the file store's client is imported when a client first needs it:
+    # python -m console, built on this module, sends most commands without it.
+    from inference.client import Output, ResultCursor
+    from membership.remote import RemoteView
+    from net.messages import BatchSizeSet, JobStatus
+    from sdfs.client import FileStatus, GetResult, PutResult, VersionsResult
 
 # How long a console command may stay silent (no reply, no progress) before the node
 # is taken for unreachable: long enough for a join (the node waits up to 5 s for the
@@ -67,8 +59,9 @@ from node.commands import CommandError, Context, Where, help_text, local_path, p
 DEFAULT_TIMEOUT = 60.0
 # How often a copy's progress line is redrawn.
 PROGRESS_INTERVAL = 0.25
-# How often job.wait() asks for the job's status.
+# How often job.wait() asks for the job's status, and job.results() for new rows.
 WAIT_POLL = 0.5
+RESULTS_POLL = 0.5
 # The member list is re-read before an operation when it is older than this.
 MEMBERS_MAX_AGE = 5.0
 
@@ -192,6 +185,8 @@ class AsyncClient:
         return self._ctx
 
     async def _find_entry(self) -> RemoteView:
+        from membership.remote import RemoteView
+
         if self._view is not None:
             candidates = [self._view.entry]
         elif self._entry is not None:
@@ -215,6 +210,7 @@ class AsyncClient:
         raise Unreachable(last)
 
     def _build(self, view: RemoteView) -> Context:
+        from inference.client import InferenceClient
         from node.sdfs_files import SdfsFiles
         from sdfs.client import SdfsClient
         from sdfs.copies import PeerDirectory
@@ -467,6 +463,8 @@ class AsyncJob:
         """Return the job's final status (``done`` or ``failed``) once it has one,
         with a progress bar (done/total, rate, ETA) on stderr, or on the stream given:
         redrawn in place on a terminal, only its last line otherwise."""
+        from inference.client import TERMINAL
+
         stream = _stream(progress)
         meter = JobMeter()
         while True:
@@ -483,6 +481,8 @@ class AsyncJob:
     async def results(self, poll: float = RESULTS_POLL) -> AsyncIterator[Row]:
         """The job's result rows as its queries complete (``async for row in ...``),
         each once, as ``C4 get-output`` writes them; ends when the job is over."""
+        from inference.client import ResultCursor
+
         cursor = ResultCursor()
         while not cursor.finished:
             for row in await self.client._next_results(self.job_id, cursor, poll):

@@ -19,35 +19,27 @@ import functools
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TextIO, TypeVar
 
 import trio
 
 from config.topology import ClusterConfig
 from idunno.client import (
     DEFAULT_TIMEOUT,
+    RESULTS_POLL,
     WAIT_POLL,
     AsyncClient,
     AsyncJob,
     LocalPath,
     ProgressArg,
 )
-from idunno.types import (
-    Assignment,
-    BatchSizeSet,
-    FileStatus,
-    GetResult,
-    JobStatus,
-    Members,
-    ModelLatency,
-    ModelRate,
-    Output,
-    PutResult,
-    Row,
-    VersionsResult,
-)
-from inference.client import RESULTS_POLL, ResultCursor
+from idunno.types import Assignment, Members, ModelLatency, ModelRate, Row
 from net.transport import Address
+
+if TYPE_CHECKING:
+    from inference.client import Output
+    from net.messages import BatchSizeSet, JobStatus
+    from sdfs.client import FileStatus, GetResult, PutResult, VersionsResult
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -174,6 +166,8 @@ class Job:
 
     def results(self, poll: float = RESULTS_POLL) -> Iterator[Row]:
         """The job's result rows as its queries complete (``for row in ...``)."""
+        from inference.client import ResultCursor
+
         cursor = ResultCursor()
         while not cursor.finished:
             yield from _run(self.aio.client._next_results, self.job_id, cursor, poll)

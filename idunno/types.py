@@ -1,9 +1,10 @@
-"""The typed values the Python client returns.
+"""The typed values the Python client returns, beside those the cluster already has.
 
 Where the cluster's typed APIs already have a result type it is used as is
 (:class:`PutResult`, :class:`GetResult`, :class:`FileStatus`, :class:`VersionsResult`
 from :mod:`sdfs.client`; :class:`JobStatus`, :class:`BatchSizeSet` from
-:mod:`net.messages`; :class:`Output` from :mod:`inference.client`).  The commands
+:mod:`net.messages`; :class:`Output` from :mod:`inference.client`; all of them are
+importable from :mod:`idunno`).  The commands
 whose replies are dictionaries on the wire (list_mem, C1, C2, C5) get a dataclass
 here, built from the keys /work/shared/INTERFACE.md promises; keys a newer node adds
 are kept in ``extra``.  A job's result rows stay dictionaries: their shape is the
@@ -17,25 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference.client import Output
-from net.messages import BatchSizeSet, JobStatus
-from sdfs.client import FileStatus, GetResult, PutResult, VersionsResult
-
-__all__ = [
-    "Assignment",
-    "BatchSizeSet",
-    "FileStatus",
-    "GetResult",
-    "JobStatus",
-    "Member",
-    "Members",
-    "ModelLatency",
-    "ModelRate",
-    "Output",
-    "PutResult",
-    "Row",
-    "VersionsResult",
-]
+__all__ = ["Assignment", "Member", "Members", "ModelLatency", "ModelRate", "Row"]
 
 # One line of a job's output: {"input": ..., "top5": [...]} for an image model.
 Row = dict[str, Any]
