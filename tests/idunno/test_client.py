@@ -7,6 +7,8 @@ blocking :class:`Client` run in a worker thread (each is its own trio.run).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from idunno import (
     Unreachable,
     UsageError,
 )
-from tests.console.conftest import NodeFixture, cluster_toml, free_port, start_node
+from tests.console.conftest import REPO, NodeFixture, cluster_toml, free_port, start_node
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -92,3 +94,17 @@ async def test_bad_nodes_and_secrets(node: NodeFixture, tmp_path: Path) -> None:
     with pytest.raises(Unreachable) as caught:
         await trio.to_thread.run_sync(wrong.command, "list_self")
     assert "\n" not in str(caught.value)
+
+
+def test_a_forwarded_console_command_does_not_import_the_file_store_client() -> None:
+    """python -m console, built on the client, stays cheap for scripts' loops: a
+    command the node runs needs neither the SDFS client nor the inference client."""
+    code = (
+        "import sys, idunno.client, idunno\n"
+        "heavy = ('sdfs.client', 'inference.client', 'membership.remote', 'torch')\n"
+        "print('LOADED', [m for m in heavy if m in sys.modules], idunno.Client.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[-1] == "LOADED [] Client"
