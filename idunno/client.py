@@ -30,7 +30,7 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -232,7 +232,9 @@ class AsyncClient:
 
     async def command(self, name: str, *args: str, progress: ProgressArg = None) -> dict[str, Any]:
         """Run console command ``name`` with its words ``args`` and return its reply
-        (the dictionary ``python -m console --json`` prints).
+        (the dictionary ``python -m console --json`` prints).  A command that reads or
+        writes a LOCAL path runs here; any other runs on the entry node (it is about
+        that node, or the node forwards it to the leader), as the console's does.
 
         ``progress``: True shows a copy's progress on stderr, a callable
         ``(done, total, label)`` gets it.  Raises :class:`UsageError` for words that do
@@ -448,7 +450,7 @@ class AsyncJob:
     """A submitted job.  ``model`` and ``queries`` are "" and -1 for a handle made with
     :meth:`AsyncClient.job` (``status()`` has them)."""
 
-    client: AsyncClient
+    client: AsyncClient = field(repr=False, compare=False)
     job_id: str
     model: str
     queries: int
