@@ -16,8 +16,8 @@ A timer feeds the scheduler a ``Tick`` when its next batch deadline passes.
 
 :meth:`Leader.handle` answers the typed leader requests of :mod:`inference.client`
 (C1-C5, and a page of a job's results so far in completion order for a client that
-iterates them while the job runs) and the workers' :class:`~net.messages.BatchResult`.  A node that is not (yet)
-the scheduler answers ``Failure(NOT_READY)``, so callers retry
+iterates them while the job runs) and the workers' :class:`~net.messages.BatchResult`.
+A node that is not (yet) the scheduler answers ``Failure(NOT_READY)``, so callers retry
 (:func:`membership.peers.call_leader`); other failures go back as their
 :mod:`net.errors` kind.  A node first in ring order without the lease (a minority
 side) answers clients ``NO_QUORUM`` ("no majority: ...", at once) and workers
