@@ -403,6 +403,8 @@ class Scheduler:
         Rows are only ever added, so a cursor sees each once; a scheduler restored from a
         snapshot holds its inherited rows in query order.  KeyError once forgotten."""
         j = self._jobs[job_id]
+        if offset >= len(j.results):  # nothing new: no walk over what a reader has had
+            return []
         return list(itertools.islice(j.results.items(), offset, offset + limit))
 
     def assignments(self) -> dict[str, dict[str, Any]]:

@@ -107,6 +107,8 @@ async def test_a_page_lists_rows_in_completion_order_from_an_offset(leader: Lead
     assert [i for i, _ in rest.rows] == [2] and (rest.next_offset, rest.more) == (3, False)
     empty = await leader.handle(JobResultsRequest(job, 3))
     assert (empty.rows, empty.next_offset, empty.more) == ((), 3, False)
+    beyond = await leader.handle(JobResultsRequest(job, 10**7))  # a bad cursor: nothing
+    assert (beyond.rows, beyond.next_offset, beyond.more) == ((), 10**7, False)
 
 
 async def test_a_forgotten_job_says_so_and_an_unknown_one_is_not_found(leader: Leader) -> None:
