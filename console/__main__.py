@@ -19,18 +19,16 @@ import argparse
 import json
 import os
 import sys
+from functools import partial
 from typing import Any
 
 from console.render import render
-from node.commands import CommandError, Parsed, Where, help_text, parse
+from node.commands import CommandError, Where, help_text, parse
 
 EXIT_OK = 0
 EXIT_COMMAND = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-
-# How often a copy's progress line is redrawn.
-PROGRESS_INTERVAL = 0.25
 
 # Long enough for a join (the node waits up to 5 s for the introducer) or a
 # forwarded request; an unreachable node is still reported at once (refused).
@@ -75,108 +73,6 @@ def _emit(command: str, data: dict[str, Any], as_json: bool) -> None:
         print(render(command, data))
 
 
-async def _ask(
-    addr: tuple[str, int], secret: bytes, command: str, args: list[str], timeout: float
-) -> Any:
-    """Send the command; show progress frames until the reply comes.
-
-    ``timeout`` bounds the silence, not the whole command: a 1 GB put reports
-    progress as it goes and may take minutes.
-    """
-    import trio
-
-    from console.render import show_progress
-    from net import console_items
-    from net.codec import Rejected
-    from net.messages import ConsoleItems, ConsoleProgress, ConsoleReply, ConsoleRequest
-    from net.rpc import RpcError, frame_codec, open_connection
-
-    async with open_connection(addr, frame_codec(secret), timeout) as conn:
-        try:
-            await conn.send(ConsoleRequest(command, tuple(args)))
-            pieces: list[ConsoleItems] = []  # a long list comes ahead of its reply
-            while True:
-                msg = await conn.receive(timeout)
-                if isinstance(msg, ConsoleItems):
-                    pieces.append(msg)
-                    continue
-                if not isinstance(msg, ConsoleProgress):
-                    if isinstance(msg, ConsoleReply) and pieces:
-                        return ConsoleReply(
-                            msg.ok, console_items.merge(pieces, msg.data), msg.error
-                        )
-                    return msg
-                show_progress(sys.stderr, msg.done, msg.total, msg.label)
-        except trio.TooSlowError:
-            raise RpcError(f"{addr[0]}:{addr[1]} did not answer within {timeout:g} s") from None
-        except EOFError:
-            raise RpcError(
-                f"{addr[0]}:{addr[1]} closed the connection without answering "
-                "(it may be stopping, or use another cluster secret)"
-            ) from None
-        except Rejected as r:
-            raise RpcError(
-                f"{addr[0]}:{addr[1]} sent a reply that was rejected ({r.reason}); "
-                "is the cluster secret the same?"
-            ) from None
-        except (OSError, trio.BrokenResourceError) as e:
-            raise RpcError(f"{addr[0]}:{addr[1]}: connection lost: {e}") from None
-
-
-async def _run_here(
-    addr: tuple[str, int], config: Any, parsed: Parsed, timeout: float
-) -> dict[str, Any]:
-    """Run a command that reads or writes LOCAL files in this process.
-
-    The console is an SDFS client of its own: it learns the members from the node it
-    was given, asks the leader for grants and locations, and streams the bytes to and
-    from the nodes' transfer ports (authenticated with the cluster secret), so the
-    nodes never open a path named by this console."""
-    import trio
-
-    from console.render import show_progress
-    from inference.client import InferenceClient
-    from membership.remote import RemoteView
-    from net.errors import ClusterError
-    from net.progress import throttled
-    from net.rpc import RpcError, frame_codec
-    from node.commands import Context, run
-    from node.sdfs_files import SdfsFiles
-    from sdfs.client import SdfsClient
-    from sdfs.copies import PeerDirectory
-    from sdfs.transfer import TcpTransfer
-
-    frames = frame_codec(config.secret_bytes)
-    view = RemoteView(addr, frames)
-    try:
-        await view.refresh()
-    except ClusterError as e:  # the node is unreachable or not in the cluster
-        raise RpcError(str(e)) from None
-    tcp = TcpTransfer(frames)
-    peers = PeerDirectory(view, config, ask=False)  # tcp only: the servers resolve names
-    sdfs = SdfsClient(view, peers, lambda node: tcp, config.replication)
-
-    def progress(done: int, total: int, label: str) -> None:
-        show_progress(sys.stderr, done, total, label)
-
-    ctx = Context(sdfs, None, InferenceClient(view, SdfsFiles(sdfs)))
-    return await run(parsed, ctx, throttled(progress, PROGRESS_INTERVAL, trio.current_time))
-
-
-def _data(reply: Any, command: str) -> dict[str, Any]:
-    """A ConsoleReply's data; CommandError for a refusal, RpcError for anything else."""
-    from net.messages import ConsoleReply, ErrorReply
-    from net.rpc import RpcError
-
-    if isinstance(reply, ErrorReply):
-        raise CommandError(reply.error)
-    if not isinstance(reply, ConsoleReply):
-        raise RpcError(f"the node sent {type(reply).__name__}, not a console reply")
-    if not reply.ok:
-        raise CommandError(reply.error or f"{command} failed")
-    return reply.data if isinstance(reply.data, dict) else {"result": reply.data}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     opts = parser.parse_args(argv)
@@ -212,19 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         return _fail(str(e), EXIT_USAGE)
 
+    # The client does the rest, as for any script (one code path): it runs a command
+    # that reads or writes a LOCAL path here and sends the others to the node.
     import trio
 
-    from net.rpc import RpcError
+    from idunno.client import AsyncClient
+    from idunno.errors import ClusterError, Unreachable, UsageError
 
     try:
-        if parsed.where is Where.CONSOLE:
-            data = trio.run(_run_here, addr, config, parsed, opts.timeout)
-        else:
-            reply = trio.run(_ask, addr, config.secret_bytes, command, args, opts.timeout)
-            data = _data(reply, command)
-    except RpcError as e:
+        client = AsyncClient(config, addr, timeout=opts.timeout)
+        data = trio.run(partial(client.command, command, *args, progress=True))
+    except Unreachable as e:
         return _fail(str(e), EXIT_UNREACHABLE)
-    except CommandError as e:
+    except UsageError as e:
+        return _fail(str(e), EXIT_USAGE)
+    except ClusterError as e:
         return _fail(str(e), EXIT_COMMAND)
     except KeyboardInterrupt:
         return 130

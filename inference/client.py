@@ -11,7 +11,8 @@ store, into a local path of the caller's.  Nothing here knows about the console.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from net.messages import (
     Assignments,
     AssignmentsRequest,
     BatchSizeSet,
+    JobResults,
+    JobResultsRequest,
     JobStatus,
     JobStatusRequest,
     JobSubmitted,
@@ -42,6 +45,9 @@ LEADER_TIMEOUT = 30.0
 # (the leader writes it when the job finishes; a new leader rewrites a missing one).
 OUTPUT_WAIT = 30.0
 OUTPUT_POLL = 0.5
+# How often a reader of a running job's results asks the leader for new rows.
+RESULTS_POLL = 0.5
+TERMINAL = ("done", "failed")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,16 @@ class Output:
     job_id: str
     results: int
     state: str
+
+
+@dataclass
+class ResultCursor:
+    """Where a reader of a job's results is: the leader's offset (rows in completion
+    order), the query indices it has had, and whether it has had them all."""
+
+    offset: int = 0
+    seen: set[int] = field(default_factory=set)
+    finished: bool = False
 
 
 class InferenceClient:
@@ -95,6 +111,60 @@ class InferenceClient:
         """C4 status."""
         reply: JobStatus = await self._ask(JobStatusRequest(job_id), JobStatus, job_id)
         return reply
+
+    async def results_page(self, job_id: str, offset: int = 0, limit: int = 1000) -> JobResults:
+        """Up to ``limit`` of the job's rows in completion order, from ``offset`` on."""
+        reply: JobResults = await self._ask(
+            JobResultsRequest(job_id, offset, limit), JobResults, job_id
+        )
+        return reply
+
+    async def next_results(
+        self, job_id: str, cursor: ResultCursor, poll: float = RESULTS_POLL
+    ) -> list[dict[str, Any]]:
+        """The rows (as ``outputs/JOB_ID.jsonl`` lines) completed since ``cursor`` last
+        looked, once there is at least one; ``[]`` and ``cursor.finished`` once the
+        reader has had every row.  Asks the leader every ``poll`` seconds meanwhile.
+
+        The leader answers from its scheduler while it holds the job; once the job is
+        written out and forgotten, the rest comes from its output file (whose line i is
+        query i).  A new leader may list the rows it inherited in another order: when
+        a finished job's rows end and some were never seen, the reader starts again
+        from 0, skipping what it had (each row is yielded once, by query index)."""
+        while not cursor.finished:
+            try:
+                page = await self.results_page(job_id, cursor.offset)
+            except NotFound:  # long gone from the leader's table: its output file, if any
+                return await self._rest_from_output(job_id, cursor)
+            if page.forgotten:
+                return await self._rest_from_output(job_id, cursor)
+            fresh = [row for i, row in page.rows if i not in cursor.seen]
+            cursor.seen.update(i for i, _ in page.rows)
+            cursor.offset = page.next_offset
+            if page.state in TERMINAL and not page.more:
+                if len(cursor.seen) >= page.total:
+                    cursor.finished = True
+                else:
+                    cursor.offset = 0
+            if fresh:
+                return fresh
+            if not page.more and not cursor.finished:
+                await trio.sleep(poll)
+        return []
+
+    async def _rest_from_output(self, job_id: str, cursor: ResultCursor) -> list[dict[str, Any]]:
+        with tempfile.TemporaryDirectory(prefix="idunno-results-") as tmp:
+            local = Path(tmp) / "output.jsonl"
+            try:
+                await self.files.get(f"outputs/{job_id}.jsonl", local)
+            except NotFound:
+                raise NotFound(f"no such job: {job_id}, and no outputs/{job_id}.jsonl") from None
+            with local.open() as f:
+                lines = [line for line in f if line.strip()]
+        rows = [json.loads(line) for i, line in enumerate(lines) if i not in cursor.seen]
+        cursor.seen.update(range(len(lines)))
+        cursor.finished = True
+        return rows
 
     async def assignments(self) -> dict[str, Any]:
         """C5: ``{JOB_ID: {"model", "workers": [NODE...]}}``."""

@@ -15,8 +15,9 @@ first capacity request fails is asked again, with back-off, as long as it is a m
 A timer feeds the scheduler a ``Tick`` when its next batch deadline passes.
 
 :meth:`Leader.handle` answers the typed leader requests of :mod:`inference.client`
-(C1-C5) and the workers' :class:`~net.messages.BatchResult`.  A node that is not (yet)
-the scheduler answers ``Failure(NOT_READY)``, so callers retry
+(C1-C5, and a page of a job's results so far in completion order for a client that
+iterates them while the job runs) and the workers' :class:`~net.messages.BatchResult`.
+A node that is not (yet) the scheduler answers ``Failure(NOT_READY)``, so callers retry
 (:func:`membership.peers.call_leader`); other failures go back as their
 :mod:`net.errors` kind.  A node first in ring order without the lease (a minority
 side) answers clients ``NO_QUORUM`` ("no majority: ...", at once) and workers
@@ -82,6 +83,8 @@ from net.messages import (
     Capacity,
     CapacityRequest,
     ErrorReply,
+    JobResults,
+    JobResultsRequest,
     JobStatus,
     JobStatusRequest,
     JobSubmitted,
@@ -105,6 +108,7 @@ LEADER_REQUESTS = (
     SubmitJob,
     JobStatusRequest,
     AssignmentsRequest,
+    JobResultsRequest,
 )
 # The longest processing time a worker may report for one query (a day): anything
 # more, or NaN, or a negative time, is a broken or hostile worker.
@@ -117,6 +121,11 @@ CAPACITY_TIMEOUT = 2.0
 # cap): it stays a candidate worker for as long as it is a member.
 CAPACITY_RETRY_FIRST = 0.5
 CAPACITY_RETRY_MAX = 5.0
+# A page of a running job's results (JobResultsRequest): at most this many rows, and
+# no more once the rows' JSON passes RESULTS_PAGE_BYTES (frames are at most 16 MiB;
+# an image row is ~250 bytes, a grading row a few KB).
+MAX_RESULTS_PAGE = 1000
+RESULTS_PAGE_BYTES = 4 << 20
 # Writing a finished job's output is retried a second later, then two, ... up to this.
 OUTPUT_RETRY_MAX = 10.0
 
@@ -496,7 +505,32 @@ class Leader:
                 ) from None
         if isinstance(request, AssignmentsRequest):
             return Assignments(sched.assignments())
+        if isinstance(request, JobResultsRequest):
+            return self._results(sched, request)
         raise Invalid(f"{type(request).__name__} is not a leader request")
+
+    def _results(self, sched: Scheduler, request: JobResultsRequest) -> JobResults:
+        """A page of a job's rows in completion order, shaped as its output lines."""
+        check_range(request.offset, 0, MAX_COUNT, "offset")
+        check_range(request.limit, 1, MAX_RESULTS_PAGE, "limit")
+        try:
+            status = sched.status(request.job_id)
+        except KeyError:
+            raise NotFound(f"no such job: {request.job_id}") from None
+        state, done, total = status["state"], status["done"], status["total"]
+        if sched.forgotten(request.job_id):
+            return JobResults(request.job_id, state, done, total, (), request.offset, False, True)
+        kind = kinds.kind_of(status["model"])
+        rows: list[tuple[int, dict[str, Any]]] = []
+        size = 0
+        for index, row in sched.results_since(request.job_id, request.offset, request.limit):
+            line = kind.output_line(row)
+            rows.append((index, line))
+            size += len(json.dumps(line, default=str))
+            if size >= RESULTS_PAGE_BYTES:
+                break
+        end = request.offset + len(rows)
+        return JobResults(request.job_id, state, done, total, tuple(rows), end, end < done)
 
     async def _submit(self, sched: Scheduler, request: SubmitJob) -> JobSubmitted:
         kind, model = kinds.resolve(request.model)

@@ -128,6 +128,7 @@ Invariants
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import re
@@ -394,6 +395,17 @@ class Scheduler:
         KeyError once the job is forgotten."""
         j = self._jobs[job_id]
         return [j.results[i] for i in sorted(j.results)]
+
+    def results_since(self, job_id: str, offset: int, limit: int) -> list[tuple[int, Row]]:
+        """Up to ``limit`` of the job's ``(index, row)``, in the order the queries
+        completed, from the ``offset``-th on (a reader's cursor while the job runs).
+
+        Rows are only ever added, so a cursor sees each once; a scheduler restored from a
+        snapshot holds its inherited rows in query order.  KeyError once forgotten."""
+        j = self._jobs[job_id]
+        if offset >= len(j.results):  # nothing new: no walk over what a reader has had
+            return []
+        return list(itertools.islice(j.results.items(), offset, offset + limit))
 
     def assignments(self) -> dict[str, dict[str, Any]]:
         """C5: ``{JOB_ID: {"model", "workers": [names running its batches now]}}``.

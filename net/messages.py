@@ -10,7 +10,8 @@ Tags 1-19: membership datagrams (UDP).  20-29: admission (TCP, introducer).
 inference standby (registered by ``inference/events.py``, beside the scheduler), and
 the standby's own messages (109-119).  140-159: SDFS, continued (50-79 is full):
 140-149 the chain's relays, 150-159 the SDFS leader's majority lease and grant journal
-(``sdfs.lease``).
+(``sdfs.lease``).  170-179: inference requests, continued (80-99 is full): a job's
+results so far, for the Python client (``idunno``).
 """
 
 from __future__ import annotations
@@ -975,3 +976,38 @@ class AssignmentsRequest:
 @dataclass(frozen=True)
 class Assignments:
     jobs: dict[str, Any]  # {JOB_ID: {"model", "workers": [NODE...]}}
+
+
+# --- inference requests, continued (80-99 is full) ------------------------------------
+
+
+@message(tag=170)
+@dataclass(frozen=True)
+class JobResultsRequest:
+    """A job's result rows so far, in the order its queries completed, from the
+    ``offset``-th on (at most ``limit`` of them): what a client iterates while the job
+    runs (``idunno``'s ``job.results()``)."""
+
+    job_id: str
+    offset: int = 0
+    limit: int = 1000
+
+
+@message(tag=171)
+@dataclass(frozen=True)
+class JobResults:
+    """Answer to :class:`JobResultsRequest`: ``rows`` are ``(query index, output
+    line)``, each line as ``outputs/JOB_ID.jsonl`` will hold it; ``next_offset`` is
+    where the next request starts; ``more`` says rows were left for the next page.
+    ``forgotten``: the job finished and its rows are only in its output file now (no
+    rows here).  The order is the leader's completion order: a new leader may order
+    the rows it inherited differently, so a reader also dedups by index."""
+
+    job_id: str
+    state: str
+    done: int
+    total: int
+    rows: tuple[tuple[int, dict[str, Any]], ...]
+    next_offset: int
+    more: bool = False
+    forgotten: bool = False
