@@ -34,7 +34,13 @@ async def test_loopback_serves_page_members_metrics_and_static_without_a_token(t
         page = await http.get("/")
         assert page.status_code == 200 and "<title>IDunno cluster</title>" in page.text
         members = (await http.get("/api/members")).json()
-        assert members == {"self": node.me.name, "leader": None, "members": []}
+        assert members == {
+            "self": node.me.name,
+            "leader": None,
+            "members": [],
+            "http_port": None,
+            "configured": [n.name for n in node.config.nodes],
+        }
         scrape = await http.get("/metrics")
         assert scrape.status_code == 200
         assert scrape.headers["content-type"].startswith("text/plain")
