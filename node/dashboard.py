@@ -93,7 +93,11 @@ def jobs_view(sched: Scheduler, known: Iterable[str]) -> list[dict[str, Any]]:
             continue  # forgotten long ago, or a job of another leadership's history
         status["workers"] = running.get(job_id, {}).get("workers", [])
         out.append(status)
-    out.sort(key=lambda s: (s.get("submitted_at") or 0.0, s["job_id"]), reverse=True)
+    # Newest first; among jobs submitted at once, job-10 after job-9 (ids count up).
+    out.sort(
+        key=lambda s: (s.get("submitted_at") or 0.0, len(s["job_id"]), s["job_id"]),
+        reverse=True,
+    )
     return out[:MAX_JOBS]
 
 

@@ -51,12 +51,32 @@ async def test_loopback_serves_page_members_metrics_and_static_without_a_token(t
             assert (await http.get(path)).status_code == 404, path
 
 
+async def test_dashboard_data_needs_a_leader_and_says_why_in_one_line(tmp_path):
+    node = make_node(tmp_path)  # never joined: there is no leader to ask
+    async with client(build_app(node, None)) as http:
+        reply = await http.get("/api/dashboard")
+        assert reply.status_code == 503
+        body = reply.json()
+        assert body["served_by"] == node.me.name
+        assert "not in the cluster" in body["error"] and "\n" not in body["error"]
+        # Without a token, any origin may read the JSON (another member's page).
+        assert reply.headers["access-control-allow-origin"] == "*"
+        assert reply.headers["cache-control"] == "no-store"
+        members = await http.get("/api/members")
+        assert members.headers["access-control-allow-origin"] == "*"
+        for bad in ("abc", "-1", "201", "3.5", "\u0663", "9" * 40):
+            refused = await http.get("/api/dashboard", params={"files": bad})
+            assert refused.status_code == 400, bad
+            assert refused.json() == {"error": "files must be a whole number from 0 to 200"}
+        assert (await http.get("/api/dashboard", params={"files": "0"})).status_code == 503
+
+
 async def test_beyond_loopback_every_route_needs_the_token(tmp_path):
     node = make_node(tmp_path, bind="0.0.0.0")
     token = dashboard_token(node.config.secret_bytes)
     app = build_app(node, token)
     async with client(app) as http:
-        for path in ("/", "/api/members", "/metrics", "/static/dashboard.js"):
+        for path in ("/", "/api/members", "/api/dashboard", "/metrics", "/static/dashboard.js"):
             denied = await http.get(path)
             assert denied.status_code == 401, path
             assert "dashboard-token" in denied.text and denied.text.count("\n") == 1
@@ -65,6 +85,9 @@ async def test_beyond_loopback_every_route_needs_the_token(tmp_path):
         assert (await http.get("/metrics", params={"token": token[:-1]})).status_code == 401
         bearer = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert bearer.status_code == 200 and "idunno_members" in bearer.text
+        # With a token, no other origin may read the JSON (no CORS).
+        got = await http.get("/api/members", headers={"Authorization": f"Bearer {token}"})
+        assert got.status_code == 200 and "access-control-allow-origin" not in got.headers
     # A browser opens /?token= once; the cookie then carries it.
     async with client(app) as browser:
         first = await browser.get("/", params={"token": token})
