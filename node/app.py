@@ -247,7 +247,7 @@ class NodeApp:
         if isinstance(request, INFERENCE_REQUESTS):
             return await self.inference.handle(request, addr)
         if isinstance(request, DashboardRequest):
-            return self.dashboard.answer(request)
+            return await self.dashboard.answer(request)
         return ErrorReply(f"unexpected request {type(request).__name__}")
 
     async def handle_stream(self, request: Any, conn: Connection) -> Any:

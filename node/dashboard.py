@@ -31,16 +31,18 @@ cluster's size (:data:`LIMITS`, also sent to the page, which says so):
 from __future__ import annotations
 
 import heapq
+import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
+import trio.lowlevel
 
 from inference.busy import BusyRecord
 from membership.peers import Peers
 from net.errors import ClusterError, NotReady, expect, to_failure
-from net.messages import Dashboard, DashboardRequest, Failure
+from net.messages import Dashboard, DashboardRequest, Failure, VersionRecord, VersionState
 from sdfs.leader import LeaderState
 
 if TYPE_CHECKING:
@@ -56,11 +58,17 @@ MAX_JOBS = 20
 MAX_FILES = 200
 DEFAULT_FILES = 50
 SDFS_TTL = 5.0
+# Files summed per slice (a few milliseconds), and the share of the leader's time the
+# summary may take: with many files it is recomputed less often than SDFS_TTL.
+SDFS_CHUNK = 1000
+SDFS_SHARE = 0.01
 # The serving node: a reply is reused this long, and the leader asked for this long
 # (each attempt at most FETCH_TIMEOUT) before the page hears why not.
 FETCH_TTL = 0.5
 FETCH_WINDOW = 4.0
 FETCH_TIMEOUT = 2.0
+
+COMMITTED = int(VersionState.COMMITTED)
 
 LIMITS: dict[str, Any] = {
     "jobs": MAX_JOBS,
@@ -129,28 +137,44 @@ def models_view(sched: Scheduler, now: float) -> dict[str, Any]:
     }
 
 
-def sdfs_summary(metadata: Metadata, live: Sequence[str], files: int) -> dict[str, Any]:
-    """Files and bytes per live node (each version it holds counts), and the ``files``
-    most recently changed files with their newest version's replicas and the versions
-    kept.  O(files x versions): cache it (SDFS_TTL)."""
+def sdfs_summary_steps(
+    metadata: Metadata, live: Sequence[str], files: int, chunk: int = SDFS_CHUNK
+) -> Generator[None, None, dict[str, Any]]:
+    """:func:`sdfs_summary` in slices: it yields after every ``chunk`` files, so that
+    the leader's event loop runs between them (the caller awaits there), and returns
+    the summary.  Files created meanwhile are not counted; files deleted meanwhile are
+    skipped (the names are taken once, at the start)."""
     alive = set(live)
     nodes = {n: {"files": 0, "bytes": 0} for n in live}
     total_files = 0
     total_bytes = 0
     newest: list[tuple[float, str]] = []  # a heap of the `files` latest changes
-    for name, f in metadata.files.items():
-        versions = f.committed()
-        if not versions:
+    names = list(metadata.files)
+    for i, name in enumerate(names):
+        if i and i % chunk == 0:
+            yield
+        f = metadata.files.get(name)
+        if f is None:
+            continue
+        top: VersionRecord | None = None
+        held: dict[str, int] = {}
+        for v in f.versions.values():
+            r = v.record
+            if r.state != COMMITTED or r.version <= f.tombstone:
+                continue
+            if top is None or r.version > top.version:
+                top = r
+            for h in v.holders:
+                if h in alive:
+                    held[h] = held.get(h, 0) + r.size
+        if top is None:
             continue
         total_files += 1
-        total_bytes += versions[0].record.size
-        holders: set[str] = set()
-        for v in versions:
-            for h in v.holders & alive:
-                nodes[h]["bytes"] += v.record.size
-                holders.add(h)
-        for h in holders:
-            nodes[h]["files"] += 1
+        total_bytes += top.size
+        for h, size in held.items():
+            counts = nodes[h]
+            counts["files"] += 1
+            counts["bytes"] += size
         key = (f.touched, name)
         if len(newest) < files:
             heapq.heappush(newest, key)
@@ -158,7 +182,10 @@ def sdfs_summary(metadata: Metadata, live: Sequence[str], files: int) -> dict[st
             heapq.heapreplace(newest, key)
     table = []
     for touched, name in sorted(newest, reverse=True):
-        versions = metadata.files[name].committed()
+        f = metadata.files.get(name)
+        versions = f.committed() if f is not None else []
+        if not versions:
+            continue  # deleted meanwhile
         table.append(
             {
                 "name": name,
@@ -175,6 +202,20 @@ def sdfs_summary(metadata: Metadata, live: Sequence[str], files: int) -> dict[st
         "total_bytes": total_bytes,
         "replication": metadata.replication,
     }
+
+
+def sdfs_summary(metadata: Metadata, live: Sequence[str], files: int) -> dict[str, Any]:
+    """Files and bytes per live node (each version it holds counts), and the ``files``
+    most recently changed files with their newest version's replicas and the versions
+    kept.  O(files x versions): the leader computes it in slices
+    (:func:`sdfs_summary_steps`) and reuses it (SDFS_TTL)."""
+    steps = sdfs_summary_steps(metadata, live, files)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            summary: dict[str, Any] = done.value
+            return summary
 
 
 def build(
@@ -223,40 +264,70 @@ class DashboardSource:
         # Requests to this node itself are answered in-process by the node's handler.
         self.peers = Peers(node.core, node.config, node.frames, node.handle_request)
         self._sdfs: tuple[float, int, dict[str, Any]] | None = None
+        self._sdfs_due = 0.0
+        self._counting = False
         self._known: deque[str] = deque(maxlen=MAX_JOBS)
         self._fetched: tuple[float, int, dict[str, Any]] | None = None
         self._lock = trio.Lock()
 
     # --- on the leader ---------------------------------------------------------
 
-    def answer(self, request: DashboardRequest) -> Dashboard | Failure:
+    async def answer(self, request: DashboardRequest) -> Dashboard | Failure:
         leader = self.node.inference.leader
         sched = leader.sched
+        not_ready = to_failure(NotReady(f"not ready: {self.node.me.name} is not the scheduler"))
         if sched is None or not leader.holds_lease():
-            return to_failure(NotReady(f"not ready: {self.node.me.name} is not the scheduler"))
+            return not_ready
         files = max(0, min(int(request.files), MAX_FILES))
-        now = leader.clock()
-        reply = build(
-            self.node.me.name, sched, leader.busy, now, self._sdfs_summary(files), self._known
-        )
+        sdfs = await self._sdfs_summary(files)
+        if leader.sched is not sched:  # stopped leading while the files were counted
+            return not_ready
+        reply = build(self.node.me.name, sched, leader.busy, leader.clock(), sdfs, self._known)
         # Jobs seen now stay listed (while the scheduler still answers their status)
         # after it forgets them, so a finished job does not vanish from the page.
         self._known.extend(j["job_id"] for j in reversed(reply.jobs))
         return reply
 
-    def _sdfs_summary(self, files: int) -> dict[str, Any]:
-        now = trio.current_time()
+    async def _sdfs_summary(self, files: int) -> dict[str, Any]:
+        """The cached summary; a stale one is refreshed in the background (the first
+        one, or one for another ``files``, is awaited)."""
         cached = self._sdfs
-        if cached is not None and cached[1] == files and now - cached[0] < SDFS_TTL:
+        fresh = cached is not None and trio.current_time() < self._sdfs_due
+        if cached is not None and cached[1] == files and (fresh or self._counting):
             return cached[2]
+        nursery = self.node._nursery  # the node's own tasks (node/ is one package)
+        if cached is not None and cached[1] == files and nursery is not None:
+            nursery.start_soon(self._count, files)
+            return cached[2]
+        return await self._count(files)
+
+    async def _count(self, files: int) -> dict[str, Any]:
         leader = self.node.sdfs.leader
         metadata = leader.metadata
         if metadata is None or leader.state is not LeaderState.READY:
             return {"error": f"{self.node.me.name} is rebuilding the file metadata"}
-        summary = sdfs_summary(metadata, self.node.sdfs.peers.ring(), files)
-        summary["at"] = self.node.inference.leader.clock()
-        self._sdfs = (now, files, summary)
-        return summary
+        self._counting = True
+        try:
+            started = trio.current_time()
+            busy = 0.0
+            steps = sdfs_summary_steps(metadata, self.node.sdfs.peers.ring(), files)
+            while True:
+                t = time.perf_counter()
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    summary: dict[str, Any] = done.value
+                    busy += time.perf_counter() - t
+                    break
+                busy += time.perf_counter() - t
+                await trio.lowlevel.checkpoint()  # the event loop runs between slices
+            summary["at"] = self.node.inference.leader.clock()
+            self._sdfs = (started, files, summary)
+            # At most SDFS_SHARE of the leader's time goes to counting files.
+            self._sdfs_due = trio.current_time() + max(SDFS_TTL, busy / SDFS_SHARE)
+            return summary
+        finally:
+            self._counting = False
 
     # --- on the node that serves the page -----------------------------------------
 

@@ -7,6 +7,8 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from config.topology import profile
 from inference.busy import BusyRecord
@@ -24,6 +26,7 @@ from net.rpc import MAX_FRAME
 from net.wire import decode, encode
 from node import dashboard
 from node.app import NodeApp
+from sdfs.leader import LeaderState
 from sdfs.metadata import Metadata
 from tests.helpers.schedsim import SchedSim
 
@@ -138,10 +141,49 @@ def test_the_reply_fits_a_frame_at_its_bounds() -> None:
     assert isinstance(reply.busy[0], BusySpan)
 
 
-def test_a_node_that_does_not_lead_answers_not_ready(tmp_path: Path) -> None:
+async def test_a_node_that_does_not_lead_answers_not_ready(tmp_path: Path) -> None:
     config = dataclasses.replace(profile("test"), secret="a-test-secret-of-enough-bytes-0123")
     node = NodeApp(config, config.nodes[0], tmp_path)
-    reply = node.dashboard.answer(DashboardRequest(50))
+    reply = await node.handle_request(DashboardRequest(50), node.me.address)
     assert isinstance(reply, Failure) and reply.kind == ErrorKind.NOT_READY
     assert "not the scheduler" in reply.error
     assert not isinstance(reply, Dashboard)
+
+
+def test_the_sdfs_summary_is_counted_in_slices_and_survives_changes_between_them() -> None:
+    md = Metadata(replication=2, keep=5)
+    md.rebuild({"H1": [record(f"f{k:02d}", 1, 10) for k in range(25)]})
+    steps = dashboard.sdfs_summary_steps(md, ["H1"], files=30, chunk=10)
+    next(steps)  # 10 files counted
+    del md.files["f15"]  # deleted meanwhile: skipped
+    next(steps)  # 20
+    with pytest.raises(StopIteration) as done:
+        next(steps)
+    summary = done.value.value
+    assert summary["total_files"] == 24 and summary["nodes"]["H1"] == {"files": 24, "bytes": 240}
+    assert len(summary["files"]) == 24 and "f15" not in {f["name"] for f in summary["files"]}
+
+
+async def test_the_leader_answers_a_stale_sdfs_summary_while_it_counts_the_next(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    config = dataclasses.replace(profile("test"), secret="a-test-secret-of-enough-bytes-0123")
+    node = NodeApp(config, config.nodes[0], tmp_path)
+    md = Metadata(replication=2, keep=5)
+    md.rebuild({"H1": [record("a", 1, 10)]})
+    node.sdfs.leader.metadata, node.sdfs.leader.state = md, LeaderState.READY
+    source = node.dashboard
+    first = await source._sdfs_summary(5)
+    assert first["total_files"] == 1
+    md.add_inventory("H1", [record("b", 1, 10)])
+    assert await source._sdfs_summary(5) is first  # fresh for SDFS_TTL
+    await trio.sleep(dashboard.SDFS_TTL)
+    async with trio.open_nursery() as nursery:
+        node._nursery = nursery
+        assert await source._sdfs_summary(5) is first  # stale: answered, and recounted
+    assert (await source._sdfs_summary(5))["total_files"] == 2
+    # Another table size is counted at once.
+    assert len((await source._sdfs_summary(1))["files"]) == 1
+    node.sdfs.leader.state = LeaderState.REBUILDING
+    await trio.sleep(dashboard.SDFS_TTL)
+    assert "rebuilding" in (await source._sdfs_summary(3))["error"]

@@ -320,7 +320,8 @@ function drawSdfs(data) {
   }
   document.getElementById("sdfs-note").textContent =
     `${s.total_files} files, ${bytes(s.total_bytes)} (newest versions), replication ${s.replication}; ` +
-    `every version a node holds counts; refreshed every ${data.limits.sdfs_refresh_s} s`;
+    `every version a node holds counts; counted ${Math.max(0, data.now - s.at).toFixed(0)} s ago ` +
+    `(at most every ${data.limits.sdfs_refresh_s} s, less often with many files)`;
   document.getElementById("files-note").textContent =
     `the ${s.files.length} most recently changed of ${s.total_files} files (at most ${data.limits.files})`;
 }
