@@ -362,36 +362,43 @@ async function moveToAnotherMember() {
 
 async function tick() {
   const status = document.getElementById("status");
-  const [members, dash] = await Promise.allSettled([getJSON("/api/members"), getJSON("/api/dashboard")]);
-  if (members.status === "fulfilled") {
-    failures = 0;
-    lastMembers = members.value;
-    drawRing(members.value);
-    drawMembers(members.value);
-    document.body.dataset.self = members.value.self;
-    if (dash.status === "fulfilled") {
-      const d = dash.value;
-      drawJobs(d);
-      drawRates(d);
-      drawLatency(d);
-      drawBusy(d);
-      drawSdfs(d);
-      document.body.dataset.dataFrom = d.leader;
-      banner(null);
-    } else {
-      banner(`no data from the leader: ${dash.reason.message} (retrying)`, "warn");
-    }
-    status.textContent = `updated ${new Date().toLocaleTimeString()}`;
-    status.className = "";
-  } else {
+  // Both asked at once; the members are drawn as soon as they come, without waiting
+  // for the leader's data (which takes longer while leadership moves).
+  const dashboard = getJSON("/api/dashboard");
+  dashboard.catch(() => {}); // handled below
+  let members;
+  try {
+    members = await getJSON("/api/members");
+  } catch (e) {
     failures++;
     const here = lastMembers ? lastMembers.self : "this node";
-    status.textContent = `cannot reach ${here}: ${members.reason.message}`;
+    status.textContent = `cannot reach ${here}: ${e.message}`;
     status.className = "down";
     banner(`cannot reach ${here}, the node serving this page (${failures} polls missed)`);
     if (failures >= MOVE_AFTER_FAILURES) await moveToAnotherMember();
+    if (!moving) setTimeout(tick, POLL_MS);
+    return;
   }
-  if (!moving) setTimeout(tick, POLL_MS);
+  failures = 0;
+  lastMembers = members;
+  drawRing(members);
+  drawMembers(members);
+  document.body.dataset.self = members.self;
+  status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+  status.className = "";
+  try {
+    const d = await dashboard;
+    drawJobs(d);
+    drawRates(d);
+    drawLatency(d);
+    drawBusy(d);
+    drawSdfs(d);
+    document.body.dataset.dataFrom = d.leader;
+    banner(null);
+  } catch (e) {
+    banner(`no data from the leader: ${e.message} (retrying)`, "warn");
+  }
+  setTimeout(tick, POLL_MS);
 }
 
 tick();
