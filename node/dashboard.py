@@ -22,7 +22,10 @@ cluster's size (:data:`LIMITS`, also sent to the page, which says so):
 * SDFS: files and bytes per live node (every version each holds), and per file
   (replicas of the newest version, the versions kept) for the ``files`` most recently
   changed files (at most :data:`MAX_FILES`).  Summing every file is O(files), so the
-  summary is computed at most once per :data:`SDFS_TTL` seconds and reused between.
+  summary is counted at most once per :data:`SDFS_TTL` seconds (less often when that
+  would take more than :data:`SDFS_SHARE` of the leader's time), in slices of
+  :data:`SDFS_CHUNK` files with the event loop running between them, and a stale one
+  is answered while the next is counted.
 
 :func:`build` and :func:`sdfs_summary` are pure (times are arguments); the
 :class:`DashboardSource` shell holds the caches and does the requests.
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import deque
 from collections.abc import Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -266,7 +268,7 @@ class DashboardSource:
         self._sdfs: tuple[float, int, dict[str, Any]] | None = None
         self._sdfs_due = 0.0
         self._counting = False
-        self._known: deque[str] = deque(maxlen=MAX_JOBS)
+        self._known: list[str] = []  # the jobs the last answer listed
         self._fetched: tuple[float, int, dict[str, Any]] | None = None
         self._lock = trio.Lock()
 
@@ -283,9 +285,10 @@ class DashboardSource:
         if leader.sched is not sched:  # stopped leading while the files were counted
             return not_ready
         reply = build(self.node.me.name, sched, leader.busy, leader.clock(), sdfs, self._known)
-        # Jobs seen now stay listed (while the scheduler still answers their status)
-        # after it forgets them, so a finished job does not vanish from the page.
-        self._known.extend(j["job_id"] for j in reversed(reply.jobs))
+        # Jobs listed now stay listed (while the scheduler still answers their status,
+        # and until newer ones push them out) after the scheduler forgets them, so a
+        # finished job does not vanish from the page.
+        self._known = [j["job_id"] for j in reply.jobs]
         return reply
 
     async def _sdfs_summary(self, files: int) -> dict[str, Any]:
