@@ -20,11 +20,13 @@ token (:func:`config.secret.dashboard_token`): ``?token=`` once (the page then k
 it in a cookie), the cookie, or ``Authorization: Bearer TOKEN`` (Prometheus'
 ``bearer_token``).  Anything else gets 401 and one line saying how to get in.
 
-CORS: without a token the ``/api`` routes answer any origin (``Access-Control-Allow-
-Origin: *``), so a page served by one member can check that another member answers
-before it moves there.  With a token they do not (the token would have to travel to
-another origin); the page then moves to a member that accepts a connection at all,
-and a member on another host asks for the token there.
+CORS: without a token the ``/api`` routes may be read by the dashboards of the
+cluster's own members (the origins ``http://HOST:HTTP_PORT`` of the cluster file's
+nodes, and ``localhost``/``127.0.0.1`` for loopback ones), so a page served by one
+member can check that another member answers before it moves there; no other web
+page the browser has open may read them.  With a token no origin may (the token would
+have to travel to another origin); the page then moves to a member that accepts a
+connection at all, and a member on another host asks for the token there.
 """
 
 from __future__ import annotations
@@ -81,15 +83,35 @@ class TokenGate(BaseHTTPMiddleware):
         )
 
 
+def member_origins(node: NodeApp) -> frozenset[str]:
+    """The web origins of the configured nodes' dashboards (``http://HOST:PORT``; a
+    loopback node's also as localhost and 127.0.0.1, as a browser may name it)."""
+    from config.topology import is_loopback
+
+    out: set[str] = set()
+    for n in node.config.nodes:
+        if n.http_port is None:
+            continue
+        hosts = {n.host, "localhost", "127.0.0.1"} if is_loopback(n.host) else {n.host}
+        out.update(f"http://{h}:{n.http_port}" for h in hosts)
+    return frozenset(out)
+
+
 def build_app(node: NodeApp, token: str | None) -> Starlette:
     """The ASGI app for ``node``; ``token``: required on every request, or None (loopback)."""
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    # Without a token, any origin may read the JSON (see the module docstring).
-    cors = {"Access-Control-Allow-Origin": "*"} if token is None else {}
-    nocache = {"Cache-Control": "no-store", **cors}
+    origins = member_origins(node) if token is None else frozenset()
+
+    def headers(request: Request) -> dict[str, str]:
+        # The members' dashboards may read the JSON (see the module docstring).
+        out = {"Cache-Control": "no-store", "Vary": "Origin"}
+        origin = request.headers.get("origin")
+        if origin in origins:
+            out["Access-Control-Allow-Origin"] = origin
+        return out
 
     async def members(request: Request) -> Response:
         view = node.list_mem()
@@ -100,7 +122,7 @@ def build_app(node: NodeApp, token: str | None) -> Starlette:
         # Every configured node in ring order: the page draws those that are not
         # members now (failed, left, never started) greyed, in their places.
         view["configured"] = [n.name for n in node.config.nodes]
-        return JSONResponse(view, headers=nocache)
+        return JSONResponse(view, headers=headers(request))
 
     async def dashboard(request: Request) -> Response:
         raw = request.query_params.get("files", str(DEFAULT_FILES))
@@ -108,14 +130,14 @@ def build_app(node: NodeApp, token: str | None) -> Starlette:
             return JSONResponse(
                 {"error": f"files must be a whole number from 0 to {MAX_FILES}"},
                 status_code=400,
-                headers=nocache,
+                headers=headers(request),
             )
         try:
             data = await node.dashboard.fetch(int(raw))
         except ClusterError as e:
             body = {"error": one_line(str(e)), "served_by": node.me.name}
-            return JSONResponse(body, status_code=503, headers=nocache)
-        return JSONResponse(data, headers=nocache)
+            return JSONResponse(body, status_code=503, headers=headers(request))
+        return JSONResponse(data, headers=headers(request))
 
     registry = metrics.registry_for(node)
 

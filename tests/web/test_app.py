@@ -59,16 +59,36 @@ async def test_dashboard_data_needs_a_leader_and_says_why_in_one_line(tmp_path):
         body = reply.json()
         assert body["served_by"] == node.me.name
         assert "not in the cluster" in body["error"] and "\n" not in body["error"]
-        # Without a token, any origin may read the JSON (another member's page).
-        assert reply.headers["access-control-allow-origin"] == "*"
         assert reply.headers["cache-control"] == "no-store"
-        members = await http.get("/api/members")
-        assert members.headers["access-control-allow-origin"] == "*"
         for bad in ("abc", "-1", "201", "3.5", "\u0663", "9" * 40):
             refused = await http.get("/api/dashboard", params={"files": bad})
             assert refused.status_code == 400, bad
             assert refused.json() == {"error": "files must be a whole number from 0 to 200"}
         assert (await http.get("/api/dashboard", params={"files": "0"})).status_code == 503
+
+
+async def test_only_the_members_dashboards_may_read_the_json_from_another_origin(tmp_path):
+    config = profile("test")
+    nodes = tuple(
+        dataclasses.replace(n, http_port=9000 + i) for i, n in enumerate(config.nodes[:3])
+    )
+    config = dataclasses.replace(config, secret=SECRET, nodes=nodes)
+    node = NodeApp(config, nodes[0], tmp_path)
+    async with client(build_app(node, None)) as http:
+        for origin in ("http://127.0.0.1:9001", "http://localhost:9002", "http://127.0.0.1:9000"):
+            got = await http.get("/api/members", headers={"Origin": origin})
+            assert got.headers["access-control-allow-origin"] == origin
+            assert got.json()["http_port"] == 9000 and got.headers["vary"] == "Origin"
+        for origin in ("http://evil.example", "http://127.0.0.1:9003", "null"):
+            got = await http.get("/api/dashboard", headers={"Origin": origin})
+            assert "access-control-allow-origin" not in got.headers, origin
+    token = dashboard_token(config.secret_bytes)
+    async with client(build_app(node, token)) as http:  # with a token: no other origin
+        got = await http.get(
+            "/api/members",
+            headers={"Origin": "http://127.0.0.1:9001", "Authorization": f"Bearer {token}"},
+        )
+        assert got.status_code == 200 and "access-control-allow-origin" not in got.headers
 
 
 async def test_beyond_loopback_every_route_needs_the_token(tmp_path):
@@ -85,9 +105,6 @@ async def test_beyond_loopback_every_route_needs_the_token(tmp_path):
         assert (await http.get("/metrics", params={"token": token[:-1]})).status_code == 401
         bearer = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert bearer.status_code == 200 and "idunno_members" in bearer.text
-        # With a token, no other origin may read the JSON (no CORS).
-        got = await http.get("/api/members", headers={"Authorization": f"Bearer {token}"})
-        assert got.status_code == 200 and "access-control-allow-origin" not in got.headers
     # A browser opens /?token= once; the cookie then carries it.
     async with client(app) as browser:
         first = await browser.get("/", params={"token": token})
