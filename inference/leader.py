@@ -47,6 +47,7 @@ import trio
 
 from config.topology import InferenceConfig
 from inference import kinds
+from inference.busy import BusyRecord
 from inference.events import (
     Action,
     Answered,
@@ -177,6 +178,8 @@ class Leader:
         # output is in the store, so this holds only finished jobs not yet forgotten).
         self._writing: set[str] = set()
         self.timings = TimingLog(data_dir / "query_timings.csv", log)
+        # Recent batches per worker, for the dashboard's busy timeline (not replicated).
+        self.busy = BusyRecord()
         self._timer_wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         # Waits until the hot standby holds an event (by number); the service wires
@@ -315,6 +318,12 @@ class Leader:
             for a in actions:
                 if isinstance(a, Answered):
                     self.timings.record(event, a.job_id, a.model, frozenset(a.indices))
+                    self.busy.done(
+                        event.worker, event.batch_id, a.job_id, a.model, event.timings, event.now
+                    )
+            self.busy.gone(event.batch_id)
+        elif isinstance(event, BatchFailed):
+            self.busy.gone(event.batch_id)
         self.seq += 1
         self._on_applied(self.seq, event)
         self._timer_wake.set()
@@ -336,6 +345,7 @@ class Leader:
             elif isinstance(a, JobAccepted):
                 self.log.info("%s accepted: %s over %d inputs", a.job_id, a.model, a.total)
             elif isinstance(a, BatchLost):
+                self.busy.gone(a.batch_id)
                 self.log.warning(
                     "batch %d of %s on %s lost (%s); %d queries requeued",
                     a.batch_id,
@@ -357,6 +367,7 @@ class Leader:
             # the state) and, unanswered, gives it up and sends its queries again.
             return
         request = AssignBatch(a.batch_id, a.job_id, a.model, tuple(a.queries))
+        self.busy.sent(a.batch_id, self.clock())
         try:
             reply = await self.view.call(a.worker, request)
         except RpcError as e:

@@ -10,8 +10,9 @@ Tags 1-19: membership datagrams (UDP).  20-29: admission (TCP, introducer).
 inference standby (registered by ``inference/events.py``, beside the scheduler), and
 the standby's own messages (109-119).  140-159: SDFS, continued (50-79 is full):
 140-149 the chain's relays, 150-159 the SDFS leader's majority lease and grant journal
-(``sdfs.lease``).  170-179: inference requests, continued (80-99 is full): a job's
-results so far, for the Python client (``idunno``).
+(``sdfs.lease``).  160-169: the dashboard (the leader's snapshot for ``web``).
+170-179: inference requests, continued (80-99 is full): a job's results so far, for
+the Python client (``idunno``).
 """
 
 from __future__ import annotations
@@ -1011,3 +1012,47 @@ class JobResults:
     next_offset: int
     more: bool = False
     forgotten: bool = False
+
+
+# --- the dashboard (TCP) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BusySpan:
+    """A worker was busy with a batch of ``queries`` queries of ``job_id`` from
+    ``start`` to ``end`` (the leader's wall-clock seconds; see inference.busy)."""
+
+    worker: str
+    job_id: str
+    model: str
+    start: float
+    end: float
+    queries: int
+
+
+@message(tag=160)
+@dataclass(frozen=True)
+class DashboardRequest:
+    """Any node to the leader: what the dashboard shows.  ``files``: how many files
+    the per-file SDFS table lists (the most recently changed; the leader caps it)."""
+
+    files: int = 50
+
+
+@message(tag=161)
+@dataclass(frozen=True)
+class Dashboard:
+    """The leader's answer to :class:`DashboardRequest`, bounded to fit a frame
+    whatever the cluster's size (node.dashboard says how): the recent jobs with
+    their progress and workers, the workers, per model its query rates over the last
+    minute and its latency percentiles, the busy spans of the last minute, and SDFS
+    per node and per file (``{"error": ...}`` while the file metadata is rebuilt)."""
+
+    leader: str
+    now: float  # the leader's wall clock, seconds
+    jobs: tuple[dict[str, Any], ...]
+    workers: dict[str, Any]
+    models: dict[str, Any]
+    busy: tuple[BusySpan, ...]
+    sdfs: dict[str, Any]
+    limits: dict[str, Any]

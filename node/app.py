@@ -30,6 +30,7 @@ from net.messages import (
     ConsoleProgress,
     ConsoleReply,
     ConsoleRequest,
+    DashboardRequest,
     ErrorReply,
     GetStream,
     JoinRequest,
@@ -42,6 +43,7 @@ from net.rpc import Connection, RpcError, RpcServer, call, frame_codec
 from net.transport import Address, MeteredTransport, UdpTransport
 from node import commands
 from node.commands import CommandError, Context, Parsed
+from node.dashboard import DashboardSource
 from node.sdfs_files import SdfsFiles
 from sdfs.service import SDFS_REQUESTS, SdfsService
 from sdfs.transfer import TransferServer, make_transfer
@@ -106,6 +108,8 @@ class NodeApp:
             lease=self.sdfs.leader.lease_term,
         )
         self.context = Context(self.sdfs.client, self, InferenceClient(self.inference.view, files))
+        # The dashboard's data (web/): answered while leading, fetched for the page.
+        self.dashboard = DashboardSource(self)
         self.transport: MeteredTransport | None = None
         self.membership: MembershipService | None = None
         self.server: RpcServer | None = None
@@ -242,6 +246,8 @@ class NodeApp:
             return await self.sdfs.handle(request, addr)
         if isinstance(request, INFERENCE_REQUESTS):
             return await self.inference.handle(request, addr)
+        if isinstance(request, DashboardRequest):
+            return await self.dashboard.answer(request)
         return ErrorReply(f"unexpected request {type(request).__name__}")
 
     async def handle_stream(self, request: Any, conn: Connection) -> Any:

@@ -20,6 +20,8 @@ from net.messages import (
     ChainStream,
     ConsoleReply,
     ConsoleRequest,
+    Dashboard,
+    DashboardRequest,
     ErrorReply,
     Gossip,
     JoinRequest,
@@ -108,6 +110,8 @@ def test_protocol_tags_never_change():
         43: ChainEnd,
         79: ChainStream,
         140: RelayFile,
+        160: DashboardRequest,
+        161: Dashboard,
     }
     reg = registered()
     for tag, cls in expected.items():

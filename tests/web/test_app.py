@@ -34,7 +34,13 @@ async def test_loopback_serves_page_members_metrics_and_static_without_a_token(t
         page = await http.get("/")
         assert page.status_code == 200 and "<title>IDunno cluster</title>" in page.text
         members = (await http.get("/api/members")).json()
-        assert members == {"self": node.me.name, "leader": None, "members": []}
+        assert members == {
+            "self": node.me.name,
+            "leader": None,
+            "members": [],
+            "http_port": None,
+            "configured": [n.name for n in node.config.nodes],
+        }
         scrape = await http.get("/metrics")
         assert scrape.status_code == 200
         assert scrape.headers["content-type"].startswith("text/plain")
@@ -45,12 +51,52 @@ async def test_loopback_serves_page_members_metrics_and_static_without_a_token(t
             assert (await http.get(path)).status_code == 404, path
 
 
+async def test_dashboard_data_needs_a_leader_and_says_why_in_one_line(tmp_path):
+    node = make_node(tmp_path)  # never joined: there is no leader to ask
+    async with client(build_app(node, None)) as http:
+        reply = await http.get("/api/dashboard")
+        assert reply.status_code == 503
+        body = reply.json()
+        assert body["served_by"] == node.me.name
+        assert "not in the cluster" in body["error"] and "\n" not in body["error"]
+        assert reply.headers["cache-control"] == "no-store"
+        for bad in ("abc", "-1", "201", "3.5", "\u0663", "9" * 40):
+            refused = await http.get("/api/dashboard", params={"files": bad})
+            assert refused.status_code == 400, bad
+            assert refused.json() == {"error": "files must be a whole number from 0 to 200"}
+        assert (await http.get("/api/dashboard", params={"files": "0"})).status_code == 503
+
+
+async def test_only_the_members_dashboards_may_read_the_json_from_another_origin(tmp_path):
+    config = profile("test")
+    nodes = tuple(
+        dataclasses.replace(n, http_port=9000 + i) for i, n in enumerate(config.nodes[:3])
+    )
+    config = dataclasses.replace(config, secret=SECRET, nodes=nodes)
+    node = NodeApp(config, nodes[0], tmp_path)
+    async with client(build_app(node, None)) as http:
+        for origin in ("http://127.0.0.1:9001", "http://localhost:9002", "http://127.0.0.1:9000"):
+            got = await http.get("/api/members", headers={"Origin": origin})
+            assert got.headers["access-control-allow-origin"] == origin
+            assert got.json()["http_port"] == 9000 and got.headers["vary"] == "Origin"
+        for origin in ("http://evil.example", "http://127.0.0.1:9003", "null"):
+            got = await http.get("/api/dashboard", headers={"Origin": origin})
+            assert "access-control-allow-origin" not in got.headers, origin
+    token = dashboard_token(config.secret_bytes)
+    async with client(build_app(node, token)) as http:  # with a token: no other origin
+        got = await http.get(
+            "/api/members",
+            headers={"Origin": "http://127.0.0.1:9001", "Authorization": f"Bearer {token}"},
+        )
+        assert got.status_code == 200 and "access-control-allow-origin" not in got.headers
+
+
 async def test_beyond_loopback_every_route_needs_the_token(tmp_path):
     node = make_node(tmp_path, bind="0.0.0.0")
     token = dashboard_token(node.config.secret_bytes)
     app = build_app(node, token)
     async with client(app) as http:
-        for path in ("/", "/api/members", "/metrics", "/static/dashboard.js"):
+        for path in ("/", "/api/members", "/api/dashboard", "/metrics", "/static/dashboard.js"):
             denied = await http.get(path)
             assert denied.status_code == 401, path
             assert "dashboard-token" in denied.text and denied.text.count("\n") == 1
