@@ -111,12 +111,15 @@ PREPROCESS: dict[str, Preprocess] = {
 
 def suggestions(name: str, names: Sequence[str], n: int = 3) -> list[str]:
     """Up to ``n`` of ``names`` closest to ``name``: those it spells without underscores
-    (``regnetx16gf``: regnet_x_16gf and regnet_x_1_6gf), then difflib's closest."""
+    (``regnetx16gf``: regnet_x_16gf and regnet_x_1_6gf), those it begins
+    (``mobilenet_v3``), then difflib's closest."""
     by_key: dict[str, list[str]] = {}
     for candidate in names:
         by_key.setdefault(_squash(candidate), []).append(candidate)
     key = _squash(name)
     found = list(by_key.get(key, []))
+    if key:
+        found += [c for c in names if _squash(c).startswith(key) and c not in found]
     for close in difflib.get_close_matches(key, list(by_key), n=n, cutoff=0.6):
         found += [c for c in by_key[close] if c not in found]
     return found[:n]
