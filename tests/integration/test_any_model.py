@@ -12,6 +12,7 @@ image without IDunno (tests/helpers/reference.py, tests/helpers/plugin.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -102,7 +103,7 @@ def test_mobilenet_and_a_plugin_model_end_to_end(
 
     net, meta = plain_torchvision(MOBILENET, dataset[MOBILENET])
     for model, job in jobs.items():
-        status = wait_for(lambda job=job: finished(job), 180, f"{job} to finish", interval=0.5)
+        status = wait_for(functools.partial(finished, job), 180, f"{job} to finish", interval=0.5)
         assert status["state"] == "done" and status["done"] == status["total"] == 8
         rows = _rows(c, job, tmp_path / f"{job}.jsonl")
         assert len(rows) == 8
