@@ -333,7 +333,7 @@ def _c4_actions() -> dict[str, Command]:
             "submit-job",
             "submit a job over SDFS inputs",
             (
-                Arg("MODEL", "a model name, like resnet50, or a grading model ([[llm]])"),
+                Arg("MODEL", "a model name, like resnet50, or a grading model; see 'models'"),
                 Arg(
                     "GLOB|COUNT",
                     "a glob of SDFS inputs (default images/*) or a COUNT of random ones; "
@@ -449,7 +449,7 @@ COMMANDS: dict[str, Command] = {
             "C3",
             "set a model's batch size",
             (
-                Arg("MODEL", "a model name, like resnet50"),
+                Arg("MODEL", "a model name, like resnet50; see 'models'"),
                 Arg("BATCH", "queries per batch", whole_number(1, MAX_BATCH)),
             ),
             Where.LEADER,
