@@ -134,7 +134,12 @@ def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
 
     Each failure is logged once, kept for :func:`catalogue`, and skipped."""
     loaded: list[str] = []
-    for entry in importlib.metadata.entry_points(group=group):
+    try:
+        entries = importlib.metadata.entry_points(group=group)
+    except Exception as exc:  # a malformed installed distribution's metadata
+        log.warning("cannot list the %s entry points: %s", group, one_line(str(exc), 300))
+        return loaded
+    for entry in entries:
         where = f"{group} entry point {entry.name} = {entry.value}"
         try:
             obj = entry.load()

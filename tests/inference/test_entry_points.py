@@ -184,3 +184,17 @@ async def test_the_models_command_lists_what_c3_and_c4_accept() -> None:
     assert "  models" in commands.help_text()
     with pytest.raises(commands.CommandError, match="usage: models"):
         commands.parse("models", ["extra"])
+
+
+def test_unreadable_installed_metadata_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(**kwargs: Any) -> Any:
+        raise ValueError("bad METADATA in some.dist-info")
+
+    monkeypatch.setattr(kinds.importlib.metadata, "entry_points", broken)
+    with caplog.at_level(logging.WARNING, logger="inference.kinds"):
+        assert kinds.load_entry_points() == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot list the idunno.job_kinds entry points: bad METADATA in some.dist-info"
+    ]
