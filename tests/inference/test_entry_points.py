@@ -8,6 +8,7 @@ node's registry loads it at import; a broken entry is logged once and skipped.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -192,7 +193,7 @@ def test_unreadable_installed_metadata_is_logged_not_raised(
     def broken(**kwargs: Any) -> Any:
         raise ValueError("bad METADATA in some.dist-info")
 
-    monkeypatch.setattr(kinds.importlib.metadata, "entry_points", broken)
+    monkeypatch.setattr(importlib.metadata, "entry_points", broken)
     with caplog.at_level(logging.WARNING, logger="inference.kinds"):
         assert kinds.load_entry_points() == []
     assert [r.getMessage() for r in caplog.records] == [
