@@ -15,12 +15,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from config.tables import ConfigError, Schema, check_table
+from inference.models import canonical_or_none
 
 BACKENDS = ("llama.cpp", "openai")
 # Ollama's default port; its OpenAI-compatible API lives under /v1.
 DEFAULT_OPENAI_URL = "http://{host}:11434/v1"
-# Names C1-C5 use for image models: a grading model may not take one.
-_RESERVED = {"resnet50", "inception_v3", "inceptionv3", "noop"}
+# Names C1-C5 use for image models: a grading model may not take one (nor any
+# spelling of a torchvision model's name, which image classification would serve).
+_RESERVED = {"noop"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Bounds that catch typos, not policy: a reply of 8,192 tokens is minutes of work.
 MAX_PARALLEL = 64
@@ -83,7 +85,7 @@ def parse_llms(raw: Any) -> tuple[LlmSpec, ...]:
             raise ConfigError(
                 f"{prefix}.name: use letters, digits and ._- (at most 64), got {name!r}"
             )
-        if name.lower() in _RESERVED:
+        if name.lower() in _RESERVED or canonical_or_none(name) is not None:
             raise ConfigError(f"{prefix}.name: {name!r} is an image model's name")
         if name.lower() in seen:
             raise ConfigError(f"{prefix}.name: duplicate name {name!r}")

@@ -21,6 +21,7 @@ from net.progress import human_bytes
 Renderer = Callable[[Mapping[str, Any]], str]
 
 INDENT = "  "
+WRAP = 88  # columns for wrapped lists of names
 
 
 # --- values -------------------------------------------------------------------------
@@ -212,6 +213,25 @@ def render_versions(data: Mapping[str, Any]) -> str:
     return f"{data['name']}: versions {versions or '-'} (newest first)"
 
 
+def render_models(data: Mapping[str, Any]) -> str:
+    """``models``: each kind's names wrapped under a heading, then any skipped plug-ins."""
+    kinds: Mapping[str, Any] = data.get("kinds") or {"models": data["models"]}
+    lines: list[str] = []
+    for kind, names in kinds.items():
+        lines.append(f"{kind} ({len(names)}):")
+        row = INDENT
+        for name in names:
+            if len(row) + len(name) + 2 > WRAP and row.strip():
+                lines.append(row.rstrip())
+                row = INDENT
+            row += f"{name}  "
+        if row.strip():
+            lines.append(row.rstrip())
+    for entry, why in (data.get("skipped") or {}).items():
+        lines.append(f"skipped plug-in {entry}: {why}")
+    return "\n".join(lines) if lines else "no models"
+
+
 RENDERERS: dict[str, Renderer] = {
     "put": render_put,
     "get": render_get,
@@ -228,6 +248,7 @@ RENDERERS: dict[str, Renderer] = {
     "bps": render_keys,
     "fpr": render_keys,
     "help": render_help,
+    "models": render_models,
 }
 
 

@@ -28,10 +28,13 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from inference.models import (
+    CustomModel,
     Preprocess,
+    build_custom,
     build_model,
     canonical_model,
-    imagenet_labels,
+    canonical_or_none,
+    labels,
     preprocess_spec,
 )
 from inference.worker_main import error_line as one_line
@@ -68,7 +71,7 @@ def pick_device(device: str | None) -> torch.device:
 def preprocess(spec: Preprocess, image: Image.Image) -> torch.Tensor:
     """torchvision's ``ImageClassification`` preset, step by step, for one RGB image."""
     resized = TF.resize(
-        image, [spec.resize], interpolation=InterpolationMode.BILINEAR, antialias=True
+        image, [spec.resize], interpolation=InterpolationMode(spec.interpolation), antialias=True
     )
     cropped = TF.center_crop(resized, [spec.crop])
     x = TF.convert_image_dtype(TF.pil_to_tensor(cropped), torch.float)
@@ -89,6 +92,7 @@ class _Warm:
     weights_path: str | None
     stamp: tuple[int, int, int, int] | None  # (st_dev, st_ino, st_size, st_mtime_ns)
     sha256: str | None  # of the weights file's bytes; None for torchvision's own weights
+    custom: CustomModel | None = None  # a user's model: how it was built
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ class ModelRunner:
         self.device = pick_device(device)
         self.max_batch = max_batch
         self._models: dict[str, _Warm] = {}
-        self._labels: list[str] | None = None
+        self._labels: dict[str, list[str]] = {}  # per torchvision model
         if self.device.type == "cuda":
             # Inputs always have the same shape per model, so cuDNN's autotuning pays off
             # after the first batch.
@@ -146,24 +150,36 @@ class ModelRunner:
 
     def warm_model(self, model: str) -> torch.nn.Module | None:
         """The loaded module for ``model``, if it is warm (for inspection and tests)."""
-        warm = self._models.get(canonical_model(model))
+        warm = self._models.get(canonical_or_none(model) or model)
         return warm.net if warm is not None else None
 
-    def load(self, model: str, weights_path: str | None, allow_download: bool = False) -> float:
+    def load(
+        self,
+        model: str,
+        weights_path: str | None,
+        allow_download: bool = False,
+        custom: CustomModel | None = None,
+    ) -> float:
         """Make ``model`` warm with these weights; the seconds spent (0.0 if it already was).
 
         ``weights_path`` is a local file (the caller fetched it from SDFS).  ``None`` means
         torchvision's ImageNet weights, which :func:`build_model` only fetches when
-        ``allow_download`` is true.
+        ``allow_download`` is true.  ``custom`` describes a user's model (its name is
+        ``model``); otherwise ``model`` is a torchvision model.
         """
-        name = canonical_model(model)
+        name = custom.name if custom is not None else canonical_model(model)
         warm = self._models.get(name)
+        if warm is not None and warm.custom != custom:
+            warm = None  # the model's definition changed: build it again
         start = time.perf_counter()
         if weights_path is None:
             if warm is not None and warm.weights_path is None:
                 return 0.0
-            net = build_model(name, None, allow_download)
-            self._install(name, _Warm(net, None, None, None))
+            if custom is not None:
+                net = build_custom(custom, None)
+            else:
+                net = build_model(name, None, allow_download)
+            self._install(name, _Warm(net, None, None, None, custom))
             return time.perf_counter() - start
 
         st = os.stat(weights_path)
@@ -178,9 +194,12 @@ class ModelRunner:
         if warm is not None and warm.sha256 == digest:
             warm.weights_path, warm.stamp = weights_path, stamp
             return 0.0
-        net = build_model(name, io.BytesIO(data), allow_download, source=weights_path)
+        if custom is not None:
+            net = build_custom(custom, io.BytesIO(data), source=weights_path)
+        else:
+            net = build_model(name, io.BytesIO(data), allow_download, source=weights_path)
         del data
-        self._install(name, _Warm(net, weights_path, stamp, digest))
+        self._install(name, _Warm(net, weights_path, stamp, digest, custom))
         return time.perf_counter() - start
 
     def _install(self, name: str, warm: _Warm) -> None:
@@ -198,24 +217,26 @@ class ModelRunner:
         inputs: list[str],
         names: list[str] | None = None,
         allow_download: bool = False,
+        custom: CustomModel | None = None,
     ) -> BatchResult:
         """Top-5 classes for every image in ``inputs`` (local paths).
 
         ``names`` (default: ``inputs``) are what the rows call the images, normally
-        their SDFS names.
+        their SDFS names.  ``custom``: ``model`` is this user's model.
         """
         if names is None:
             names = list(inputs)
         if len(names) != len(inputs):
             raise ValueError(f"{len(inputs)} inputs but {len(names)} names")
         begin, begin_cpu = time.perf_counter(), time.process_time()
-        load_s = self.load(model, weights_path, allow_download)
-        name = canonical_model(model)
+        load_s = self.load(model, weights_path, allow_download, custom)
+        if custom is not None:
+            name, spec = custom.name, custom.preprocess
+            classes = list(custom.labels) if custom.labels is not None else self._labels_of(None)
+        else:
+            name = canonical_model(model)
+            spec, classes = preprocess_spec(name), self._labels_of(name)
         net = self._models[name].net
-        spec = preprocess_spec(name)
-        if self._labels is None:
-            self._labels = imagenet_labels()
-        labels = self._labels
 
         rows: list[dict[str, Any]] = []
         decode_total = forward_total = 0.0
@@ -241,7 +262,7 @@ class ModelRunner:
                 with torch.inference_mode():
                     batch = torch.stack(tensors).to(self.device, non_blocking=True)
                     probs = torch.softmax(net(batch), dim=1)
-                    top = torch.topk(probs, TOP_K, dim=1)
+                    top = torch.topk(probs, min(TOP_K, probs.shape[1]), dim=1)
                     # .cpu() waits for the GPU, so the forward time below is complete.
                     values: list[list[float]] = top.values.cpu().tolist()
                     indices: list[list[int]] = top.indices.cpu().tolist()
@@ -249,7 +270,10 @@ class ModelRunner:
                 forward_total += forward_s
                 share = forward_s / len(tensors)
                 for row, idx, val in zip(ok_rows, indices, values, strict=True):
-                    row["top5"] = [[i, labels[i], p] for i, p in zip(idx, val, strict=True)]
+                    row["top5"] = [
+                        [i, classes[i] if i < len(classes) else str(i), p]
+                        for i, p in zip(idx, val, strict=True)
+                    ]
                     row["seconds"] += share
             rows.extend(chunk_rows)
         timing = {
@@ -262,3 +286,10 @@ class ModelRunner:
             "cpu": time.process_time() - begin_cpu,
         }
         return BatchResult(rows, timing)
+
+    def _labels_of(self, model: str | None) -> list[str]:
+        """A torchvision model's class names (None: ImageNet's, for user models)."""
+        key = model or "resnet50"
+        if key not in self._labels:
+            self._labels[key] = labels(key)
+        return self._labels[key]

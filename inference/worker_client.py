@@ -406,10 +406,13 @@ class WorkerProcess:
         inputs: list[str],
         names: list[str] | None = None,
         allow_download: bool = False,
+        custom: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Classify ``inputs`` (local image paths); ``{"results": [ROW...], "timing": {...}}``.
 
         ``names`` (default ``inputs``) label the rows, normally the images' SDFS names.
+        ``custom`` (a :class:`~inference.models.CustomModel`'s ``to_wire()``) runs a
+        user's image model named ``model`` instead of a torchvision one.
         A row is ``{"input", "top5": [[index, label, probability], ...], "seconds"}``, or
         ``{"input", "error", "seconds"}`` for an image that could not be decoded.
         """
@@ -423,6 +426,7 @@ class WorkerProcess:
                 "inputs": [os.fspath(p) for p in inputs],
                 "names": list(names) if names is not None else [os.fspath(p) for p in inputs],
                 "allow_download": allow_download,
+                **({"custom": custom} if custom is not None else {}),
             },
             f"run {model} on {len(inputs)} images",
         )

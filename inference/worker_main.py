@@ -14,7 +14,8 @@ one), which lets the client skip a reply whose request it gave up on.
     {"op": "load", "model": NAME, "weights": PATH | null, "allow_download": false}
         -> {"ok": true, "model": CANONICAL NAME, "seconds": LOAD TIME (0 if warm)}
     {"op": "run", "id": ID, "model": NAME, "weights": PATH | null,
-     "inputs": [LOCAL PATH...], "names": [SDFS NAME...], "allow_download": false}
+     "inputs": [LOCAL PATH...], "names": [SDFS NAME...], "allow_download": false,
+     "custom": null | {"name", "build": "MODULE:FUNCTION", "preprocess": {...}, "labels"}}
         -> {"ok": true, "id": ID, "results": [ROW...], "timing": {"load", "decode",
             "forward", "total", "cpu"}}
     {"op": "kind", "id": ID, "entry": "MODULE:FUNCTION", "args": {...}}
@@ -27,6 +28,10 @@ worker-side function, imported on first use, and calls it as
 ``FUNCTION(state, args) -> dict``, where ``state`` is a dict kept for the life of the
 process for that entry (its warm models).  Only the node writes to this process's
 stdin, and the node takes the entry from its own kinds registry, never from a request.
+
+``custom`` runs a user's image model (:class:`inference.models.CustomModel`, sent by
+:class:`inference.kinds.custom.ImageModel`) instead of a torchvision one: like a kind's
+entry, its build function comes from the node's registry, never from a request.
 
 Rows are those of :class:`inference.runtime.BatchResult`.  EOF on stdin ends the process
 with status 0 (after the request in hand): closing the pipe is how the node stops it,
@@ -153,7 +158,7 @@ def _kind_call(request: dict[str, Any]) -> dict[str, Any]:
 
 def handle(runner: ModelRunner | TorchlessRunner, request: dict[str, Any]) -> dict[str, Any]:
     """The reply to one request (the runtime's failures become ``ok: false``)."""
-    from inference.models import canonical_model
+    from inference.models import CustomModel, canonical_model
 
     op = request.get("op")
     try:
@@ -168,12 +173,14 @@ def handle(runner: ModelRunner | TorchlessRunner, request: dict[str, Any]) -> di
         elif op == "run":
             inputs = _str_list(request, "inputs")
             names = _str_list(request, "names") if "names" in request else None
+            custom = request.get("custom")
             result = runner.run(
                 _model(request),
                 _optional_str(request, "weights"),
                 inputs,
                 names,
                 bool(request.get("allow_download")),
+                CustomModel.from_wire(custom) if custom is not None else None,
             )
             reply = {"ok": True, "results": result.rows, "timing": result.timing}
         elif op == "kind":

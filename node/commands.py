@@ -308,6 +308,13 @@ async def _c5(ctx: Context) -> dict[str, Any]:
     return {"jobs": await ctx.inference.assignments()}
 
 
+async def _models(ctx: Context) -> dict[str, Any]:
+    _node(ctx)  # the node's registry: its cluster file's grading models, its plug-ins
+    from inference import kinds  # torch-free, but not for the console to import
+
+    return kinds.catalogue()
+
+
 # Commands whose handler takes the progress callback as its last argument.
 _WITH_PROGRESS = ("put", "put-dir", "get", "get-versions", "C4 get-output")
 
@@ -326,7 +333,7 @@ def _c4_actions() -> dict[str, Command]:
             "submit-job",
             "submit a job over SDFS inputs",
             (
-                Arg("MODEL", "a model name, like resnet50, or a grading model ([[llm]])"),
+                Arg("MODEL", "a model name, like resnet50, or a grading model; see 'models'"),
                 Arg(
                     "GLOB|COUNT",
                     "a glob of SDFS inputs (default images/*) or a COUNT of random ones; "
@@ -442,7 +449,7 @@ COMMANDS: dict[str, Command] = {
             "C3",
             "set a model's batch size",
             (
-                Arg("MODEL", "a model name, like resnet50"),
+                Arg("MODEL", "a model name, like resnet50; see 'models'"),
                 Arg("BATCH", "queries per batch", whole_number(1, MAX_BATCH)),
             ),
             Where.LEADER,
@@ -459,6 +466,11 @@ COMMANDS: dict[str, Command] = {
             "the workers each running job is using",
             where=Where.LEADER,
             handler=_c5,
+        ),
+        Command(
+            "models",
+            "list the model names C3 and C4 accept, by job kind",
+            handler=_models,
         ),
         Command(
             "help",

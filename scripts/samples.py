@@ -159,7 +159,9 @@ def make_images(directory: Path, count: int = 48, seed: int = 2022) -> list[Path
 def make_weights(path: Path, model: str, seed: int = 0, logit_std: float = 6.0) -> Path:
     """A freshly initialised torchvision ``model`` saved as a state_dict at ``path``.
 
-    ``model`` is ``resnet50`` or ``inception_v3``.  Random networks give degenerate
+    ``model`` is any torchvision classification model (the architecture its IDunno
+    weights entry is built with: googlenet and inception_v3 with their auxiliary heads,
+    as torchvision's own files carry them).  Random networks give degenerate
     outputs: inception_v3's init (std 0.1 everywhere, batch-norm statistics still 0
     and 1) makes logits so large that softmax puts 1.0 on one class and exact zeros
     elsewhere, and then top-5 order is a tie-break.  So the classifier is rescaled
@@ -168,7 +170,9 @@ def make_weights(path: Path, model: str, seed: int = 0, logit_std: float = 6.0) 
     not by last-bit rounding that a batch size or a thread count can change.
     """
     import torch
-    from torchvision.models import inception_v3, resnet50
+    from torchvision.models import get_model, inception_v3, resnet50
+
+    from inference.models import preprocess_spec
 
     torch.manual_seed(seed)
     if model == "resnet50":
@@ -176,12 +180,15 @@ def make_weights(path: Path, model: str, seed: int = 0, logit_std: float = 6.0) 
     elif model == "inception_v3":
         net, size = inception_v3(weights=None, aux_logits=True, init_weights=True), 299
     else:
-        raise ValueError(f"no generator for {model!r}")
+        aux = {"aux_logits": True, "init_weights": False} if model == "googlenet" else {}
+        net, size = get_model(model, weights=None, **aux), preprocess_spec(model).crop
+    # The classifier: the last Linear layer (resnet50's and inception_v3's fc).
+    head = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
     net.eval()
     with torch.no_grad():
         spread = float(net(torch.randn(2, 3, size, size)).std(dim=1).mean())
-        net.fc.weight.mul_(logit_std / spread)
-        net.fc.bias.mul_(logit_std / spread)
+        head.weight.mul_(logit_std / spread)
+        head.bias.mul_(logit_std / spread)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
     return path

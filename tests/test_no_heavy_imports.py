@@ -26,6 +26,8 @@ LIGHT_MODULES = [
     "inference.worker",
     "inference.client",
     "inference.kinds",
+    "inference.kinds.custom",
+    "inference.torchvision_models",
     "inference.scheduler",
     "inference.models",
     "inference.worker_client",

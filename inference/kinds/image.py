@@ -1,4 +1,8 @@
-"""Image classification: ResNet-50 and Inception-v3 over images in the file store.
+"""Image classification: torchvision's classification models over images in the file store.
+
+Every model of torchvision's registry is served by name (:mod:`inference.models`);
+a user's own image model is this kind with a build function of theirs
+(:class:`inference.kinds.custom.ImageModel`).
 
 A query's input is the name of an image file (JPEG or PNG) in SDFS; a job is every
 file matching a glob (default ``images/*``) or a random sample of COUNT of them.  A
@@ -19,7 +23,7 @@ from typing import Any
 from inference.events import Query, Row
 from inference.files import FileStore
 from inference.kinds.base import BatchOutput, WorkerContext, local_copies, matching_files
-from inference.models import MODELS, canonical_model, weights_sdfs_name
+from inference.models import MODELS, CustomModel, canonical_or_none, weights_sdfs_name
 from net.errors import NotFound
 
 DEFAULT_PATTERN = "images/*"
@@ -41,11 +45,15 @@ class ImageClassification:
     name = "image-classification"
     models: tuple[str, ...] = MODELS
 
+    # A user's model (ImageModel) sets this; None serves torchvision's models.
+    custom: CustomModel | None = None
+
     def canonical(self, model: str) -> str | None:
-        try:
-            return canonical_model(model)
-        except ValueError:
-            return None
+        return canonical_or_none(model)
+
+    def weights_name(self, model: str) -> str:
+        """The SDFS file holding ``model``'s weights (a state_dict)."""
+        return weights_sdfs_name(model)
 
     async def queries(
         self, files: FileStore, model: str, pattern: str | None, count: int | None
@@ -66,6 +74,7 @@ class ImageClassification:
                 [str(p) for p in paths],
                 names,
                 allow_download=ctx.allow_download,
+                custom=self.custom.to_wire() if self.custom is not None else None,
             )
         rows = reply["results"]
         timings = tuple(float(r.pop("seconds", 0.0)) for r in rows)
@@ -77,7 +86,7 @@ class ImageClassification:
     async def _weights(self, ctx: WorkerContext, model: str) -> Path | None:
         """The model's weights from the store, cached by version; None if it has none
         (the worker process then uses torchvision's own, if downloads are allowed)."""
-        name = weights_sdfs_name(model)
+        name = self.weights_name(model)
         try:
             version = await ctx.files.newest_version(name)
         except NotFound:

@@ -50,6 +50,7 @@ def test_url_for_puts_the_workers_host_in_the_url() -> None:
         (llm(backend="vllm"), r"^llm\[0\]\.backend: expected one of llama\.cpp, openai"),
         (llm(model=" "), r"^llm\[0\]\.model: must not be empty$"),
         (llm(name="ResNet50"), r"^llm\[0\]\.name: 'ResNet50' is an image model's name$"),
+        (llm(name="MobileNetV2"), r"^llm\[0\]\.name: 'MobileNetV2' is an image model's name$"),
         (llm(name="a b"), r"^llm\[0\]\.name: use letters"),
         (llm(url="http://{host}:1/v1"), r"^llm\[0\]\.url: only for backend 'openai'$"),
         (llm(parallel=2), r"^llm\[0\]\.parallel: only for backend 'openai'$"),

@@ -164,3 +164,20 @@ def test_progress_lines() -> None:
     assert progress_line(1_500_000_000_000, 3_000_000_000_000, "w") == (
         "w: 1.5 TB of 3.0 TB  50.0%"
     )
+
+
+def test_models_are_listed_per_kind_wrapped_with_skipped_plugins() -> None:
+    names = [f"model_number_{i}" for i in range(12)]
+    data = {
+        "models": [*names, "toynet"],
+        "kinds": {"image-classification": names, "toynet": ["toynet"]},
+        "skipped": {"broken": "ImportError: no module named x"},
+    }
+    lines = render("models", data).splitlines()
+    assert lines[0] == "image-classification (12):"
+    body = [line for line in lines[1:] if line.startswith("  ")]
+    assert all(len(line) <= 88 for line in body) and len(body) > 2
+    assert " ".join(body).split() == [*names, "toynet"]
+    assert "toynet (1):" in lines
+    assert lines[-1] == "skipped plug-in broken: ImportError: no module named x"
+    assert render("models", {"models": ["a", "b"]}) == "models (2):\n  a  b"

@@ -15,7 +15,14 @@ def plain_torchvision(model: str, weights: Path) -> tuple[Any, Any]:
     mode on the CPU, and its ImageNet weights' metadata (``meta.transforms()``, the
     labels in ``meta.meta["categories"]``)."""
     import torch
-    from torchvision.models import Inception_V3_Weights, ResNet50_Weights, inception_v3, resnet50
+    from torchvision.models import (
+        Inception_V3_Weights,
+        ResNet50_Weights,
+        get_model,
+        get_model_weights,
+        inception_v3,
+        resnet50,
+    )
 
     if model == "resnet50":
         net, meta = resnet50(weights=None), ResNet50_Weights.IMAGENET1K_V1
@@ -25,7 +32,10 @@ def plain_torchvision(model: str, weights: Path) -> tuple[Any, Any]:
         net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
         meta = Inception_V3_Weights.IMAGENET1K_V1
     else:
-        raise ValueError(f"no reference for model {model!r}")
+        # Another classification model with its default options, which fit its DEFAULT
+        # weights for most (not googlenet's transform_input, nor vit_h_14's 518 input),
+        # and those weights' transforms and labels.
+        net, meta = get_model(model, weights=None), get_model_weights(model).DEFAULT
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     net.eval()
     return net, meta

@@ -189,8 +189,12 @@ async def test_unknown_models_and_jobs_are_typed_errors(
 ) -> None:
     nodes, files = cluster
     client = InferenceClient(MemView(nodes, "H2"), files)
-    with pytest.raises(Invalid, match="valid models are resnet50, inception_v3, shout"):
-        await client.submit("vgg16")
+    with pytest.raises(Invalid, match="did you mean shout"):
+        await client.submit("shot")
+    with pytest.raises(
+        Invalid, match="valid models are resnet50, inception_v3, 78 more image-classification"
+    ):
+        await client.submit("gpt-5")
     with pytest.raises(Invalid, match="needs a file of lines"):
         await client.submit("shout")
     with pytest.raises(NotFound, match="no such job: job-9"):

@@ -39,6 +39,7 @@ import pytest
 import trio
 import trio.lowlevel
 
+from inference.models import canonical_or_none
 from net import wire
 from net.codec import DATAGRAM_OVERHEAD as OVERHEAD
 from net.codec import Codec, DatagramCodec
@@ -137,7 +138,8 @@ class Hostile:
             s = self.rng.choice(STRINGS) * self.rng.randrange(2, 200)
         else:
             s = "z" * self.rng.choice([65_536, 300_000])  # enormous (under the frame limit)
-        return "not-a-name" if s in FORBIDDEN or s.lower() in MODELS else s
+        named_model = s.lower() in MODELS or canonical_or_none(s) is not None
+        return "not-a-name" if s in FORBIDDEN or named_model else s
 
     def integer(self) -> int:
         if self.rng.random() < 0.01:
