@@ -161,7 +161,7 @@ def test_c3_sets_the_batch_size(cluster: LocalCluster) -> None:
     reply = cluster.console("H3", "C3", "ResNet50", "4")
     assert reply["model"] == "resnet50" and reply["batch_size"] == 4
     with pytest.raises(ConsoleError) as err:
-        cluster.console("H3", "C3", "vgg16", "4")
+        cluster.console("H3", "C3", "nosuchmodel", "4")
     assert err.value.returncode == 1 and "resnet50" in str(err.value)
 
 
