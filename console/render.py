@@ -212,6 +212,16 @@ def render_versions(data: Mapping[str, Any]) -> str:
     return f"{data['name']}: versions {versions or '-'} (newest first)"
 
 
+def render_plot(data: Mapping[str, Any]) -> str:
+    workers = data.get("workers", [])
+    head = (
+        f"{data['job_id']}: {fmt_value(data.get('queries'))} queries in "
+        f"{fmt_value(data.get('batches'))} batches on {len(workers)} worker"
+        f"{'' if len(workers) == 1 else 's'} ({_nodes(workers)})"
+    )
+    return "\n".join([head, *(f"  wrote {f}" for f in data["files"])])
+
+
 RENDERERS: dict[str, Renderer] = {
     "put": render_put,
     "get": render_get,
@@ -228,6 +238,7 @@ RENDERERS: dict[str, Renderer] = {
     "bps": render_keys,
     "fpr": render_keys,
     "help": render_help,
+    "plot": render_plot,
 }
 
 

@@ -69,7 +69,7 @@ from inference.events import (
 )
 from inference.files import FileStore
 from inference.scheduler import Scheduler, SchedulerConfig
-from inference.timings import TimingLog
+from inference.timings import TimingLog, read_page
 from membership.peers import ClusterView
 from net.errors import ClusterError, Invalid, NoQuorum, NotFound, NotReady, to_failure
 from net.limits import MAX_BATCH, MAX_COUNT, check_finite, check_pattern, check_range
@@ -92,6 +92,7 @@ from net.messages import (
     SetBatchSizeRequest,
     StoreAck,
     SubmitJob,
+    TimingsRequest,
 )
 from net.rpc import RpcError
 
@@ -105,6 +106,7 @@ LEADER_REQUESTS = (
     SubmitJob,
     JobStatusRequest,
     AssignmentsRequest,
+    TimingsRequest,
 )
 # The longest processing time a worker may report for one query (a day): anything
 # more, or NaN, or a negative time, is a broken or hostile worker.
@@ -305,7 +307,9 @@ class Leader:
             # Only the answers the scheduler counted (a duplicate is not a query run).
             for a in actions:
                 if isinstance(a, Answered):
-                    self.timings.record(event, a.job_id, a.model, frozenset(a.indices))
+                    self.timings.record(
+                        event, a.job_id, a.model, frozenset(a.indices), a.started_at
+                    )
         self.seq += 1
         self._on_applied(self.seq, event)
         self._timer_wake.set()
@@ -496,6 +500,14 @@ class Leader:
                 ) from None
         if isinstance(request, AssignmentsRequest):
             return Assignments(sched.assignments())
+        if isinstance(request, TimingsRequest):
+            check_range(request.offset, 0, 2**62, "offset")
+            page = await trio.to_thread.run_sync(
+                read_page, self.timings.path, request.job_id, request.offset
+            )
+            if request.offset == 0 and not page.rows and not _known(sched, request.job_id):
+                raise NotFound(f"no such job: {request.job_id}")
+            return page
         raise Invalid(f"{type(request).__name__} is not a leader request")
 
     async def _submit(self, sched: Scheduler, request: SubmitJob) -> JobSubmitted:
@@ -536,3 +548,12 @@ class Leader:
         if worker:
             raise NotReady(why)
         raise NoQuorum(f"{why}{what}")
+
+
+def _known(sched: Scheduler, job_id: str) -> bool:
+    """The scheduler has heard of ``job_id`` (running, finished, or forgotten lately)."""
+    try:
+        sched.status(job_id)
+    except KeyError:
+        return False
+    return True

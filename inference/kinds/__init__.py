@@ -18,6 +18,7 @@ from inference.kinds.base import JobKind
 from inference.kinds.grading import Grading
 from inference.kinds.image import ImageClassification
 from inference.kinds.noop import Noop
+from inference.kinds.paced import PacedNoop
 from net.errors import Invalid
 
 _KINDS: list[JobKind] = []
@@ -66,3 +67,4 @@ def error_row(model: str, input: str, error: str) -> Row:
 
 register(ImageClassification())
 register(Noop())
+register(PacedNoop())

@@ -237,3 +237,23 @@ async def test_the_benchmarks_noop_kind_answers_without_the_worker_process(
     assert all(node.worker.process.starts == 0 for node in nodes.values())
     with pytest.raises(Invalid, match=r"COUNT must be 1\.\.0 \(the files in images/\*\), got 3"):
         await client.submit("noop", count=3)
+
+
+async def test_a_paced_noop_model_holds_its_worker_for_its_pace_per_query(
+    cluster: tuple[dict[str, InferenceService], DictFiles],
+) -> None:
+    nodes, files = cluster
+    for i in range(8):
+        files.data[f"noop/{i:02d}"] = b"x"
+    client = InferenceClient(MemView(nodes, "H2"), files)
+    assert (await client.set_batch_size("NOOP-50ms", 4)).model == "noop-50ms"
+    start = trio.current_time()
+    job = await client.submit("noop-50ms", pattern="noop/*")
+    assert await _wait_done(client, job.job_id) == "done"
+    # Two workers, batches of 4 at 0.05 s a query: 0.2 s (virtual) each.
+    assert 0.2 <= trio.current_time() - start <= 1.0
+    latency = (await client.latency())["noop-50ms"]
+    assert latency["mean"] == pytest.approx(0.05) and latency["count"] == 8
+    for bad in ("noop-0ms", "noop-60001ms", "noop-5", "noop-ms"):
+        with pytest.raises(Invalid, match="unknown model"):
+            kinds.resolve(bad)
