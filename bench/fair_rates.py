@@ -15,9 +15,12 @@ models' 10-second rates:
   (each batch's ``started_at`` to ``finished_at``), which knows how every batch
   running at a poll ended.
 
-The whole-run rates (queries over the time both ran) are reported too.
+The whole-run rates (queries over the time both ran) are reported too.  ``--real``
+runs ResNet-50 and Inception-v3 instead (freshly initialised weights, generated
+images, on the CPU: slow, and it loads every core).
 
     python bench/fair_rates.py [--nodes 4] [--files 1500] [--paces 80,100] [--seconds 60]
+    python bench/fair_rates.py --real --nodes 2 --files 300
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.inference import MODELS, dataset, prepare
 from scripts.localcluster import LocalCluster, interrupt_on_sigterm, wait_for
 
 WINDOW = 10.0
@@ -73,9 +77,12 @@ def main() -> None:
     p.add_argument("--paces", default="80,100", help="ms per query of the two models")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seconds", type=float, default=60.0, help="polling time after warm-up")
+    p.add_argument("--real", action="store_true", help="resnet50 and inception_v3 instead")
     args = p.parse_args()
     interrupt_on_sigterm()
     models = [f"noop-{int(ms)}ms" for ms in args.paces.split(",")]
+    if args.real:
+        models = list(MODELS)
     if len(models) != 2:
         p.error("--paces takes two numbers")
     out: dict[str, Any] = {"benchmark": "fair_rates", "nodes": args.nodes, "models": models}
@@ -83,15 +90,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fair-rates-") as tmp:
         tiny = Path(tmp) / "tiny"
         tiny.mkdir()
-        for i in range(args.files):
-            (tiny / f"q{i:05d}").write_bytes(b"x")
+        if args.real:
+            images, weights = dataset(Path(tmp), args.files)
+        else:
+            for i in range(args.files):
+                (tiny / f"q{i:05d}").write_bytes(b"x")
         replication = min(3, args.nodes)  # a put needs a quorum of its replicas alive
         with LocalCluster(args.nodes, cluster={"transfer": "tcp", "replication": replication}) as c:
             c.wait_converged(timeout=60)
-            c.console("H1", "put-dir", str(tiny), "noop", timeout=900)
+            if args.real:
+                prepare(c, images, weights)  # and a warm-up job per model
+            else:
+                c.console("H1", "put-dir", str(tiny), "noop", timeout=900)
             for m in models:
                 c.console("H1", "C3", m, str(args.batch))
-            jobs = [c.console("H1", "C4", "submit-job", m, "noop/*")["job_id"] for m in models]
+            glob = "images/*" if args.real else "noop/*"
+            jobs = [c.console("H1", "C4", "submit-job", m, glob)["job_id"] for m in models]
             wait_for(
                 lambda: all(
                     c.console("H1", "C4", "status", j)["started_at"] is not None for j in jobs

@@ -111,7 +111,8 @@ def test_the_leader_reads_a_jobs_rows_in_pages(tmp_path: Path) -> None:
     assert whole.next_offset is None and whole.columns == HEADER
     assert len(whole.rows) == 200 * 4
     assert {r[1] for r in whole.rows} == {"job-1"}  # job-2's rows naming job-1 inputs: no
-    pages, offset = [], 0
+    pages = []
+    offset: int | None = 0
     while offset is not None:
         page = read_page(path, "job-1", offset, limit=2000)
         pages.append(page)
