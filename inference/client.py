@@ -19,7 +19,7 @@ import trio
 
 from inference.files import FileStore
 from membership.peers import LEADER_RETRY_WINDOW, ClusterView
-from net.errors import Conflict, NotFound, expect
+from net.errors import Conflict, Invalid, NotFound, expect
 from net.messages import (
     Assignments,
     AssignmentsRequest,
@@ -113,6 +113,8 @@ class InferenceClient:
                 TimingsRequest(job_id, offset), TimingRows, f"timings of {job_id}"
             )
             rows += [dict(zip(page.columns, r, strict=False)) for r in page.rows]
+            if page.next_offset is not None and page.next_offset <= offset:
+                raise Invalid(f"the leader's timing log pages do not advance ({offset})")
             offset = page.next_offset
         return rows
 

@@ -142,8 +142,14 @@ def draw(rows: Sequence[Row], outdir: Path, job_id: str) -> list[Path]:
         ax.set_ylim(-0.6, len(workers) - 0.4)
         ax.set_xlabel(f"seconds since the first batch started (t0 = {t0:.3f})")
         ax.set_ylabel("worker")
-        ax.set_title(f"Busy workers: {what}, {len(ss)} batches")
-        ax.legend(handles=[Patch(color=colour, label="a batch, from its start to its answer")])
+        ax.set_title(f"Busy workers: {what}, {len(ss)} batches", loc="left")
+        ax.legend(
+            handles=[Patch(color=colour, label="a batch, from its start to its answer")],
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            frameon=False,
+            fontsize="small",
+        )
         fig.tight_layout()
         fig.savefig(files[0])
     finally:

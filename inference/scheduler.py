@@ -66,7 +66,10 @@ estimates on two-slot workers and halve their batches), while fetching the input
 a batch that found the worker idle is charged.  The first answer of a pair uses the
 worker's own per-query timings instead, since it also paid for loading the model.  A
 pair not yet measured borrows the model's largest estimate on other workers.  The
-estimates size batches (below) and set batch timeouts.
+estimates size batches (below) and set batch timeouts.  The same view feeds C1
+(:mod:`inference.metrics`): each answered query is recorded over its batch's
+occupancy interval, and the statistics are lent the batch each worker runs now
+(since when, and its estimated length) to credit its elapsed share.
 
 Start-up bound.  A job submitted while other jobs hold every slot starts at the next
 slot that frees, which is at most the longest batch now running.  To make that a
