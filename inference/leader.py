@@ -501,6 +501,8 @@ class Leader:
         if isinstance(request, AssignmentsRequest):
             return Assignments(sched.assignments())
         if isinstance(request, TimingsRequest):
+            if not isinstance(request.job_id, str) or not request.job_id:
+                raise Invalid(f"a job id is a name like job-1, not {request.job_id!r}")
             check_range(request.offset, 0, 2**62, "offset")
             page = await trio.to_thread.run_sync(
                 read_page, self.timings.path, request.job_id, request.offset

@@ -254,6 +254,15 @@ async def test_a_paced_noop_model_holds_its_worker_for_its_pace_per_query(
     assert 0.2 <= trio.current_time() - start <= 1.0
     latency = (await client.latency())["noop-50ms"]
     assert latency["mean"] == pytest.approx(0.05) and latency["count"] == 8
+    # The leader's timing log, as `plot` reads it: each batch from its start to its end.
+    rows = await client.timings(job.job_id)
+    assert sorted(int(r["query"]) for r in rows) == list(range(8))
+    for r in rows:
+        n = sum(1 for x in rows if x["batch_id"] == r["batch_id"])  # a first batch probes: 1
+        ran = float(r["finished_at"]) - float(r["started_at"])
+        assert 0.05 * n - 1e-3 <= ran <= 0.05 * n + 0.3, (n, ran)
+    with pytest.raises(NotFound, match="no such job: job-99"):
+        await client.timings("job-99")
     for bad in ("noop-0ms", "noop-60001ms", "noop-5", "noop-ms"):
         with pytest.raises(Invalid, match="unknown model"):
             kinds.resolve(bad)
