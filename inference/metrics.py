@@ -53,8 +53,9 @@ and C2 identically.
 Public queries (the dashboard and ``/metrics`` build on these; keep them stable):
 ``models()``, ``jobs()``, ``rate(model, now, window=10)``, ``job_rate(job, now,
 window=10)``, ``series(model, now, span=60, step=1, window=10)``,
-``job_series(job, now, span=60, step=1, window=10)``, ``count(model)``,
-``job_count(job)``, ``latency(model)``, ``c1(now)``, ``c2()``.
+``job_series(job, now, span=60, step=1, window=10)``, ``done(model, t, job=None)``
+(``F(t)``), ``count(model)``, ``job_count(job)``, ``latency(model)``, ``c1(now)``,
+``c2()``.  Times are the owner's clock (the leader's wall clock, seconds).
 
 Invariants
 ----------
