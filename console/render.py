@@ -232,6 +232,16 @@ def render_models(data: Mapping[str, Any]) -> str:
     return "\n".join(lines) if lines else "no models"
 
 
+def render_plot(data: Mapping[str, Any]) -> str:
+    workers = data.get("workers", [])
+    head = (
+        f"{data['job_id']}: {fmt_value(data.get('queries'))} queries in "
+        f"{fmt_value(data.get('batches'))} batches on {len(workers)} worker"
+        f"{'' if len(workers) == 1 else 's'} ({_nodes(workers)})"
+    )
+    return "\n".join([head, *(f"  wrote {f}" for f in data["files"])])
+
+
 RENDERERS: dict[str, Renderer] = {
     "put": render_put,
     "get": render_get,
@@ -249,6 +259,7 @@ RENDERERS: dict[str, Renderer] = {
     "fpr": render_keys,
     "help": render_help,
     "models": render_models,
+    "plot": render_plot,
 }
 
 

@@ -20,7 +20,7 @@ import trio
 
 from inference.files import FileStore
 from membership.peers import LEADER_RETRY_WINDOW, ClusterView
-from net.errors import Conflict, NotFound, expect
+from net.errors import Conflict, Invalid, NotFound, expect
 from net.messages import (
     Assignments,
     AssignmentsRequest,
@@ -36,6 +36,8 @@ from net.messages import (
     RatesRequest,
     SetBatchSizeRequest,
     SubmitJob,
+    TimingRows,
+    TimingsRequest,
 )
 from net.progress import Progress
 
@@ -170,6 +172,21 @@ class InferenceClient:
         """C5: ``{JOB_ID: {"model", "workers": [NODE...]}}``."""
         reply: Assignments = await self._ask(AssignmentsRequest(), Assignments, "C5")
         return reply.jobs
+
+    async def timings(self, job_id: str) -> list[dict[str, str]]:
+        """``job_id``'s rows of the leader's timing log (``query_timings.csv``), each a
+        dict by column, in the order they were logged; NotFound for an unknown job."""
+        rows: list[dict[str, str]] = []
+        offset: int | None = 0
+        while offset is not None:
+            page: TimingRows = await self._ask(
+                TimingsRequest(job_id, offset), TimingRows, f"timings of {job_id}"
+            )
+            rows += [dict(zip(page.columns, r, strict=False)) for r in page.rows]
+            if page.next_offset is not None and page.next_offset <= offset:
+                raise Invalid(f"the leader's timing log pages do not advance ({offset})")
+            offset = page.next_offset
+        return rows
 
     async def get_output(
         self, job_id: str, local: Path, progress: Progress | None = None

@@ -105,6 +105,9 @@ class Answered:
     model: str
     batch_id: int
     indices: tuple[int, ...]
+    # When the batch started running, as the scheduler sees it (its dispatch or its
+    # worker's previous answer, whichever was later); the answer is its end.
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ from inference.events import (
 )
 from inference.files import FileStore
 from inference.scheduler import Scheduler, SchedulerConfig
-from inference.timings import TimingLog
+from inference.timings import TimingLog, read_page
 from membership.peers import ClusterView
 from net.errors import ClusterError, Invalid, NoQuorum, NotFound, NotReady, to_failure
 from net.limits import MAX_BATCH, MAX_COUNT, check_finite, check_pattern, check_range
@@ -96,6 +96,7 @@ from net.messages import (
     SetBatchSizeRequest,
     StoreAck,
     SubmitJob,
+    TimingsRequest,
 )
 from net.rpc import RpcError
 
@@ -110,6 +111,7 @@ LEADER_REQUESTS = (
     JobStatusRequest,
     AssignmentsRequest,
     JobResultsRequest,
+    TimingsRequest,
 )
 # The longest processing time a worker may report for one query (a day): anything
 # more, or NaN, or a negative time, is a broken or hostile worker.
@@ -317,7 +319,9 @@ class Leader:
             # Only the answers the scheduler counted (a duplicate is not a query run).
             for a in actions:
                 if isinstance(a, Answered):
-                    self.timings.record(event, a.job_id, a.model, frozenset(a.indices))
+                    self.timings.record(
+                        event, a.job_id, a.model, frozenset(a.indices), a.started_at
+                    )
                     self.busy.done(
                         event.worker, event.batch_id, a.job_id, a.model, event.timings, event.now
                     )
@@ -518,6 +522,16 @@ class Leader:
             return Assignments(sched.assignments())
         if isinstance(request, JobResultsRequest):
             return self._results(sched, request)
+        if isinstance(request, TimingsRequest):
+            if not isinstance(request.job_id, str) or not request.job_id:
+                raise Invalid(f"a job id is a name like job-1, not {request.job_id!r}")
+            check_range(request.offset, 0, 2**62, "offset")
+            page = await trio.to_thread.run_sync(
+                read_page, self.timings.path, request.job_id, request.offset
+            )
+            if request.offset == 0 and not page.rows and not _known(sched, request.job_id):
+                raise NotFound(f"no such job: {request.job_id}")
+            return page
         raise Invalid(f"{type(request).__name__} is not a leader request")
 
     def _results(self, sched: Scheduler, request: JobResultsRequest) -> JobResults:
@@ -581,3 +595,12 @@ class Leader:
         if worker:
             raise NotReady(why)
         raise NoQuorum(f"{why}{what}")
+
+
+def _known(sched: Scheduler, job_id: str) -> bool:
+    """The scheduler has heard of ``job_id`` (running, finished, or forgotten lately)."""
+    try:
+        sched.status(job_id)
+    except KeyError:
+        return False
+    return True

@@ -66,7 +66,10 @@ estimates on two-slot workers and halve their batches), while fetching the input
 a batch that found the worker idle is charged.  The first answer of a pair uses the
 worker's own per-query timings instead, since it also paid for loading the model.  A
 pair not yet measured borrows the model's largest estimate on other workers.  The
-estimates size batches (below) and set batch timeouts.
+estimates size batches (below) and set batch timeouts.  The same view feeds C1
+(:mod:`inference.metrics`): each answered query is recorded over its batch's
+occupancy interval, and the statistics are lent the batch each worker runs now
+(since when, and its estimated length) to credit its elapsed share.
 
 Start-up bound.  A job submitted while other jobs hold every slot starts at the next
 slot that frees, which is at most the longest batch now running.  To make that a
@@ -161,7 +164,7 @@ from inference.events import (
     WorkerStalled,
     WorkerUp,
 )
-from inference.metrics import RATE_WINDOW, QueryStats
+from inference.metrics import RATE_WINDOW, QueryStats, Running
 
 # (model, input, error) -> the row of a query that failed max_attempts times.
 ErrorRow = Callable[[str, str, str], Row]
@@ -335,6 +338,7 @@ class Scheduler:
         # kinds registry decides by model (the core itself never names a kind).
         self._error_row = error_row or kinds.error_row
         self.stats = QueryStats()
+        self.stats.running = self._running
         self._jobs: dict[str, Job] = {}
         # C4 status of forgotten jobs, oldest first, at most config.keep_finished.
         self._finished: dict[str, dict[str, Any]] = {}
@@ -583,11 +587,15 @@ class Scheduler:
             # Not this batch: one another leadership gave out under the same id.
             self.strays += len(answers)
             return self._dispatch(now)
+        runner = self._workers.get(batch.worker)
+        # It ran from its dispatch or the worker's previous answer, whichever was later.
+        began = min(
+            now, batch.sent_at if runner is None else max(batch.sent_at, runner.last_answer)
+        )
         if live:
             self._release(batch)
             if not batch.adopted:
                 self._learn_cost(batch, timings, now)
-        runner = self._workers.get(batch.worker)
         if runner is not None:  # it ran this batch (perhaps one we gave up on) until now
             runner.last_answer = max(runner.last_answer, now)
         job = self._jobs.get(batch.job_id)
@@ -615,10 +623,11 @@ class Scheduler:
             if row.get("error"):  # a query its kind could not answer (a bad input)
                 job.errors += 1
             counted.append(index)
-            self.stats.record(job.model, now, timings[k] if k < len(timings) else None)
+            seconds = timings[k] if k < len(timings) else None
+            self.stats.record(job.model, now, seconds, began=began, job=job.job_id)
         actions: list[Action] = []
         if counted:
-            actions.append(Answered(job.job_id, job.model, batch_id, tuple(counted)))
+            actions.append(Answered(job.job_id, job.model, batch_id, tuple(counted), began))
         if live:
             missing = [i for i, _ in batch.queries if i not in answered]
             if missing:
@@ -814,6 +823,22 @@ class Scheduler:
         a = self.config.cost_alpha
         self._costs[key] = sample if old is None else a * sample + (1 - a) * old
 
+    def _running(self) -> list[Running]:
+        """The batch each worker is running now (the first of its live batches: it runs
+        them in order), for the rates' running credit (:mod:`inference.metrics`)."""
+        out: list[Running] = []
+        for name in sorted(self._workers):
+            w = self._workers[name]
+            if not w.batches:
+                continue
+            b = self._batches[w.batches[0]]
+            cost = self.cost_estimate(b.model, name)
+            if cost is None:
+                continue  # never measured: no estimate to credit it by
+            n = len(b.queries)
+            out.append(Running(b.model, b.job_id, n, max(b.sent_at, w.last_answer), cost * n))
+        return out
+
     def _worker_order(self, w: Worker) -> tuple[int, int, int, str]:
         # Most free slots first, then a GPU, then more threads; the name breaks ties.
         return (-w.free, 0 if w.gpu else 1, -w.threads, w.name)
@@ -999,6 +1024,7 @@ class Scheduler:
             f = _summary_from_plain(d)
             s._finished[f["job_id"]] = f
         s.stats = QueryStats.restore(snapshot["stats"])
+        s.stats.running = s._running
         return s
 
 

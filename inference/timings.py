@@ -2,7 +2,9 @@
 
 One row per answered query, the first answer only (finished_at, job_id, model, query, input, worker,
 batch_id, seconds, and for grading models prompt_tokens and completion_tokens, empty
-for image models), appended as each batch's answer is applied.  The file is opened
+for image models; then started_at, when the batch started running as the scheduler
+sees it: with finished_at, the interval the batch ran, which C1 counts the query over
+and the ``plot`` command draws), appended as each batch's answer is applied.  The file is opened
 once, on the first answer, and flushed per batch: people and tests read it while jobs
 run, and opening it per batch would cost the leader's event loop more than the write.
 
@@ -26,6 +28,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from inference.events import BatchDone
+from net.messages import TimingRows
+
+# Bytes of the log one page of :func:`read_page` scans at most (a frame holds far more:
+# a page's rows are a subset of these bytes, plus a little framing per field).
+PAGE_BYTES = 1 << 20
 
 HEADER = (
     "finished_at",
@@ -38,6 +45,7 @@ HEADER = (
     "seconds",
     "prompt_tokens",
     "completion_tokens",
+    "started_at",  # appended later: files written before it have ten columns
 )
 
 
@@ -51,12 +59,18 @@ class TimingLog:
         self.missed = 0
 
     def record(
-        self, event: BatchDone, job_id: str, model: str, only: Container[int] | None = None
+        self,
+        event: BatchDone,
+        job_id: str,
+        model: str,
+        only: Container[int] | None = None,
+        started_at: float | None = None,
     ) -> None:
         """Append the batch's rows (those of the query indices in ``only``, when given:
-        the answers the scheduler counted); a failure is logged (once), never raised."""
+        the answers the scheduler counted; ``started_at``: when the batch started
+        running); a failure is logged (once), never raised."""
         try:
-            self._write(event, job_id, model, only)
+            self._write(event, job_id, model, only, started_at)
         except (OSError, ValueError) as e:  # ValueError: a file closed under us
             self._drop_file()
             if not self.missed:
@@ -78,7 +92,12 @@ class TimingLog:
             self.missed = 0
 
     def _write(
-        self, event: BatchDone, job_id: str, model: str, only: Container[int] | None
+        self,
+        event: BatchDone,
+        job_id: str,
+        model: str,
+        only: Container[int] | None,
+        started_at: float | None,
     ) -> None:
         if self._file is not None and os.fstat(self._file.fileno()).st_nlink == 0:
             self._drop_file()  # removed while open: write where people will look
@@ -103,6 +122,7 @@ class TimingLog:
                     repr(float(seconds)),  # full precision: C2 is computed from these
                     _count(row.get("prompt_tokens")),
                     _count(row.get("completion_tokens")),
+                    "" if started_at is None else f"{started_at:.3f}",
                 ]
             )
         self._file.flush()
@@ -144,3 +164,38 @@ def _last_byte(path: Path) -> bytes:
     with path.open("rb") as f:
         f.seek(-1, os.SEEK_END)
         return f.read(1)
+
+
+def read_page(path: Path, job_id: str, offset: int, limit: int = PAGE_BYTES) -> TimingRows:
+    """``job_id``'s rows among the log's lines from byte ``offset`` on, scanning about
+    ``limit`` bytes (whole lines); the reply says where the next page starts.
+
+    The columns are the file's own header's (a file begun before a column was added
+    has fewer).  A missing file is an empty log.  Blocking: run it in a thread."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return TimingRows(job_id, HEADER, (), None)
+    with f:
+        first = f.readline()
+        columns = tuple(next(csv.reader([first.decode(errors="replace")]), ()))
+        if not columns:
+            return TimingRows(job_id, HEADER, (), None)
+        f.seek(max(offset, len(first)))
+        data = f.read(limit)
+        more = len(data) == limit
+        if more:
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # one line longer than a page: skip it
+                cut = len(data)
+            data = data[:cut]
+        start = max(offset, len(first))
+    key = job_id.encode()
+    rows = tuple(
+        tuple(r[: len(columns)])
+        for r in csv.reader(
+            line.decode(errors="replace") for line in data.splitlines() if key in line
+        )
+        if len(r) > 1 and r[1] == job_id
+    )
+    return TimingRows(job_id, columns, rows, start + len(data) if more else None)

@@ -1056,3 +1056,29 @@ class Dashboard:
     busy: tuple[BusySpan, ...]
     sdfs: dict[str, Any]
     limits: dict[str, Any]
+
+
+# --- inference requests, continued: the timing log (tags 180-189) ----------------------------
+
+
+@message(tag=180)
+@dataclass(frozen=True)
+class TimingsRequest:
+    """A job's rows of the leader's timing log (``query_timings.csv``), read from byte
+    ``offset`` of the file on: what ``plot`` draws.  Big jobs come in pages."""
+
+    job_id: str
+    offset: int = 0
+
+
+@message(tag=181)
+@dataclass(frozen=True)
+class TimingRows:
+    """Answer to :class:`TimingsRequest`: the log's ``columns``, the job's ``rows``
+    (strings, as in the file) in this page, and the byte offset of the next page
+    (None: the end of the file was reached)."""
+
+    job_id: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    next_offset: int | None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import re
 import shlex
 from collections.abc import Awaitable, Callable, Mapping
@@ -315,6 +316,36 @@ async def _models(ctx: Context) -> dict[str, Any]:
     return kinds.catalogue()
 
 
+async def _plot(ctx: Context, job_id: str, localdir: Path) -> dict[str, Any]:
+    if localdir.exists() and not localdir.is_dir():
+        raise ClusterError(f"{localdir} is not a directory")
+    try:
+        localdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ClusterError(f"cannot create {localdir}: {e.strerror or e}") from None
+    if not os.access(localdir, os.W_OK | os.X_OK):
+        raise ClusterError(f"cannot write in {localdir}: permission denied")
+    rows = await ctx.inference.timings(job_id)
+    import trio  # not at the top: `python -m console help` stays light
+
+    from inference import plots  # matplotlib: only where plots are drawn
+
+    try:
+        files = await trio.to_thread.run_sync(plots.draw, rows, localdir, job_id)
+    except ValueError as e:
+        raise ClusterError(str(e)) from None
+    except OSError as e:
+        raise ClusterError(f"cannot write the plots in {localdir}: {e.strerror or e}") from None
+    spans = plots.spans(rows)
+    return {
+        "job_id": job_id,
+        "files": [str(f) for f in files],
+        "queries": len(rows),
+        "batches": len(spans),
+        "workers": sorted({s.worker for s in spans}),
+    }
+
+
 # Commands whose handler takes the progress callback as its last argument.
 _WITH_PROGRESS = ("put", "put-dir", "get", "get-versions", "C4 get-output")
 
@@ -471,6 +502,16 @@ COMMANDS: dict[str, Command] = {
             "models",
             "list the model names C3 and C4 accept, by job kind",
             handler=_models,
+        ),
+        Command(
+            "plot",
+            "draw a job's busy workers and throughput from the timing log (PNG files)",
+            (
+                Arg("JOB_ID", "the job"),
+                Arg("LOCALDIR", "the local directory for busy.png and throughput.png", local_path),
+            ),
+            Where.CONSOLE,
+            _plot,
         ),
         Command(
             "help",

@@ -1,4 +1,5 @@
-"""Membership, the introducer and the console must never load torch.
+"""Membership, the introducer and the console must never load torch (nor matplotlib,
+which only the console's ``plot`` command imports, when it draws).
 
 The failure detector has to answer pings while inference runs, and a node that
 runs no job should start in well under a second; both rule out importing torch
@@ -39,6 +40,8 @@ LIGHT_MODULES = [
     "inference.grading",
     "inference.kinds.grading",
     "inference.llama_worker",
+    "inference.plots",  # imports matplotlib only when it draws
+    "node.commands",
 ]
 
 
@@ -47,7 +50,7 @@ def test_light_modules_do_not_import_torch() -> None:
         "import importlib, sys\n"
         f"for m in {LIGHT_MODULES!r}:\n"
         "    importlib.import_module(m)\n"
-        "heavy = {'torch', 'torchvision', 'numpy', 'llama_cpp'}\n"
+        "heavy = {'torch', 'torchvision', 'numpy', 'llama_cpp', 'matplotlib'}\n"
         "found = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
         "print(','.join(found))\n"
     )

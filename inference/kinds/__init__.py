@@ -31,6 +31,7 @@ from inference.kinds.base import JobKind
 from inference.kinds.grading import Grading
 from inference.kinds.image import ImageClassification
 from inference.kinds.noop import Noop
+from inference.kinds.paced import PacedNoop
 from inference.models import or_list, suggestions
 from net.errors import Invalid, one_line
 
@@ -167,4 +168,5 @@ def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
 
 register(ImageClassification())
 register(Noop())
+register(PacedNoop())
 load_entry_points()

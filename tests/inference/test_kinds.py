@@ -264,3 +264,32 @@ async def test_the_noop_kind_paced_holds_its_slot_and_reports_the_pace(
     start = trio.current_time()
     assert (await Noop().run_batch(ctx, "noop", queries)).timings == (0.0, 0.0)
     assert trio.current_time() == start  # unpaced: at once
+
+
+async def test_a_paced_noop_model_holds_its_worker_for_its_pace_per_query(
+    cluster: tuple[dict[str, InferenceService], DictFiles],
+) -> None:
+    nodes, files = cluster
+    for i in range(8):
+        files.data[f"noop/{i:02d}"] = b"x"
+    client = InferenceClient(MemView(nodes, "H2"), files)
+    assert (await client.set_batch_size("NOOP-50ms", 4)).model == "noop-50ms"
+    start = trio.current_time()
+    job = await client.submit("noop-50ms", pattern="noop/*")
+    assert await _wait_done(client, job.job_id) == "done"
+    # Two workers, batches of 4 at 0.05 s a query: 0.2 s (virtual) each.
+    assert 0.2 <= trio.current_time() - start <= 1.0
+    latency = (await client.latency())["noop-50ms"]
+    assert latency["mean"] == pytest.approx(0.05) and latency["count"] == 8
+    # The leader's timing log, as `plot` reads it: each batch from its start to its end.
+    rows = await client.timings(job.job_id)
+    assert sorted(int(r["query"]) for r in rows) == list(range(8))
+    for r in rows:
+        n = sum(1 for x in rows if x["batch_id"] == r["batch_id"])  # a first batch probes: 1
+        ran = float(r["finished_at"]) - float(r["started_at"])
+        assert 0.05 * n - 1e-3 <= ran <= 0.05 * n + 0.3, (n, ran)
+    with pytest.raises(NotFound, match="no such job: job-99"):
+        await client.timings("job-99")
+    for bad in ("noop-0ms", "noop-60001ms", "noop-5", "noop-ms"):
+        with pytest.raises(Invalid, match="unknown model"):
+            kinds.resolve(bad)

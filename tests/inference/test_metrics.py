@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
 
 import pytest
 
-from inference.metrics import LATENCY_KEYS, QueryStats, percentile
+from inference.metrics import LATENCY_KEYS, QueryStats, Running, percentile
 
 
 def test_percentiles_of_one_to_a_hundred() -> None:
@@ -51,7 +52,7 @@ def test_rate_counts_completions_in_the_last_ten_seconds() -> None:
     assert stats.rate("unknown", 29.0) == 0.0
     assert stats.count("m") == 30 and stats.count("unknown") == 0
     with pytest.raises(ValueError, match="window"):
-        stats.rate("m", 29.0, window=61.0)
+        stats.rate("m", 29.0, window=121.0)
 
 
 def test_old_completion_times_are_dropped_but_counts_kept() -> None:
@@ -60,7 +61,7 @@ def test_old_completion_times_are_dropped_but_counts_kept() -> None:
         stats.record("m", k * 0.01, None)  # 100 per second for 200 s
     assert stats.count("m") == 20_000
     assert stats.rate("m", 199.99, window=60.0) == pytest.approx(100.0, rel=0.01)
-    kept = len(stats.snapshot()["models"][0]["finishes"])
+    kept = len(stats.snapshot()["models"][0]["work"]["ends"])
     assert 6_000 <= kept <= 6_000 + 1024 * 2  # bounded by the horizon (plus a trim chunk)
     # Completions without a processing time count for C1 but not for C2.
     assert stats.latency("m")["count"] == 0
@@ -141,3 +142,128 @@ def test_bad_parameters_are_refused() -> None:
         QueryStats(horizon=0)
     with pytest.raises(ValueError, match="cap"):
         QueryStats(cap=0)
+
+
+# --- work over time (issue 13: each query counts over the time it was processed) ----------
+
+
+def test_a_batch_counts_over_its_interval() -> None:
+    stats = QueryStats()
+    for _ in range(4):  # a batch of 4 that ran over [8, 12]
+        stats.record("m", 12.0, 1.0, began=8.0, job="job-1")
+    # (2, 12]: the whole batch; (0, 10]: half of it; (12, 22]: nothing.
+    assert stats.rate("m", 12.0) == pytest.approx(0.4)
+    assert stats.rate("m", 10.0) == pytest.approx(0.2)
+    assert stats.rate("m", 9.0, window=1.0) == pytest.approx(1.0)  # 1 query per second
+    assert stats.rate("m", 22.0) == 0.0
+    assert stats.job_rate("job-1", 10.0) == pytest.approx(0.2)
+    assert stats.done("m", 11.0) == pytest.approx(3.0)
+    assert stats.count("m") == 4 and stats.job_count("job-1") == 4
+    # The queries of one batch share one entry.
+    assert stats.snapshot()["models"][0]["work"]["counts"] == [4]
+
+
+def test_a_job_served_evenly_shows_an_even_rate_whatever_the_window() -> None:
+    # Batches of 4 back to back, 0.8 s each: 5 queries/s.  Counted at the batch's end,
+    # a 10-s window holds 12 or 13 batches (4.8 or 5.2/s); counted over its interval, 5.
+    stats = QueryStats()
+    for k in range(40):
+        for _ in range(4):
+            stats.record("m", 0.8 * (k + 1), 0.2, began=0.8 * k)
+    for t in (12.0, 12.3, 15.55, 20.1, 31.9):
+        assert stats.rate("m", t) == pytest.approx(5.0)
+
+
+def test_running_batches_are_credited_their_elapsed_share() -> None:
+    stats = QueryStats()
+    running = [("m", "job-1", 4, 10.0, 2.0)]  # 4 queries since 10 s, expected 2 s
+    stats.running = lambda: [Running(*r) for r in running]
+    stats.start("m", 0.0)
+    assert stats.rate("m", 11.0) == pytest.approx(0.2)  # half of it: 2 queries in 10 s
+    assert stats.rate("m", 15.0) == pytest.approx(0.4)  # capped at the whole batch
+    assert stats.job_rate("job-1", 11.0) == 0.0  # a job counts from its first record
+    for _ in range(4):  # it ended at 13 s: its measured interval replaces the estimate
+        stats.record("m", 13.0, 0.75, began=10.0, job="job-1")
+    running.clear()
+    assert stats.rate("m", 11.0) == pytest.approx(4 / 3 / 10)
+    assert stats.job_rate("job-1", 13.0) == pytest.approx(0.4)
+    # A batch with no estimate yet (0) is not credited.
+    running.append(("m", "job-1", 4, 13.0, 0.0))
+    assert stats.rate("m", 14.0) == pytest.approx(0.4)
+
+
+def test_series_samples_the_same_rate_over_time() -> None:
+    stats = QueryStats()
+    for k in range(100):  # 1 query per second over [k, k + 1]
+        stats.record("m", k + 1.0, 1.0, began=float(k), job="job-7")
+    series = stats.series("m", 100.0, span=60.0, step=5.0)
+    assert [t for t, _ in series] == [40.0 + 5 * k for k in range(13)]
+    assert all(r == pytest.approx(stats.rate("m", t)) for t, r in series)
+    assert all(r == pytest.approx(1.0) for _, r in series)
+    # A young model's rate rises over its first window.
+    young = stats.series("m", 10.0, span=10.0, step=2.5)
+    assert [r for _, r in young] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert stats.job_series("job-7", 100.0, span=2.0) == [(98.0, 1.0), (99.0, 1.0), (100.0, 1.0)]
+    assert stats.series("unknown", 5.0, span=2.0) == [(3.0, 0.0), (4.0, 0.0), (5.0, 0.0)]
+    assert stats.job_series("job-0", 5.0, span=0.0) == [(5.0, 0.0)]
+    with pytest.raises(ValueError, match="span"):
+        stats.series("m", 100.0, span=115.0)  # 115 + 10 reaches past the horizon
+    with pytest.raises(ValueError, match="step"):
+        stats.series("m", 100.0, step=0.0)
+
+
+def test_done_never_decreases_and_counts_each_query_once() -> None:
+    stats = QueryStats()
+    batches = [(0.0, 1.5, 4), (0.5, 1.0, 2), (1.0, 1.0, 1), (1.2, 3.0, 3), (2.0, 2.5, 4)]
+    for began, ended, n in batches:
+        for _ in range(n):
+            stats.record("m", ended, None, began=began)
+    ts = [k * 0.05 for k in range(-10, 80)]
+    done = [stats.done("m", t) for t in ts]
+    assert all(b >= a for a, b in itertools.pairwise(done))
+    assert done[0] == 0.0 and done[-1] == pytest.approx(14.0)
+
+
+def test_idle_jobs_are_forgotten_after_a_horizon() -> None:
+    stats = QueryStats(horizon=30.0)
+    stats.record("m", 1.0, 0.1, began=0.5, job="job-1")
+    for k in range(2048):  # job-2 runs on for 102 s
+        stats.record("m", 2.0 + k * 0.05, 0.1, job="job-2")
+    assert stats.jobs() == ["job-2"]
+    assert stats.job_rate("job-1", 100.0) == 0.0 and stats.job_count("job-1") == 0
+    assert stats.count("m") == 2049  # the model keeps every completion
+
+
+def test_snapshot_with_jobs_and_intervals_evolves_identically() -> None:
+    stats = QueryStats(horizon=20.0)
+    for k in range(3000):
+        stats.record("m", 1.0 + k * 0.02, 0.1, began=k * 0.02, job=f"job-{k // 1000}")
+    snap = stats.snapshot()
+    restored = QueryStats.restore(json.loads(json.dumps(snap)))
+    assert restored.snapshot() == snap
+    for s in (stats, restored):
+        for k in range(3000, 4000):
+            s.record("m", 1.0 + k * 0.02, 0.1, began=k * 0.02, job="job-3")
+    assert restored.snapshot() == stats.snapshot()
+    assert restored.series("m", 80.0, span=5.0) == stats.series("m", 80.0, span=5.0)
+
+
+def test_a_snapshot_of_completion_instants_still_restores() -> None:
+    old = {
+        "horizon": 60.0,
+        "cap": 10,
+        "models": [
+            {
+                "model": "m",
+                "started_at": 0.0,
+                "count": 5,
+                "finishes": [7.0, 8.0, 9.0],
+                "n": 0,
+                "mean": 0.0,
+                "m2": 0.0,
+                "samples": [],
+            }
+        ],
+    }
+    stats = QueryStats.restore(old)
+    assert stats.rate("m", 9.0) == pytest.approx(0.3) and stats.count("m") == 5

@@ -83,7 +83,7 @@ def test_a_row_left_unfinished_is_ended_before_the_next(
     tmp_path: Path, log: logging.Logger
 ) -> None:
     path = tmp_path / "query_timings.csv"
-    path.write_text(",".join(HEADER) + "\n1.000,job-1,m,0,in,H2,1,0.5,12,")
+    path.write_text(",".join(HEADER) + "\n1.000,job-1,m,0,in,H2,1,0.5,12,,")
     timings = TimingLog(path, log)
     timings.record(batch(2), "job-1", "m")
     timings.close()
@@ -99,9 +99,11 @@ def test_grading_rows_log_their_tokens_and_image_rows_leave_them_empty(
     bogus = {"input": "q2", "prompt_tokens": "many", "completion_tokens": True}
     event = BatchDone("H2", 7, ((0, graded), (1, bogus), (2, {"input": "a.jpg"})), (1.5,) * 3, 9.0)
     timings = TimingLog(path, log)
-    timings.record(event, "job-1", "smollm2")
+    timings.record(event, "job-1", "smollm2", started_at=7.25)
     timings.close()
     header, *logged = rows(path)
-    assert header[-2:] == ["prompt_tokens", "completion_tokens"]
+    assert header[-3:] == ["prompt_tokens", "completion_tokens", "started_at"]
     assert [r[4] for r in logged] == ["q1", "q2", "a.jpg"]
-    assert [r[-2:] for r in logged] == [["114", "23"], ["", ""], ["", ""]]
+    assert [r[-3:-1] for r in logged] == [["114", "23"], ["", ""], ["", ""]]
+    # When the batch started running: with finished_at, the interval it ran.
+    assert [(r[0], r[-1]) for r in logged] == [("9.000", "7.250")] * 3

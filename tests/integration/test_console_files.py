@@ -74,6 +74,18 @@ while console("C4", "status", job["job_id"])["state"] != "done":
     time.sleep(0.5)
 report["output"] = console("C4", "get-output", job["job_id"], os.path.join(private, "out.jsonl"))
 report["output_lines"] = [json.loads(l) for l in open(os.path.join(private, "out.jsonl"))]
+# The plots of the job: drawn by the console, written on its own disk.
+report["plot"] = console("plot", job["job_id"], os.path.join(private, "plots"))
+report["png_heads"] = [
+    open(os.path.join(private, "plots", n), "rb").read(8).hex()
+    for n in ("busy.png", "throughput.png")
+]
+bad = subprocess.run(
+    [sys.executable, "-m", "console", "--node", node, "--config", config, "plot", "job-99",
+     os.path.join(private, "nowhere")],
+    capture_output=True, text=True, timeout=60,
+)
+report["plot_unknown"] = [bad.returncode, bad.stderr.strip().splitlines()]
 report["private_files"] = sorted(
     os.path.relpath(os.path.join(d, f), private) for d, _, fs in os.walk(private) for f in fs
 )
@@ -115,7 +127,16 @@ def test_console_in_its_own_mount_namespace_puts_and_gets_its_own_files(
         # Nothing the console made or fetched is visible outside its namespace.
         assert list(private.iterdir()) == []
         assert sorted(report["private_files"]) == sorted(
-            ["src.bin", "dir/a.txt", "dir/sub/b.txt", "got.bin", "v.txt", "out.jsonl"]
+            [
+                "src.bin",
+                "dir/a.txt",
+                "dir/sub/b.txt",
+                "got.bin",
+                "v.txt",
+                "out.jsonl",
+                "plots/busy.png",
+                "plots/throughput.png",
+            ]
         )
         # The put came from the console's file, the get landed on the console's disk.
         assert report["put"]["name"] == "private/src.bin" and len(report["put"]["replicas"]) >= 3
@@ -135,6 +156,14 @@ def test_console_in_its_own_mount_namespace_puts_and_gets_its_own_files(
             "items/a.txt",
             "items/sub/b.txt",
         ]
+        # plot: the console drew the job's two PNG files in its own directory.
+        plot = report["plot"]
+        assert plot["files"] == [f"{private}/plots/busy.png", f"{private}/plots/throughput.png"]
+        assert plot["job_id"] == report["output"]["job_id"] and plot["queries"] == 2
+        assert plot["batches"] >= 1 and plot["workers"]
+        assert report["png_heads"] == ["89504e470d0a1a0a"] * 2
+        code, lines = report["plot_unknown"]
+        assert code == 1 and lines == ["error: no such job: job-99"]
         # And the cluster holds the console's bytes: read them back from outside.
         back = tmp_path / "back.bin"
         c.console("H4", "get", "private/src.bin", str(back))

@@ -68,7 +68,7 @@ def test_arguments_are_typed_once() -> None:
 
 
 def test_where_each_command_runs() -> None:
-    local = {"put", "put-dir", "get", "get-versions"}
+    local = {"put", "put-dir", "get", "get-versions", "plot"}
     for name, cmd in COMMANDS.items():
         if name in local:
             assert cmd.where is Where.CONSOLE, name
