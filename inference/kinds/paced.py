@@ -1,11 +1,12 @@
-"""``noop-MSms``: the ``noop`` job kind with a pace, for the fair-rates benchmark.
+"""``noop-MSms``: the ``noop`` job kind with a pace, for benchmarks and tests.
 
 ``noop-80ms`` (MS from 1 to 60000) is :mod:`inference.kinds.noop` with a known cost
-per query: a batch holds its worker for MS milliseconds per query (sleeping, one
-batch at a time, as the worker process runs them) and reports that much per query.
+per query: a batch holds its worker for MS milliseconds per query (sleeping, one batch
+at a time, as the worker process runs them) and reports that much per query.
 ``bench/fair_rates.py`` runs two such models at once to measure the scheduler and C1
-with batches of a known length, without burning the cores the cluster runs on.  Like
-``noop``, it is not listed to users.
+with batches of a known length, without burning the cores the cluster runs on; tests
+use it for jobs that take a known time without loading torch (the dashboard's browser
+test, the partition tests). Like ``noop``, it is not listed to users.
 """
 
 from __future__ import annotations

@@ -243,29 +243,6 @@ async def test_the_benchmarks_noop_kind_answers_without_the_worker_process(
         await client.submit("noop", count=3)
 
 
-async def test_the_noop_kind_paced_holds_its_slot_and_reports_the_pace(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from inference.kinds.noop import PACE_ENV, Noop, pace
-
-    ctx = WorkerContext(DictFiles(), tmp_path, None, trio.Lock(), False)  # type: ignore[arg-type]
-    queries = [(0, "images/a"), (1, "images/b")]
-    monkeypatch.setenv(PACE_ENV, "1.5")
-    start = trio.current_time()
-    async with trio.open_nursery() as n:  # two batches on one worker: one after the other
-        for _ in range(2):
-            n.start_soon(Noop().run_batch, ctx, "noop", queries)
-    assert trio.current_time() - start == pytest.approx(6.0)
-    out = await Noop().run_batch(ctx, "noop", queries)
-    assert out.timings == (1.5, 1.5) and [i for i, _ in out.rows] == [0, 1]
-    for bad in ("", "nan", "inf", "-1", "3601", "fast"):
-        monkeypatch.setenv(PACE_ENV, bad)
-        assert pace() == 0.0, bad
-    start = trio.current_time()
-    assert (await Noop().run_batch(ctx, "noop", queries)).timings == (0.0, 0.0)
-    assert trio.current_time() == start  # unpaced: at once
-
-
 async def test_a_paced_noop_model_holds_its_worker_for_its_pace_per_query(
     cluster: tuple[dict[str, InferenceService], DictFiles],
 ) -> None:

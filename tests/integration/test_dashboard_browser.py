@@ -1,16 +1,16 @@
 """The dashboard in a real browser: headless Chromium, driven by selenium, watching
 the page a non-leader serves in a cluster of real processes.
 
-One cluster and one browser for the module.  The page lists every member; a job of
-the ``noop`` model, paced to a second or two per query (``IDUNNO_NOOP_SECONDS``, so
-no torch is loaded), shows its progress bar advancing between two looks; after the
-leader is killed with SIGKILL the page names the new leader (within the failure
-detection time) and shows data from it; and when the node serving the page is
-killed, the page moves to another member's dashboard.  The tests run in order on
-the one cluster (each picks up where the one before left it).  Screenshots go to
-``$IDUNNO_ARTIFACTS_DIR`` (default ``artifacts/`` at the repository root), under
-``dashboard/``; the test prints where.  Chromium and chromedriver come from Debian
-(``make browser-deps``): without them the test fails saying so, it does not skip.
+One cluster and one browser for the module. The page lists every member; a job of the
+paced pseudo-model ``noop-1500ms`` (1.5 s per query, so no torch is loaded), shows its
+progress bar advancing between two looks; after the leader is killed with SIGKILL the
+page names the new leader (within the failure detection time) and shows data from it;
+and when the node serving the page is killed, the page moves to another member's
+dashboard. The tests run in order on the one cluster (each picks up where the one
+before left it). Screenshots go to ``$IDUNNO_ARTIFACTS_DIR`` (default ``artifacts/``
+at the repository root), under ``dashboard/``; the test prints where. Chromium and
+chromedriver come from Debian (``make browser-deps``): without them the test fails
+saying so, it does not skip.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 NODES = ("H1", "H2", "H3", "H4", "H5")
 WATCH = "H3"  # the page under test: served by a node that is not the leader
 FILES = 40
-PACE = "1.5"  # seconds per noop query: 5 workers, one batch at a time each: ~12 s a job
+MODEL = "noop-1500ms"  # 1.5 s a query: 5 workers, one batch at a time each: ~12 s a job
 # From a SIGKILL to every member's view without it: ping_duration + ping_timeout +
 # cleanup_time (5 s by default), plus the lease and takeover, with room for a loaded CI.
 NEW_LEADER_WITHIN = 20.0
@@ -64,20 +64,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     inputs = tmp_path_factory.mktemp("inputs")
     for i in range(FILES):
         (inputs / f"q{i:03d}.txt").write_text(f"query {i}\n")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("IDUNNO_NOOP_SECONDS", PACE)  # the nodes inherit it
-        c = LocalCluster(len(NODES), node_extra=extra)
-        try:
-            c.__enter__()
-            c.wait_converged(timeout=30)
-            c.console("H2", "put-dir", str(inputs), "images", timeout=60)
-            yield c
-        except BaseException:
-            for name in NODES:
-                print(f"--- {name} log (last lines) ---\n{c.procs[name].log_tail(15)}")
-            raise
-        finally:
-            c.close()
+    c = LocalCluster(len(NODES), node_extra=extra)
+    try:
+        c.__enter__()
+        c.wait_converged(timeout=30)
+        c.console("H2", "put-dir", str(inputs), "images", timeout=60)
+        yield c
+    except BaseException:
+        for name in NODES:
+            print(f"--- {name} log (last lines) ---\n{c.procs[name].log_tail(15)}")
+        raise
+    finally:
+        c.close()
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +166,7 @@ def test_the_page_lists_every_member_and_the_leader(cluster: LocalCluster, brows
 
 
 def test_a_jobs_progress_bar_advances(cluster: LocalCluster, browser: Any) -> None:
-    job = cluster.console("H2", "C4", "submit-job", "noop")["job_id"]
+    job = cluster.console("H2", "C4", "submit-job", MODEL)["job_id"]
 
     def running() -> tuple[int, int] | None:
         p = progress(browser, job)
@@ -186,9 +184,10 @@ def test_a_jobs_progress_bar_advances(cluster: LocalCluster, browser: Any) -> No
     width = str(page(browser, f"return document.querySelector('{bar}').style.width"))
     assert width.endswith("%") and float(width[:-1]) > 0
     # The charts have the job's model and the workers' busy spans in them.
-    wait_for(lambda: count(browser, '#rates polyline[data-model="noop"]'), 10, "noop's rate line")
+    rate_line = f'#rates polyline[data-model="{MODEL}"]'
+    wait_for(lambda: count(browser, rate_line), 10, f"{MODEL}'s rate line")
     assert count(browser, f'#busy rect.span[data-job="{job}"]') > 0
-    assert count(browser, '#latency rect[data-model="noop"]') == 5  # mean, p50, p90, p95, p99
+    assert count(browser, f'#latency rect[data-model="{MODEL}"]') == 5  # mean, p50, p90, p95, p99
     assert count(browser, "#sdfs-files tbody tr") > 0
     assert count(browser, "#sdfs-nodes tbody tr") == len(NODES)
     shot(browser, "2-job-progress")
