@@ -323,11 +323,8 @@ class Leader:
                         event, a.job_id, a.model, frozenset(a.indices), a.started_at
                     )
                     self.busy.done(
-                        event.worker, event.batch_id, a.job_id, a.model, event.timings, event.now
+                        event.worker, a.job_id, a.model, a.started_at, event.now, event.timings
                     )
-            self.busy.gone(event.batch_id)
-        elif isinstance(event, BatchFailed):
-            self.busy.gone(event.batch_id)
         self.seq += 1
         self._on_applied(self.seq, event)
         self._timer_wake.set()
@@ -349,7 +346,6 @@ class Leader:
             elif isinstance(a, JobAccepted):
                 self.log.info("%s accepted: %s over %d inputs", a.job_id, a.model, a.total)
             elif isinstance(a, BatchLost):
-                self.busy.gone(a.batch_id)
                 self.log.warning(
                     "batch %d of %s on %s lost (%s); %d queries requeued",
                     a.batch_id,
@@ -371,7 +367,6 @@ class Leader:
             # the state) and, unanswered, gives it up and sends its queries again.
             return
         request = AssignBatch(a.batch_id, a.job_id, a.model, tuple(a.queries))
-        self.busy.sent(a.batch_id, self.clock())
         try:
             reply = await self.view.call(a.worker, request)
         except RpcError as e:

@@ -122,7 +122,8 @@ def test_the_reply_fits_a_frame_at_its_bounds() -> None:
     sim = run_jobs(jobs=dashboard.MAX_JOBS + 5, queries=3, until=5.0)
     busy = BusyRecord()
     for k in range(3 * dashboard.MAX_SPANS):
-        busy.done(f"worker-{k % 50:02d}", k, f"job-{k}", "x" * 40, (0.1,), 100.0 + k * 0.01)
+        end = 100.0 + k * 0.01
+        busy.done(f"worker-{k % 50:02d}", f"job-{k}", "x" * 40, end - 0.1, end, (0.1,))
     md = Metadata(replication=4, keep=5)
     names = [f"images/{'n' * 180}-{k:06d}" for k in range(2000)]
     md.rebuild({f"H{i}": [record(n, v, 10**9) for n in names for v in (1, 2)] for i in range(4)})
