@@ -163,7 +163,7 @@ def draw(rows: Sequence[Row], outdir: Path, job_id: str) -> list[Path]:
         for worker in workers:
             ax.plot(xs, rates[worker], linewidth=1, label=worker)
         ax.set_xlabel(f"seconds since the first batch started (t0 = {t0:.3f})")
-        ax.set_ylabel(f"queries per second (last {w:g} s)")
+        ax.set_ylabel(f"queries per second (last {w:.3g} s)")
         ax.set_title(f"Throughput: {what}, each query counted over its batch's run")
         ax.set_ylim(bottom=0)
         ax.legend(loc="upper right", fontsize="small")
