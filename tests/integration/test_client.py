@@ -2,7 +2,7 @@
 
 One cluster of real processes for the module (three nodes, the built-in TCP transfer).
 The blocking :class:`idunno.Client` puts generated images and freshly initialised
-resnet50 weights, submits a job with batch size 1, iterates its rows while it runs
+mobilenet_v3_small weights, submits a job with batch size 1, iterates its rows while it runs
 (some arrive before it is done), waits for a second job with the progress bar, and
 reads the results back, which agree with ``C4 get-output`` run by ``python -m
 console``; the :class:`idunno.AsyncClient` does the same with ``await`` and
@@ -35,6 +35,9 @@ from tests.helpers.imagegen import make_images, make_weights
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
+# Any torchvision model will do; a small one keeps the weights and the workers light.
+MODEL = "mobilenet_v3_small"
+WEIGHTS = f"models/{MODEL}.pth"
 COPIES = 2  # each generated image (8, one corrupt) goes in twice: 16 queries
 
 
@@ -54,7 +57,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for copy in range(COPIES):
         for p in originals:
             shutil.copyfile(p, images / f"c{copy}_{p.name}")
-    return {"images": images, "weights": make_weights(root / "resnet50.pth", "resnet50", seed=1)}
+    return {"images": images, "weights": make_weights(root / f"{MODEL}.pth", MODEL, seed=1)}
 
 
 def by_input(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -74,18 +77,18 @@ def test_a_whole_session_with_the_blocking_client(
 
         files = c.put_dir(dataset["images"], "images", progress=True)
         assert len(files) == 8 * COPIES
-        put = c.put(dataset["weights"], "models/resnet50.pth", progress=True)
-        assert (put.name, len(put.replicas)) == ("models/resnet50.pth", 3)
+        put = c.put(dataset["weights"], WEIGHTS, progress=True)
+        assert (put.name, len(put.replicas)) == (WEIGHTS, 3)
         assert sorted(c.ls_all("images/*")) == sorted(files)
-        status = c.ls("models/resnet50.pth")
+        status = c.ls(WEIGHTS)
         assert isinstance(status, FileStatus) and status.versions == (put.version,)
         err = capfd.readouterr().err
         assert f"{8 * COPIES} of {8 * COPIES} files" in err  # put-dir's progress, on stderr
 
         # One query per batch: the rows come in one by one while the job runs.
-        assert c.set_batch_size("resnet50", 1).batch_size == 1
-        job = c.submit("resnet50", "images/*")
-        assert (job.model, job.queries) == ("resnet50", 8 * COPIES)
+        assert c.set_batch_size(MODEL, 1).batch_size == 1
+        job = c.submit(MODEL, "images/*")
+        assert (job.model, job.queries) == (MODEL, 8 * COPIES)
         rows: list[dict[str, Any]] = []
         states: list[str] = []
         for row in job.results(poll=0.2):
@@ -97,11 +100,11 @@ def test_a_whole_session_with_the_blocking_client(
         assert (final.state, final.done, final.total) == ("done", 8 * COPIES, 8 * COPIES)
 
         # A second job, waited for with the progress bar.
-        second = c.submit("resnet50", 4)
+        second = c.submit(MODEL, 4)
         waited = second.wait(progress=True)
         assert waited.state == "done"
         bar = capfd.readouterr().err.strip().splitlines()[-1]
-        assert bar.startswith(f"{second.job_id} resnet50 done [{'#' * 24}]  4/4 queries  100.0%")
+        assert bar.startswith(f"{second.job_id} {MODEL} done [{'#' * 24}]  4/4 queries  100.0%")
 
         # What the client read agrees with C4 get-output, by the client and by the console.
         out = job.output(tmp_path / "client.jsonl")
@@ -145,16 +148,16 @@ async def test_the_async_client_runs_the_same_api(
             put.version,
             "hello from the async client\n",
         )
-        if "models/resnet50.pth" not in await c.ls_all("models/*"):  # run alone
-            await c.put(dataset["weights"], "models/resnet50.pth")
+        if WEIGHTS not in await c.ls_all("models/*"):  # run alone
+            await c.put(dataset["weights"], WEIGHTS)
             await c.put_dir(dataset["images"], "images")
-        job = await c.submit("resnet50", 3)
+        job = await c.submit(MODEL, 3)
         rows = [row async for row in job.results(poll=0.2)]
         assert len(rows) == 3 and all(r["input"].startswith("images/") for r in rows)
         assert (await job.wait(progress=False)).state == "done"
         rates, latency = await c.rates(), await c.latency()
-        assert isinstance(rates["resnet50"], ModelRate) and rates["resnet50"].query_count >= 3
-        assert isinstance(latency["resnet50"], ModelLatency) and latency["resnet50"].mean > 0
+        assert isinstance(rates[MODEL], ModelRate) and rates[MODEL].query_count >= 3
+        assert isinstance(latency[MODEL], ModelLatency) and latency[MODEL].mean > 0
         assert job.job_id not in await c.assignments()  # done: no workers any more
         assert (await c.command("ls-all", "notes/*")) == {"files": ["notes/a.txt"]}
         await c.delete("notes/a.txt")
