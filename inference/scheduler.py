@@ -161,6 +161,7 @@ from inference.events import (
     WorkerUp,
 )
 from inference.metrics import RATE_WINDOW, QueryStats
+from net.meters import Histograms
 
 # (model, input, error) -> the row of a query that failed max_attempts times.
 ErrorRow = Callable[[str, str, str], Row]
@@ -334,6 +335,8 @@ class Scheduler:
         # kinds registry decides by model (the core itself never names a kind).
         self._error_row = error_row or kinds.error_row
         self.stats = QueryStats()
+        # Processing time per query, by model, in buckets: /metrics' histogram (web.metrics).
+        self.durations = Histograms()
         self._jobs: dict[str, Job] = {}
         # C4 status of forgotten jobs, oldest first, at most config.keep_finished.
         self._finished: dict[str, dict[str, Any]] = {}
@@ -604,6 +607,8 @@ class Scheduler:
                 job.errors += 1
             counted.append(index)
             self.stats.record(job.model, now, timings[k] if k < len(timings) else None)
+            if k < len(timings):
+                self.durations.observe(job.model, timings[k])
         actions: list[Action] = []
         if counted:
             actions.append(Answered(job.job_id, job.model, batch_id, tuple(counted)))
@@ -928,6 +933,7 @@ class Scheduler:
             "retired": [_batch_plain(self._retired[b]) for b in sorted(self._retired)],
             "finished": [dict(f) for f in self._finished.values()],  # oldest first
             "stats": self.stats.snapshot(),
+            "durations": self.durations.snapshot(),
         }
 
     @classmethod
@@ -987,6 +993,8 @@ class Scheduler:
             f = _summary_from_plain(d)
             s._finished[f["job_id"]] = f
         s.stats = QueryStats.restore(snapshot["stats"])
+        if "durations" in snapshot:  # absent from older snapshots
+            s.durations = Histograms.restore(snapshot["durations"])
         return s
 
 
