@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
+import pytest
+import trio
+import trio.testing
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,6 +26,7 @@ from net.meters import SECONDS_BUCKETS
 from node.app import NodeApp
 from sdfs.store import ReplicaStore
 from tests.helpers.corenet import CoreNet
+from tests.helpers.sdfs_cluster import SdfsCluster
 from tests.sdfs.test_store import put
 from web import metrics
 from web.app import build_app
@@ -234,3 +238,36 @@ async def test_a_node_that_leads_nothing_exports_no_leader_figures(tmp_path: Pat
             assert all(s.name.endswith(("_total", "_created")) for s in f.samples), f.name
         if f.type == "histogram":
             assert f.name.endswith("_seconds"), f.name
+
+
+# --- SDFS: the leader ------------------------------------------------------------------------
+
+
+async def test_the_sdfs_leader_times_puts_and_counts_repairs(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    cluster = SdfsCluster(nursery, tmp_path, 5, replication=4, delay=0.25)
+    await cluster.start()
+    leader = cluster.leader("H1")
+    size = 256 * 1024
+    t0 = trio.current_time()
+    await cluster.put("H3", "a.txt", b"a" * size)
+    t_put = trio.current_time() - t0
+    samples = parse(scrape_text(lambda: metrics.sdfs_leader_families(leader)))
+    assert value(samples, "idunno_sdfs_cluster_files") == 1
+    assert value(samples, "idunno_sdfs_put_seconds_count") == 1
+    # Grant to commit: the whole put but the way of the grant request there (D) and
+    # the way of the PutDone's answer back (D).
+    put_seconds = value(samples, "idunno_sdfs_put_seconds_sum")
+    assert put_seconds == pytest.approx(t_put - 2 * 0.25, abs=1e-9)
+    assert value(samples, "idunno_sdfs_repairs_total", outcome="done") == 0
+    # A holder (not the leader) crashes: the leader copies the file to the fifth node.
+    (lost,) = [n for n in cluster.holders("a.txt", 1) if n != "H1"][:1]
+    cluster.crash(lost)
+    await cluster.wait_until(lambda: bool(cluster.log("re-replicated a.txt")), 30)
+    samples = parse(scrape_text(lambda: metrics.sdfs_leader_families(leader)))
+    assert value(samples, "idunno_sdfs_repairs_total", outcome="done") == 1
+    assert value(samples, "idunno_sdfs_repairs_total", outcome="failed") == 0
+    assert value(samples, "idunno_sdfs_repaired_bytes_total") == size
+    # The others are not the leader: they export none of it.
+    assert scrape_text(lambda: metrics.sdfs_leader_families(cluster.leader("H3"))) == ""
