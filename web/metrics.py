@@ -45,6 +45,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from net.meters import Histogram
+from sdfs.leader import LeaderState
 
 if TYPE_CHECKING:
     from inference.scheduler import Scheduler
@@ -189,8 +190,6 @@ def store_families(store: ReplicaStore, transfers: TransferServer | None) -> Ite
 
 def sdfs_leader_families(leader: SdfsLeader) -> Iterator[Metric]:
     """The SDFS leader's figures; nothing unless this node is the READY leader."""
-    from sdfs.leader import LeaderState
-
     metadata = leader.metadata
     if (
         leader.state is not LeaderState.READY
