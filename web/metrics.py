@@ -29,6 +29,7 @@ Prometheus' ``rate()`` takes as a counter reset.
 from __future__ import annotations
 
 import math
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
     from net.transport import MeteredTransport
     from node.app import NodeApp
     from sdfs.leader import SdfsLeader
-    from sdfs.store import ReplicaStore
     from sdfs.transfer.server import TransferServer
 
 # C2's percentiles as Prometheus quantiles: (label value, key in QueryStats.latency).
@@ -155,8 +155,11 @@ def rejected_family(rejected: Mapping[str, Mapping[str, int]]) -> Metric:
     return family
 
 
-def store_families(store: ReplicaStore, transfers: TransferServer | None) -> Iterator[Metric]:
-    files, versions, size = store.usage()
+def store_families(
+    usage: tuple[int, int, int], transfers: TransferServer | None
+) -> Iterator[Metric]:
+    """``usage``: the store's ``(files, versions, bytes)`` (:meth:`ReplicaStore.usage`)."""
+    files, versions, size = usage
     yield GaugeMetricFamily(
         "idunno_sdfs_files",
         "SDFS files this node holds a readable version of (as the 'store' command lists)",
@@ -332,12 +335,19 @@ def scheduler_families(sched: Scheduler, now: float) -> Iterator[Metric]:
 class NodeCollector(Collector):
     def __init__(self, node: NodeApp) -> None:
         self.node = node
+        # The store's usage, read in a worker thread before each scrape (prepare): one
+        # pass over every version held (0.1 s at 100,000) must not stall the loop.
+        self.usage: tuple[int, int, int] | None = None
+
+    async def prepare(self) -> None:
+        self.usage = await trio.to_thread.run_sync(self.node.sdfs.store.usage)
 
     def collect(self) -> Iterator[Metric]:
         node = self.node
+        usage = self.usage if self.usage is not None else node.sdfs.store.usage()
         yield from membership_families(node.me.name, node.core, node.transport)
         yield rejected_family(node.list_self()["rejected"])
-        yield from store_families(node.sdfs.store, node.transfers)
+        yield from store_families(usage, node.transfers)
         yield from sdfs_leader_families(node.sdfs.leader)
         yield from worker_families(node.inference.worker, trio.current_time())
         leader = node.inference.leader
@@ -352,13 +362,25 @@ class NodeCollector(Collector):
             yield from scheduler_families(sched, leader.clock())
 
 
+# Each node registry's collector, for exposition() to prepare.
+_COLLECTORS: weakref.WeakKeyDictionary[CollectorRegistry, NodeCollector] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def registry_for(node: NodeApp) -> CollectorRegistry:
     """A registry of ``node``'s own whose scrapes read its state."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(node))
+    collector = NodeCollector(node)
+    registry.register(collector)
+    _COLLECTORS[registry] = collector
     return registry
 
 
-def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """The body and content type of one scrape."""
+async def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The body and content type of one scrape (on the node's trio thread: the state
+    it reads is the loop's; only the store's usage is read in a worker thread)."""
+    collector = _COLLECTORS.get(registry)
+    if collector is not None:
+        await collector.prepare()
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -189,19 +189,19 @@ def test_membership_figures_follow_a_crash_suspected_then_removed():
 
 def test_store_figures_are_what_the_store_holds(tmp_path: Path):
     store = ReplicaStore(tmp_path / "sdfs")
-    samples = parse(scrape_text(lambda: metrics.store_families(store, None)))
+    samples = parse(scrape_text(lambda: metrics.store_families(store.usage(), None)))
     assert value(samples, "idunno_sdfs_files") == 0
     assert value(samples, "idunno_sdfs_stored_bytes") == 0
     put(store, "a.txt", 1, b"x" * 10)
     put(store, "a.txt", 2, b"y" * 20)
     put(store, "b.txt", 1, b"z" * 5)
     put(store, "c.txt", 1, b"p" * 7, state=0)  # pending: on disk, not readable yet
-    samples = parse(scrape_text(lambda: metrics.store_families(store, None)))
+    samples = parse(scrape_text(lambda: metrics.store_families(store.usage(), None)))
     assert value(samples, "idunno_sdfs_files") == len(store.names()) == 2
     assert value(samples, "idunno_sdfs_versions") == 4
     assert value(samples, "idunno_sdfs_stored_bytes") == 42
     store.delete("a.txt", 3)  # a tombstone: a.txt's bytes go, and it is no file
-    samples = parse(scrape_text(lambda: metrics.store_families(store, None)))
+    samples = parse(scrape_text(lambda: metrics.store_families(store.usage(), None)))
     assert value(samples, "idunno_sdfs_files") == len(store.names()) == 1
     assert value(samples, "idunno_sdfs_versions") == 2
     assert value(samples, "idunno_sdfs_stored_bytes") == 12
@@ -213,6 +213,7 @@ def test_store_figures_are_what_the_store_holds(tmp_path: Path):
 async def test_a_node_that_leads_nothing_exports_no_leader_figures(tmp_path: Path):
     config = dataclasses.replace(profile("test"), secret="a-test-secret-of-enough-bytes-01234")
     node = NodeApp(config, config.nodes[0], tmp_path)
+    put(node.sdfs.store, "held.txt", 1, b"12345")  # read in a worker thread per scrape
     transport = httpx.ASGITransport(app=build_app(node, None))
     async with httpx.AsyncClient(transport=transport, base_url="http://node") as http:
         text = (await http.get("/metrics")).text
@@ -221,9 +222,10 @@ async def test_a_node_that_leads_nothing_exports_no_leader_figures(tmp_path: Pat
     assert value(samples, "idunno_scheduler") == 0 and value(samples, "idunno_leader") == 0
     assert not any(n.startswith(("idunno_quer", "idunno_jobs", "idunno_sdfs_put")) for n in names)
     assert "idunno_sdfs_cluster_files" not in names
+    assert value(samples, "idunno_sdfs_files") == 1
+    assert value(samples, "idunno_sdfs_stored_bytes") == 5
     # Every node's own figures are there, at zero before it has done anything.
     for name in (
-        "idunno_sdfs_files",
         "idunno_sdfs_downloads_total",
         "idunno_sdfs_get_seconds_count",
         "idunno_worker_busy_seconds_total",
