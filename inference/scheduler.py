@@ -165,6 +165,7 @@ from inference.events import (
     WorkerUp,
 )
 from inference.metrics import RATE_WINDOW, QueryStats, Running
+from net.meters import Histograms
 
 # (model, input, error) -> the row of a query that failed max_attempts times.
 ErrorRow = Callable[[str, str, str], Row]
@@ -339,6 +340,8 @@ class Scheduler:
         self._error_row = error_row or kinds.error_row
         self.stats = QueryStats()
         self.stats.running = self._running
+        # Processing time per query, by model, in buckets: /metrics' histogram (web.metrics).
+        self.durations = Histograms()
         self._jobs: dict[str, Job] = {}
         # C4 status of forgotten jobs, oldest first, at most config.keep_finished.
         self._finished: dict[str, dict[str, Any]] = {}
@@ -625,6 +628,8 @@ class Scheduler:
             counted.append(index)
             seconds = timings[k] if k < len(timings) else None
             self.stats.record(job.model, now, seconds, began=began, job=job.job_id)
+            if seconds is not None:
+                self.durations.observe(job.model, seconds)
         actions: list[Action] = []
         if counted:
             actions.append(Answered(job.job_id, job.model, batch_id, tuple(counted), began))
@@ -965,6 +970,7 @@ class Scheduler:
             "retired": [_batch_plain(self._retired[b]) for b in sorted(self._retired)],
             "finished": [dict(f) for f in self._finished.values()],  # oldest first
             "stats": self.stats.snapshot(),
+            "durations": self.durations.snapshot(),
         }
 
     @classmethod
@@ -1025,6 +1031,8 @@ class Scheduler:
             s._finished[f["job_id"]] = f
         s.stats = QueryStats.restore(snapshot["stats"])
         s.stats.running = s._running
+        if "durations" in snapshot:  # absent from older snapshots
+            s.durations = Histograms.restore(snapshot["durations"])
         return s
 
 

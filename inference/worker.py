@@ -33,6 +33,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from inference.worker_client import WorkerProcess
 from membership.peers import ClusterView, call_leader
 from net.errors import ClusterError
 from net.messages import AssignBatch, BatchResult, Capacity, StoreAck
+from net.meters import BusyMeter
 from net.rpc import RPC_TIMEOUT
 
 # How long a worker keeps trying to hand a result to a leader (see the docstring).
@@ -117,6 +119,12 @@ class Worker:
         )
         self.parallel = {s.name: s.parallel for s in llms if s.parallel > 1}
         self.unavailable: dict[str, str] = {}  # model -> why (see the module docstring)
+        # For /metrics (web.metrics): seconds with a batch under way here (from its
+        # assignment until its result is ready; overlapping batches count once), on
+        # trio's clock, and batches by outcome with the queries they answered.
+        self.busy = BusyMeter()
+        self.batches: Counter[str] = Counter()
+        self.queries = 0
         self._gpu: str | bool | None = False  # False: not looked up yet
         self._nursery: trio.Nursery | None = None
 
@@ -155,10 +163,12 @@ class Worker:
 
     async def _run_batch(self, req: AssignBatch) -> None:
         started = time.perf_counter()  # for the log line only
+        self.busy.start(trio.current_time())
         try:
             kind = kinds.kind_of(req.model)
             out = await kind.run_batch(self.context, req.model, req.queries)
             reply = BatchResult(self.me, req.batch_id, out.rows, out.timings, "")
+            self.queries += len(out.rows)
         except ModelUnavailable as e:
             self.log.warning("batch %d of %s: %s", req.batch_id, req.job_id, e)
             # The leader hears first that this worker cannot serve the model, so it
@@ -169,6 +179,9 @@ class Worker:
             why = str(e) if isinstance(e, ClusterError) else f"{type(e).__name__}: {e}"
             self.log.warning("batch %d of %s failed: %s", req.batch_id, req.job_id, why)
             reply = BatchResult(self.me, req.batch_id, (), (), f"{self.me}: {why}")
+        finally:
+            self.busy.stop(trio.current_time())
+        self.batches["failed" if reply.error else "done"] += 1
         self.log.debug(
             "batch %d of %s: %d queries in %.3f s",
             req.batch_id,

@@ -162,6 +162,10 @@ class _Lost:
 @dataclass
 class Stats:
     pings_sent: int = 0
+    # Suspicions this member raised (a member that answered no probe, direct or relayed).
+    suspicions: int = 0
+    # Members removed from this member's view as failed (its own verdict or one heard).
+    failures: int = 0
     # Suspicions this member raised against members that then proved alive.
     false_positives: int = 0
     # Times this member heard itself suspected or declared failed while alive.
@@ -439,6 +443,7 @@ class MembershipCore:
             self._lost.pop(m.name, None)
             return [Event("left", m.name, m.incarnation, "it announced its departure")]
         self._remember_lost(m, now)
+        self.stats.failures += 1
         return [Event("failed", m.name, m.incarnation, f"declared failed by {u.by or '?'}")]
 
     def _apply_alive(self, m: Member | None, u: Update, now: float) -> list[Action]:
@@ -593,6 +598,7 @@ class MembershipCore:
     def _suspect(self, m: Member, p: _Probe, now: float) -> list[Action]:
         if m.status != Status.ALIVE or m.incarnation != p.incarnation:
             return []  # already suspect, or it refuted meanwhile
+        self.stats.suspicions += 1
         m.status, m.changed_at, m.suspected_by = Status.SUSPECT, now, self.me.name
         self._suspicion_deadline[m.name] = now + self.config.cleanup_time
         self._raised.add((m.name, m.incarnation))
@@ -618,6 +624,7 @@ class MembershipCore:
             if m is None or m.status != Status.SUSPECT:
                 continue
             m.status, m.changed_at = Status.FAILED, now
+            self.stats.failures += 1
             self._drop_probes_of(name)
             self._remember_lost(m, now)
             self.broadcasts.push(_update_for(m, by=self.me.name))

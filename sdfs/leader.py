@@ -50,7 +50,7 @@ import contextlib
 import enum
 import logging
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -85,6 +85,7 @@ from net.messages import (
     StoreAck,
     VersionRecord,
 )
+from net.meters import Histogram
 from net.rpc import RPC_TIMEOUT, RpcError
 from sdfs.checks import check_record, check_size
 from sdfs.inventories import fold_outdated, inventory_pages, usable
@@ -153,6 +154,12 @@ class SdfsLeader:
         self.state = LeaderState.FOLLOWER
         self.metadata: Metadata | None = None
         self.repair_log: deque[dict[str, Any]] = deque(maxlen=REPAIR_LOG_SIZE)
+        # For /metrics (web.metrics), over every stint as leader in this process: a
+        # put's grant-to-commit seconds (PutBegin to PutDone: the writer's transfer to
+        # the replicas and their quorum), and repairs by outcome with the bytes copied.
+        self.put_seconds = Histogram()
+        self.repairs: Counter[str] = Counter()
+        self.repaired_bytes = 0
         self._reported_lost: set[str] = set()
         # Repairs under way: file name -> (the source copying it, a scope to cancel).
         self._repairs: dict[str, tuple[str, trio.CancelScope]] = {}
@@ -431,7 +438,9 @@ class SdfsLeader:
         if isinstance(request, PutBegin):
             return await self._grant(metadata, request)
         if isinstance(request, PutDone):
-            metadata.put_done(check_record(request.record), request.holders)
+            record = check_record(request.record)
+            self._time_put(metadata, record.put_id)
+            metadata.put_done(record, request.holders)
             return StoreAck(True)
         if isinstance(request, PutBeginBatch):
             return await self._grant_batch(metadata, request)
@@ -441,6 +450,7 @@ class SdfsLeader:
             for done in request.puts:  # all checked before any is recorded
                 check_record(done.record)
             for done in request.puts:
+                self._time_put(metadata, done.record.put_id)
                 metadata.put_done(done.record, done.holders)
             return StoreAck(True)
         if isinstance(request, Locate):
@@ -481,6 +491,11 @@ class SdfsLeader:
                 self._nursery.start_soon(self._absorb_inventory, request.node, request.next_after)
             return StoreAck(True)
         raise TypeError(f"not a leader request: {type(request).__name__}")
+
+    def _time_put(self, metadata: Metadata, put_id: str) -> None:
+        granted = metadata.granted_at(put_id)
+        if granted is not None:  # once per put: put_done closes its grant
+            self.put_seconds.observe(self.clock() - granted)
 
     async def _grant(self, metadata: Metadata, request: PutBegin) -> PutGrant:
         name = check_name(request.name)
@@ -608,6 +623,7 @@ class SdfsLeader:
             if scope.cancelled_caught:
                 raise RpcError(f"{repair.source} left the cluster")
         except RpcError as e:
+            self.repairs["failed"] += 1
             metadata.repair_failed(repair.name)
             self.log.warning(
                 "re-replication of %s from %s failed: %s", repair.name, repair.source, e
@@ -628,6 +644,8 @@ class SdfsLeader:
         # The metadata this repair was ordered from: if leadership moved meanwhile it is
         # no longer anyone's, and updating it is harmless.
         metadata.repaired(repair.name, repair.records, copied)
+        self.repairs["done" if copied else "failed"] += 1
+        self.repaired_bytes += size * len(copied)
         took = self.clock() - started
         errors = reply.detail.get("errors", {}) if isinstance(reply, StoreAck) else {}
         self.repair_log.append(

@@ -210,6 +210,12 @@ class Metadata:
         f = self._file(name, now)
         f.highest = max(f.highest, version)
 
+    def granted_at(self, put_id: str) -> float | None:
+        """When ``put_id`` was granted, while its grant is open (not done, aborted or
+        expired)."""
+        grant = self._grants.get(put_id)
+        return None if grant is None else grant[2]
+
     def put_done(self, record: VersionRecord, holders: Iterable[str]) -> None:
         self._grants.pop(record.put_id, None)
         f = self._file(record.name, 0.0)

@@ -267,6 +267,23 @@ class ReplicaStore:
                 if any(r.state == VersionState.COMMITTED for r in vs.values())
             )
 
+    def usage(self) -> tuple[int, int, int]:
+        """``(files, versions, bytes)``: files with a readable version (as :meth:`names`),
+        and the versions held on disk (pending and committed: tombstones hold no data)
+        and their bytes.  One pass under the lock (``/metrics`` reads it per scrape)."""
+        files = versions = size = 0
+        with self._lock:
+            for held in self._index.values():
+                readable = False
+                for r in held.values():
+                    if r.state == VersionState.DELETED:
+                        continue
+                    versions += 1
+                    size += r.size
+                    readable = readable or r.state == VersionState.COMMITTED
+                files += readable
+        return files, versions, size
+
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
 

@@ -142,7 +142,7 @@ def build_app(node: NodeApp, token: str | None) -> Starlette:
     registry = metrics.registry_for(node)
 
     async def prometheus(request: Request) -> Response:
-        body, content_type = metrics.exposition(registry)
+        body, content_type = await metrics.exposition(registry)
         return Response(body, media_type=content_type)
 
     middleware = [] if token is None else [Middleware(TokenGate, token=token)]

@@ -67,6 +67,7 @@ from net.messages import (
     StreamEnd,
     StreamStart,
 )
+from net.meters import Histogram
 from net.progress import human_bytes
 from net.rpc import IDLE_TIMEOUT, Connection
 from sdfs.store import Arrivals
@@ -150,6 +151,9 @@ class TransferServer:
         self.damaged = 0  # uploads whose bytes did not match their sender's trailer
         self.bytes_in = 0
         self.bytes_out = 0
+        # Seconds from a GetStream to its last byte sent, downloads that completed
+        # (for /metrics: a replica's side of a get).
+        self.download_seconds = Histogram()
 
     @contextlib.asynccontextmanager
     async def _peer_slot(self, conn: Connection) -> AsyncIterator[None]:
@@ -348,6 +352,7 @@ class TransferServer:
         return f
 
     async def _download(self, request: GetStream, conn: Connection) -> Any:
+        started = trio.current_time()
         try:
             f = await trio.to_thread.run_sync(self._open, request.path)
         except _Refused as r:
@@ -390,4 +395,5 @@ class TransferServer:
             return ErrorReply(error)
         self.bytes_out += size
         self.downloads += 1
+        self.download_seconds.observe(trio.current_time() - started)
         return StreamEnd(size, crc, "", mac.finalize())
