@@ -257,7 +257,8 @@ async def test_a_paced_noop_model_holds_its_worker_for_its_pace_per_query(
     # Two workers, batches of 4 at 0.05 s a query: 0.2 s (virtual) each.
     assert 0.2 <= trio.current_time() - start <= 1.0
     latency = (await client.latency())["noop-50ms"]
-    assert latency["mean"] == pytest.approx(0.05) and latency["count"] == 8
+    # Measured: the pace, and the timer's lateness on top.
+    assert 0.05 <= latency["mean"] < 0.1 and latency["count"] == 8
     # The leader's timing log, as `plot` reads it: each batch from its start to its end.
     rows = await client.timings(job.job_id)
     assert sorted(int(r["query"]) for r in rows) == list(range(8))

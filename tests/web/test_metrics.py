@@ -92,7 +92,9 @@ def test_scheduler_figures_are_c1_and_c2_with_a_histogram_queues_and_jobs():
     assert value(samples, "idunno_queries_total", model="resnet50") == 4
     assert c1["resnet50"]["query_count"] == 4
     assert value(samples, "idunno_query_rate", model="resnet50") == c1["resnet50"]["query_rate"]
-    assert c1["resnet50"]["query_rate"] == 0.4  # 4 in the last 10 s
+    # 4 answered in the last 10 s, plus the credit C1 gives the batches under way (each
+    # its elapsed share of its expected time): H2's 4 and H1's next 2, at most.
+    assert 0.4 < c1["resnet50"]["query_rate"] <= 1.0
     for q, key in (("0.5", "median"), ("0.9", "p90"), ("0.95", "p95"), ("0.99", "p99")):
         got = value(samples, "idunno_query_seconds", model="resnet50", quantile=q)
         assert got == c2["resnet50"][key], q
