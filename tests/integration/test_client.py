@@ -2,8 +2,9 @@
 
 One cluster of real processes for the module (three nodes, the built-in TCP transfer).
 The blocking :class:`idunno.Client` puts generated images and freshly initialised
-mobilenet_v3_small weights, submits a job with batch size 1, iterates its rows while it runs
-(some arrive before it is done), waits for a second job with the progress bar, and
+mobilenet_v3_small weights, iterates a paced job's rows while it runs (the first
+arrives before it is done), submits a job of the model with batch size 1 and reads its
+rows as they come, waits for a second job with the progress bar, and
 reads the results back, which agree with ``C4 get-output`` run by ``python -m
 console``; the :class:`idunno.AsyncClient` does the same with ``await`` and
 ``async for``; bad input comes back as typed errors with one-line messages.
@@ -38,6 +39,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 # Any torchvision model will do; a small one keeps the weights and the workers light.
 MODEL = "mobilenet_v3_small"
 WEIGHTS = f"models/{MODEL}.pth"
+# A quarter second a query, no model: a job that runs a known while (inference.kinds.paced).
+PACED = "noop-250ms"
 COPIES = 2  # each generated image (8, one corrupt) goes in twice: 16 queries
 
 
@@ -85,17 +88,20 @@ def test_a_whole_session_with_the_blocking_client(
         err = capfd.readouterr().err
         assert f"{8 * COPIES} of {8 * COPIES} files" in err  # put-dir's progress, on stderr
 
-        # One query per batch: the rows come in one by one while the job runs.
+        # Rows come in as queries complete, not when the job is done: shown with a job
+        # that takes a known while (a quarter second a query, one query per batch).
+        assert c.set_batch_size(PACED, 1).batch_size == 1
+        paced = c.submit(PACED, "images/*")
+        states = [paced.status().state for _ in paced.results(poll=0.2)]
+        assert len(states) == 8 * COPIES
+        assert states[0] == "running", states  # the first row came before the job was done
+
+        # The model's job, one query per batch, its rows read as they come.
         assert c.set_batch_size(MODEL, 1).batch_size == 1
         job = c.submit(MODEL, "images/*")
         assert (job.model, job.queries) == (MODEL, 8 * COPIES)
-        rows: list[dict[str, Any]] = []
-        states: list[str] = []
-        for row in job.results(poll=0.2):
-            rows.append(row)
-            states.append(job.status().state)
+        rows = list(job.results(poll=0.2))
         assert len(rows) == 8 * COPIES and len({r["input"] for r in rows}) == 8 * COPIES
-        assert states[0] == "running", states  # the first row came before the job was done
         final = job.wait(progress=True)
         assert (final.state, final.done, final.total) == ("done", 8 * COPIES, 8 * COPIES)
 
