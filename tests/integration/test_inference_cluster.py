@@ -1,4 +1,5 @@
-"""IDunno end to end: real processes, real torchvision models, driven by the console.
+"""IDunno end to end: real processes, real torchvision models, driven by the console
+(the kill tests' jobs are paced pseudo-models: what they check is exactly-once).
 
 Weights are freshly initialised torchvision models saved as state_dicts (pretrained
 ones cannot be downloaded here) and the images are generated; both go into SDFS as a
@@ -28,6 +29,10 @@ from tests.helpers.reference import plain_torchvision
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 MODELS = ("resnet50", "inception_v3")
+# The kill tests' two jobs: paced pseudo-models (0.4 and 0.6 s a query, no torch; what
+# they check is that every query comes back once after a node dies, whatever the
+# model), which run long enough for the kill to land mid-job.
+KILL_MODELS = ("noop-400ms", "noop-600ms")
 COPIES = 3  # each generated image goes in this many times, under different names
 
 
@@ -70,11 +75,11 @@ def reference_top5(model: str, weights: Path, image: Path) -> list[list[Any]] | 
     ]
 
 
-def _load(c: LocalCluster, dataset: dict[str, Any]) -> None:
-    """Wait for the cluster, then put the images and the weights into SDFS."""
+def _load(c: LocalCluster, dataset: dict[str, Any], weights: bool = True) -> None:
+    """Wait for the cluster, then put the images (and the weights) into SDFS."""
     c.wait_converged(timeout=30)
     c.console("H1", "put-dir", str(dataset["images"]), "images", timeout=120)
-    for model, path in dataset["weights"].items():
+    for model, path in dataset["weights"].items() if weights else ():
         c.console("H2", "put", str(path), f"models/{model}.pth", timeout=120)
 
 
@@ -171,7 +176,7 @@ def _check_exactly_once(rows: list[dict[str, Any]], total: int) -> None:
 
 
 def _run_with_a_kill(c: LocalCluster, victim: str, tmp_path: Path) -> dict[str, Any]:
-    jobs = {m: c.console("H3", "C4", "submit-job", m)["job_id"] for m in MODELS}
+    jobs = {m: c.console("H3", "C4", "submit-job", m)["job_id"] for m in KILL_MODELS}
     # Kill once both jobs are under way.
     wait_for(
         lambda: all(c.console("H3", "C4", "status", j)["done"] >= 2 for j in jobs.values()),
@@ -200,7 +205,7 @@ def _run_with_a_kill(c: LocalCluster, victim: str, tmp_path: Path) -> dict[str, 
 
 def test_a_worker_killed_mid_job(dataset: dict[str, Any], tmp_path: Path) -> None:
     with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
-        _load(c, dataset)
+        _load(c, dataset, weights=False)
         run = _run_with_a_kill(c, "H4", tmp_path)
         # The jobs may finish on the other workers before H4 is even detected (if it
         # held no batch when it died), so wait for the detection rather than assume it.
@@ -214,7 +219,7 @@ def test_a_worker_killed_mid_job(dataset: dict[str, Any], tmp_path: Path) -> Non
 
 def test_the_leader_killed_mid_job(dataset: dict[str, Any], tmp_path: Path) -> None:
     with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
-        _load(c, dataset)
+        _load(c, dataset, weights=False)
         run = _run_with_a_kill(c, "H1", tmp_path)
         took_over = None
         for line in c.log_path("H2").read_text().splitlines():
