@@ -97,7 +97,7 @@ test: venv sshd-deps browser-deps
 	@soak_log=$$(mktemp); \
 	echo "pytest -m soak runs in the background (its output follows at the end)"; \
 	$(BIN)/pytest -q -p no:cacheprovider -m soak $(PYTEST_ARGS) > "$$soak_log" 2>&1 & soak=$$!; \
-	trap 'kill $$soak 2>/dev/null; rm -f "$$soak_log"' EXIT; \
+	trap 'kill $$soak 2>/dev/null || true; rm -f "$$soak_log"' EXIT; \
 	rc=0; $(BIN)/pytest -q -m "not soak" $(PYTEST_ARGS) || rc=$$?; \
 	soak_rc=0; wait $$soak || soak_rc=$$?; \
 	echo "== pytest -m soak (exit status $$soak_rc)"; cat "$$soak_log"; \
