@@ -8,14 +8,10 @@ report, and answers ``Failure(INVALID)`` (one line) for one out of range.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import trio
 
-from config.topology import InferenceConfig
-from inference.leader import Leader
 from inference.scheduler import Scheduler, SchedulerConfig
 from inference.standby import StandbyCopy
 from net.errors import ErrorKind
@@ -30,30 +26,10 @@ from net.messages import (
     StoreAck,
     SubmitJob,
 )
-from tests.helpers.dictfiles import DictFiles
 
 pytestmark = pytest.mark.timeout(30)
 
 TOP = 2**64 - 1
-
-
-@pytest.fixture
-def leader(nursery: trio.Nursery, tmp_path) -> Iterator[Leader]:
-    """A Leader that schedules (as if it had become leader), with no other node."""
-    leader = Leader(
-        "H1",
-        None,  # type: ignore[arg-type]  # no request here reaches another node
-        DictFiles(),
-        InferenceConfig(),
-        tmp_path,
-        lambda: 100.0,
-        logging.getLogger("test"),
-        lambda seq, event: None,
-    )
-    leader._nursery = nursery
-    leader.sched = Scheduler(SchedulerConfig())
-    yield leader
-    leader.timings.close()
 
 
 def assert_invalid(reply: Any, *words: str) -> None:

@@ -10,8 +10,6 @@ whole service runs on virtual time (:mod:`tests.inference.test_service_virtual`)
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +17,18 @@ import pytest
 import trio
 import trio.testing
 
-from config.topology import InferenceConfig
 from inference.client import InferenceClient, ResultCursor
 from inference.events import Assign
 from inference.leader import MAX_RESULTS_PAGE, Leader
-from inference.scheduler import Scheduler, SchedulerConfig
+from inference.scheduler import Scheduler
 from net.errors import ErrorKind, NotFound
 from net.messages import Failure, JobResults, JobResultsRequest
 from net.wire import decode, encode, registered
 from tests.helpers.dictfiles import DictFiles
 from tests.inference.test_service_virtual import Paced, start_cluster, wait_done
 
-pytestmark = pytest.mark.timeout(30)
+# The leader fixture (conftest) runs jobs of the paced kind here.
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("paced")]
 
 
 def test_the_new_messages_keep_their_tags_and_round_trip() -> None:
@@ -41,25 +39,6 @@ def test_the_new_messages_keep_their_tags_and_round_trip() -> None:
 
 
 # --- the leader's pages --------------------------------------------------------------------
-
-
-@pytest.fixture
-def leader(nursery: trio.Nursery, tmp_path: Path, paced: Paced) -> Iterator[Leader]:
-    """A Leader that schedules, with no other node; jobs of the paced kind."""
-    leader = Leader(
-        "H1",
-        None,  # type: ignore[arg-type]  # no request here reaches another node
-        DictFiles(),
-        InferenceConfig(),
-        tmp_path,
-        lambda: 100.0,
-        logging.getLogger("test"),
-        lambda seq, event: None,
-    )
-    leader._nursery = nursery
-    leader.sched = Scheduler(SchedulerConfig())
-    yield leader
-    leader.timings.close()
 
 
 def start_job(sched: Scheduler, n: int) -> dict[int, Assign]:
