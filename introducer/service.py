@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from config.topology import ClusterConfig
-from membership.checks import MAX_COUNTER
+from membership.checks import MAX_COUNTER, host_problem
 from net.messages import (
     ErrorReply,
     JoinRequest,
@@ -117,6 +117,8 @@ class Introducer:
         if isinstance(request, JoinRequest):
             if not request.name or not 1 <= request.port <= 65535:
                 return ErrorReply("a join needs a name and a port in 1..65535")
+            if host_problem(request.host):
+                return ErrorReply(f"a join needs a usable address: {host_problem(request.host)}")
             if not 0 <= request.incarnation <= MAX_COUNTER:
                 # Admitted, it would make the next join of this name ask for 2**64.
                 return ErrorReply(f"a join needs an incarnation in 0..{MAX_COUNTER}")

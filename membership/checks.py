@@ -56,7 +56,10 @@ def datagram_problem(msg: Any) -> str | None:
         if host_problem(msg.host) or not 1 <= msg.port <= MAX_PORT:
             return f"ping-req target address {msg.host[:80]!r}:{msg.port} is not usable"
         return _counter(msg.seq, "seq")
-    for u in getattr(msg, "updates", ()):
+    # Gossip, Ping and Ack carry news as ``updates``; a Merge carries a member's whole
+    # live view as ``members`` (found by the fuzzer: a Merge naming a member at port
+    # 2**70 was taken in, and the leader's call to it raised OverflowError).
+    for u in (*getattr(msg, "updates", ()), *getattr(msg, "members", ())):
         problem = _update_problem(u)
         if problem:
             return problem

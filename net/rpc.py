@@ -216,10 +216,18 @@ class Connection:
         await self.stream.aclose()
 
 
+def _check_port(host: str, port: int) -> None:
+    """RpcError for a port no connection can go to: getaddrinfo raises OverflowError,
+    not OSError, on one past a C long, which no caller expects."""
+    if not 0 < port < 65536:
+        raise RpcError(f"cannot reach {host}:{port}: port out of range")
+
+
 async def connect(addr: Address, codec: Codec, timeout: float = 5.0) -> Connection:
     """A connection to ``addr``, handshake read, that the caller closes; RpcError if
     unreachable or if what answers is no cluster node with our secret's protocol."""
     host, port = addr
+    _check_port(host, port)
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)
@@ -434,6 +442,7 @@ async def call(addr: Address, codec: Codec, request: Any, timeout: float = RPC_T
     """
     host, port = addr
     body = encode(codec, request)  # RpcError, before connecting, if it cannot be sent
+    _check_port(host, port)
     try:
         with trio.fail_after(timeout):
             stream = await trio.open_tcp_stream(host, port)

@@ -27,3 +27,11 @@ async def test_a_join_in_range_is_admitted_and_the_next_one_goes_above_it():
     again = await introducer.handle(JoinRequest("H1", "127.0.0.1", 8001, 0), PEER)
     assert isinstance(again, MembershipSnapshot)
     encode(again)  # 2**53 + 1: still a number every message can carry
+
+
+@pytest.mark.parametrize("host", ["a b", "bad\x86host", ""])
+async def test_a_join_from_an_address_that_is_no_address_is_refused(host):
+    introducer = Introducer(default_config())
+    reply = await introducer.handle(JoinRequest("H1", host, 8001, 0), PEER)
+    assert isinstance(reply, ErrorReply) and "usable address" in reply.error
+    assert introducer.admitted == 0

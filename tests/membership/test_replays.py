@@ -187,3 +187,16 @@ def test_news_of_a_member_at_a_host_that_is_no_host_is_dropped(host: str) -> Non
     ok = Update(int(UpdateKind.ALIVE), "H9", 0, "10.0.0.9", 8000)
     assert datagram_problem(Gossip("H2", (ok,))) is None
     assert datagram_problem(PingReq(1, "H2", "H9", "fe80::1%eth0", 8000)) is None
+
+
+def test_a_merge_naming_a_member_at_an_impossible_port_is_dropped() -> None:
+    # Found by the fuzzer (seed 3429214719): a sealed Merge listed a member at port
+    # 2**70; it was taken in, and the leader's capacity request to it raised
+    # OverflowError out of getaddrinfo, ending the node.
+    bogus = Update(int(UpdateKind.ALIVE), "H9", 0, "127.0.0.1", 2**70)
+    problem = datagram_problem(Merge("H2", True, (bogus,)))
+    assert problem is not None and "port" in problem
+    bad_host = Update(int(UpdateKind.ALIVE), "H9", 0, "a b", 8000)
+    assert datagram_problem(Merge("H2", False, (bad_host,))) is not None
+    ok = Update(int(UpdateKind.ALIVE), "H9", 0, "127.0.0.1", 8000)
+    assert datagram_problem(Merge("H2", True, (ok,))) is None

@@ -331,3 +331,12 @@ async def test_connection_send_of_an_unsealable_message_is_an_rpc_error():
     async with serving() as (_, addr), rpc.open_connection(addr, frame_codec(SECRET)) as conn:
         with pytest.raises(RpcError, match="cannot send ConsoleRequest: OverflowError"):
             await conn.send(ConsoleRequest("x", (2**64,)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("port", [0, 65536, 2**70])
+async def test_a_call_or_connection_to_an_impossible_port_is_a_one_line_rpc_error(port):
+    # getaddrinfo raises OverflowError (no OSError) on 2**70: it ended a node once.
+    with pytest.raises(RpcError, match=f"cannot reach 127.0.0.1:{port}: port out of range"):
+        await call(("127.0.0.1", port), frame_codec(SECRET), ConsoleRequest("x"))
+    with pytest.raises(RpcError, match="port out of range"):
+        await rpc.connect(("127.0.0.1", port), frame_codec(SECRET))
