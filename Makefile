@@ -86,22 +86,24 @@ format: venv
 	$(BIN)/ruff check --fix-only --select I .
 	$(BIN)/ruff format .
 
-# The soak tests (-m soak: minutes of mostly waiting, e.g. two minutes at 5% loss, the
-# partition checker) run in a second pytest beside the rest, so that the whole suite
-# takes the longest of the two rather than their sum; their output is shown at the end,
-# and make test fails if either run does.
+# Tests that mostly wait (-m "soak or background": two minutes at 5% loss, the
+# partition checker, partitions and failure detection on timers) run in a second
+# pytest beside the rest, so that the whole suite takes the longest of the two rather
+# than their sum; their output is shown at the end, and make test fails if either
+# run does.
+WAITING = soak or background
 test: venv sshd-deps browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
-	@soak_log=$$(mktemp); \
-	echo "pytest -m soak runs in the background (its output follows at the end)"; \
-	$(BIN)/pytest -q -p no:cacheprovider -m soak $(PYTEST_ARGS) > "$$soak_log" 2>&1 & soak=$$!; \
-	trap 'kill $$soak 2>/dev/null || true; rm -f "$$soak_log"' EXIT; \
-	rc=0; $(BIN)/pytest -q -m "not soak" $(PYTEST_ARGS) || rc=$$?; \
-	soak_rc=0; wait $$soak || soak_rc=$$?; \
-	echo "== pytest -m soak (exit status $$soak_rc)"; cat "$$soak_log"; \
-	[ $$rc = 0 ] && [ $$soak_rc = 0 ]
+	@bg_log=$$(mktemp); \
+	echo 'pytest -m "$(WAITING)" runs in the background (its output follows at the end)'; \
+	$(BIN)/pytest -q -p no:cacheprovider -m "$(WAITING)" $(PYTEST_ARGS) > "$$bg_log" 2>&1 & bg=$$!; \
+	trap 'kill $$bg 2>/dev/null || true; rm -f "$$bg_log"' EXIT; \
+	rc=0; $(BIN)/pytest -q -m "not ($(WAITING))" $(PYTEST_ARGS) || rc=$$?; \
+	bg_rc=0; wait $$bg || bg_rc=$$?; \
+	echo '== pytest -m "$(WAITING)" (exit status '$$bg_rc')'; cat "$$bg_log"; \
+	[ $$rc = 0 ] && [ $$bg_rc = 0 ]
 
 unit: venv
 	$(BIN)/pytest -q -m "not integration and not soak" $(PYTEST_ARGS)

@@ -3,9 +3,11 @@
 Two jobs run at once on real node processes (127.0.0.1), of two paced pseudo-models
 (``noop-MSms``: a batch holds its worker MS ms per query, sleeping, so the cores stay
 free for the nodes), batches of 4 (C3).  Fair share gives them equal query rates.
-After a warm-up the benchmark polls C1 about once a second (``python -m console``)
-and reports, over every poll, the largest relative difference between the two
-models' 10-second rates:
+After a warm-up the benchmark polls C1 about once a second through the Python
+client (:class:`idunno.Client`, in this process: a ``python -m console`` started
+every second would itself take a core's worth of CPU from the workers being
+measured, for a few hundred ms each time) and reports, over every poll, the largest
+relative difference between the two models' 10-second rates:
 
 * ``c1``: what C1 says now: each query counted over the time its batch ran, and the
   running batches' elapsed share (the target: within 5% in every window);
@@ -39,6 +41,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.inference import MODELS, dataset, prepare
+from config.topology import InferenceConfig
+from idunno import Client
 from scripts.localcluster import LocalCluster, interrupt_on_sigterm, wait_for
 
 WINDOW = 10.0
@@ -78,6 +82,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seconds", type=float, default=60.0, help="polling time after warm-up")
     p.add_argument("--real", action="store_true", help="resnet50 and inception_v3 instead")
+    p.add_argument(
+        "--max-batch-seconds",
+        type=float,
+        default=None,
+        help="[inference] max_batch_seconds of the cluster (default: the built-in default)",
+    )
     args = p.parse_args()
     interrupt_on_sigterm()
     models = [f"noop-{int(ms)}ms" for ms in args.paces.split(",")]
@@ -96,7 +106,12 @@ def main() -> None:
             for i in range(args.files):
                 (tiny / f"q{i:05d}").write_bytes(b"x")
         replication = min(3, args.nodes)  # a put needs a quorum of its replicas alive
-        with LocalCluster(args.nodes, cluster={"transfer": "tcp", "replication": replication}) as c:
+        inference = (
+            {"max_batch_seconds": args.max_batch_seconds} if args.max_batch_seconds else None
+        )
+        out["max_batch_seconds"] = args.max_batch_seconds or InferenceConfig.max_batch_seconds
+        cluster = {"transfer": "tcp", "replication": replication}
+        with LocalCluster(args.nodes, cluster=cluster, inference=inference) as c:
             c.wait_converged(timeout=60)
             if args.real:
                 prepare(c, images, weights)  # and a warm-up job per model
@@ -117,12 +132,14 @@ def main() -> None:
             both = max(s["started_at"] for s in status)
             time.sleep(max(0.0, both + WARM_UP - time.time()))
             polls: list[tuple[float, float, float]] = []
+            client = Client.connect(c.config_path, "H1")
             stop = time.time() + args.seconds
             while time.time() < stop:
                 before = time.time()
-                c1 = c.console("H1", "C1")["models"]
+                rates = client.rates()
                 after = time.time()
-                polls.append(((before + after) / 2, *(c1[m]["query_rate"] for m in models)))
+                a, b = (rates[m].query_rate for m in models)
+                polls.append(((before + after) / 2, a, b))
                 time.sleep(max(0.0, 1.0 - (time.time() - before)))
             status = [c.console("H1", "C4", "status", j) for j in jobs]
             rows = timing_rows(c)

@@ -138,9 +138,13 @@ class InferenceConfig:
     # Which job a free worker serves next: "fair" equalises the jobs' query rates;
     # "round-robin", "random" and "least-loaded" are the seed systems' policies.
     policy: str = "fair"
-    # Queries per batch until C3 changes it (a batch is also capped at about 0.5 s of
-    # work, so a newly submitted job never waits long for a worker).
+    # Queries per batch until C3 changes it (a batch is also capped at
+    # max_batch_seconds of work).
     batch_size: int = 8
+    # A batch holds at most this many seconds of estimated work (at least one query),
+    # so that a newly submitted job never waits long for a worker, and fair jobs'
+    # rates stay even window by window: a job's share moves one batch at a time.
+    max_batch_seconds: float = 0.25
     # torch threads per worker process; 0 = this host's cores divided among the
     # nodes it runs, so the workers of one host do not oversubscribe it.
     threads: int = 0
@@ -284,6 +288,7 @@ _SSH_KEYS: Schema = {
 _INFERENCE_KEYS: Schema = {
     "policy": str,
     "batch_size": int,
+    "max_batch_seconds": (int, float),
     "threads": int,
     "allow_download": bool,
 }
@@ -365,6 +370,13 @@ def config_from_dict(
         raise ConfigError(
             f"inference.batch_size: must be at least 1, got {inference['batch_size']}"
         )
+    if not 0.01 <= inference.get("max_batch_seconds", 0.25) <= 3600:
+        raise ConfigError(
+            "inference.max_batch_seconds: must be between 0.01 and 3600 seconds, "
+            f"got {inference['max_batch_seconds']}"
+        )
+    if "max_batch_seconds" in inference:  # 1 in the file is 1.0
+        inference = {**inference, "max_batch_seconds": float(inference["max_batch_seconds"])}
     if inference.get("threads", 0) < 0:
         raise ConfigError(
             f"inference.threads: must be 0 (auto) or more, got {inference['threads']}"

@@ -243,7 +243,11 @@ class Leader:
             self.apply(Takeover(tuple(live), now, first_batch))
         else:
             self.sched = Scheduler(
-                SchedulerConfig(policy=self.config.policy, batch_size=self.config.batch_size)
+                SchedulerConfig(
+                    policy=self.config.policy,
+                    batch_size=self.config.batch_size,
+                    max_batch_seconds=self.config.max_batch_seconds,
+                )
             )
             self.sched.takeover((), now, first_batch)  # before any standby has it
             self.seq = 0

@@ -73,15 +73,19 @@ occupancy interval, and the statistics are lent the batch each worker runs now
 
 Start-up bound.  A job submitted while other jobs hold every slot starts at the next
 slot that frees, which is at most the longest batch now running.  To make that a
-bound, a batch is also limited to ``max_batch_seconds`` of estimated work (0.5 s by
-default; at least one query): with C3's batch size as the upper limit, a batch holds
-``min(batch_size, floor(max_batch_seconds / cost))`` queries, and a model never
+bound, a batch is also limited to ``max_batch_seconds`` of estimated work (0.25 s by
+default, ``[inference] max_batch_seconds``; at least one query): with C3's batch
+size as the upper limit, a batch holds ``min(batch_size, floor(max_batch_seconds /
+cost))`` queries, and a model never
 measured anywhere is probed with single-query batches until it has been.  A new job
 therefore waits at most ``max_batch_seconds`` plus the estimate's error (well under
 1 s), and it gets that first slot because it enters at ``vtime`` with nothing in
 flight, which wins the tie.  On a worker with two slots that batch then runs after
 the one queued ahead of it, so the job's first answer comes within about two batches
-plus its own (the inference benchmark reports both times).
+plus its own (the inference benchmark reports both times).  The cap also sets how
+finely fair time divides the workers: a job's share moves one batch at a time, and
+with two workers at 6 queries/s per job a batch of 0.5 s was 5% of a 10-second
+window's count; at 0.25 s every window of the real models stayed within 5%.
 ``max_batch_seconds=None`` turns the limit off (batches are then exactly the batch
 size, and the bound is batch_size x cost).
 
@@ -184,8 +188,9 @@ class SchedulerConfig:
     # Queries per batch for a model C3 has not set; C3 changes it per model.
     batch_size: int = 8
     # Upper bound on a batch's estimated work, so a new job gets a slot within about
-    # this long; None disables it (batches are then exactly batch_size).
-    max_batch_seconds: float | None = 0.5
+    # this long and fair jobs' rates stay even window by window; None disables it
+    # (batches are then exactly batch_size).
+    max_batch_seconds: float | None = 0.25
     # Failed attempts (failed or timed-out batches) before a query gets an error row.
     max_attempts: int = 3
     # Weight of the newest sample in the per-(model, worker) cost EWMA: ~3 batches of memory.

@@ -186,13 +186,15 @@ def write_cluster_file(
     node_extra: Mapping[str, Mapping[str, TomlValue]] | None = None,
     llm: Sequence[Mapping[str, TomlValue]] = (),
     hosts: Sequence[str] | None = None,
+    inference: Mapping[str, TomlValue] | None = None,
 ) -> tuple[list[NodeSpec], NodeSpec]:
     """Write a TOML cluster file for ``n`` nodes on free ports; returns (nodes, introducer).
 
     Nodes are named H1..Hn (or ``names``), in that ring order.  ``secret`` defaults
     to a fresh random one so that clusters started side by side never accept each
     other's messages.  ``cluster`` adds or overrides keys of ``[cluster]`` (timings,
-    ``replication``, ``transfer``), ``ssh`` fills ``[ssh]`` and ``node_extra`` adds
+    ``replication``, ``transfer``), ``ssh`` fills ``[ssh]``, ``inference`` fills
+    ``[inference]`` (e.g. ``max_batch_seconds``) and ``node_extra`` adds
     keys to single nodes by name (e.g. ``{"H1": {"ssh_port": 2222}}``); each of ``llm``
     is one ``[[llm]]`` table (a grading model).  ``hosts`` gives each node its own
     address, in ``names`` order (e.g. 127.0.0.1, 127.0.0.2, ...: any 127.x.y.z is
@@ -221,6 +223,8 @@ def write_cluster_file(
     _toml_table(lines, "[cluster]", cluster_table)
     if ssh:
         _toml_table(lines, "[ssh]", ssh)
+    if inference:
+        _toml_table(lines, "[inference]", inference)
     for node in nodes:
         entry: dict[str, TomlValue] = {"name": node.name, "host": node.host, "port": node.port}
         entry.update((node_extra or {}).get(node.name, {}))
@@ -583,6 +587,7 @@ class LocalCluster:
         node_extra: Mapping[str, Mapping[str, TomlValue]] | None = None,
         llm: Sequence[Mapping[str, TomlValue]] = (),
         hosts: Sequence[str] | None = None,
+        inference: Mapping[str, TomlValue] | None = None,
         test_mode: bool = False,
         drop_rate: float | None = None,
         start_nodes: bool = True,
@@ -599,6 +604,7 @@ class LocalCluster:
             node_extra=node_extra,
             llm=llm,
             hosts=hosts,
+            inference=inference,
         )
         self.test_mode = test_mode
         self.drop_rate = drop_rate

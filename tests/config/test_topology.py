@@ -420,3 +420,16 @@ def test_a_dashboard_beyond_loopback_needs_a_real_secret():
     with pytest.raises(ConfigError, match=r"http\.bind"):
         check_secret(cfg)
     check_secret(config_from_dict(minimal(http={"bind": "0.0.0.0"}), environ={}))  # no port
+
+
+def test_max_batch_seconds_is_read_and_checked():
+    assert config_from_dict(minimal()).inference.max_batch_seconds == 0.25
+    cfg = config_from_dict(minimal(inference={"max_batch_seconds": 1}))
+    assert cfg.inference.max_batch_seconds == 1.0
+    assert isinstance(cfg.inference.max_batch_seconds, float)
+    for bad in (0, -0.5, 0.001, 4000, float("nan")):
+        message = config_error(minimal(inference={"max_batch_seconds": bad}))
+        assert message.startswith("inference.max_batch_seconds: must be between 0.01 and 3600")
+    assert config_error(minimal(inference={"max_batch_seconds": "1"})).startswith(
+        "inference.max_batch_seconds:"
+    )

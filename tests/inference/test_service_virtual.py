@@ -12,6 +12,7 @@ at a time per worker, as the worker process runs them), so every time below is e
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -24,6 +25,7 @@ import pytest
 import trio
 import trio.testing
 
+from config.topology import InferenceConfig
 from inference.client import InferenceClient
 from inference.events import (
     Action,
@@ -156,9 +158,10 @@ async def start_cluster(
     if before_services is not None:
         before_services(rpc)
     cluster = Cluster(rpc, kind, DictFiles())
+    config = dataclasses.replace(rpc.config, inference=SCENARIO_INFERENCE)
     for node in rpc.live():
         service = InferenceService(
-            rpc.config,
+            config,
             node.member.node,
             node.core,
             node.frames,
@@ -202,13 +205,15 @@ async def wait_done(client: InferenceClient, job_id: str, poll: float = 0.5) -> 
 
 COST = COSTS["quick"]
 # Queries per batch the scheduler settles on for "quick": its batches are capped at
-# max_batch_seconds (0.5 s) of estimated work, under the default batch size of 8.
+# max_batch_seconds (0.5 s here, set for these scenarios, whose times were worked out
+# for it) of estimated work, under the default batch size of 8.
+SCENARIO_INFERENCE = InferenceConfig(max_batch_seconds=0.5)
 BATCH = 5
 BATCH_TIME = BATCH * COST
 
 
 def test_the_batches_are_what_the_scenarios_assume() -> None:
-    config = SchedulerConfig()
+    config = SchedulerConfig(max_batch_seconds=SCENARIO_INFERENCE.max_batch_seconds)
     assert config.max_batch_seconds is not None
     assert BATCH == int(config.max_batch_seconds / COST + 1e-9) < config.batch_size
 

@@ -18,7 +18,7 @@ from config.topology import CLEANUP_TIME, PING_DURATION, PING_TIMEOUT
 from scripts.localcluster import LocalCluster, member_names, wait_for
 from tests.helpers import nodelogs
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.background]
 
 DETECTION_BOUND = PING_DURATION + PING_TIMEOUT + CLEANUP_TIME + 1.0  # 6 s, from the issue
 

@@ -21,7 +21,7 @@ from config.topology import CLEANUP_TIME, PING_DURATION, PING_TIMEOUT, Membershi
 from tests.helpers import nodelogs
 from tests.helpers.netns import NetnsCluster, require_netns
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.background, pytest.mark.timeout(180)]
 
 DETECTION_BOUND = PING_DURATION + PING_TIMEOUT + CLEANUP_TIME + 1.0
 RECONNECT = MembershipConfig().reconnect_interval

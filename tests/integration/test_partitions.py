@@ -40,7 +40,7 @@ from tests.helpers.imagegen import image_set
 from tests.helpers.netns import NetnsCluster, require_netns
 from tests.helpers.recorded import Client, until_ok
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.integration, pytest.mark.background, pytest.mark.timeout(300)]
 
 DETECTION_BOUND = PING_DURATION + PING_TIMEOUT + CLEANUP_TIME + 1.0
 # The first Merge crosses within one reconnect interval of the heal; then refutations
