@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -20,3 +21,14 @@ def _no_secret_from_the_callers_environment() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv(SECRET_ENV, raising=False)
         yield
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Close the two /dev/null files llama-cpp-python opens when imported and never
+    closes, so that the interpreter's exit does not print a ResourceWarning for each
+    (``filterwarnings = error`` cannot turn those into failures; they only add noise)."""
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        f = getattr(utils, name, None)
+        if f is not None and not f.closed:
+            f.close()
