@@ -87,7 +87,7 @@ format: venv
 	$(BIN)/ruff format .
 
 # Tests that mostly wait (-m "soak or background": two minutes at 5% loss, the
-# partition checker, partitions and failure detection on timers) run in a second
+# partition checker, partitions, kills waiting for failure detection) run in a second
 # pytest beside the rest, so that the whole suite takes the longest of the two rather
 # than their sum; their output is shown at the end, and make test fails if either
 # run does.

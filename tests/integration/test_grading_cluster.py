@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from idunno import Client, NotReady, Unreachable
 from scripts.localcluster import (
     REPO_ROOT,
     ConsoleError,
@@ -131,11 +132,19 @@ def wait_done(c: LocalCluster, via: str, job: str, timeout: float) -> dict[str, 
 
 def wait_busy(c: LocalCluster, via: str, job: str, worker: str, done: int) -> dict[str, Any]:
     """Wait until ``worker`` holds a batch of ``job`` and ``done`` items are done;
-    the job's status then.  A job that ends first fails the test at once."""
+    the job's status then.  A job that ends first fails the test at once.
+
+    It asks through the Python client, in this process: a console started for each
+    look took seconds on a loaded 2-core machine, and a job of 24 items was nearly
+    over before the look that let the test kill a server mid-job."""
+    client = Client.connect(c.config_path, via)
 
     def busy() -> dict[str, Any] | None:
-        workers = c.console(via, "C5")["jobs"].get(job, {}).get("workers", [])
-        s = status(c, via, job)
+        try:
+            workers = client.command("C5")["jobs"].get(job, {}).get("workers", [])
+            s = client.command("C4", "status", job)
+        except (Unreachable, NotReady):
+            return None  # not yet, as a console that could not reach the node
         assert s["state"] in ("queued", "running"), f"{job} ended first: {s}"
         return s if worker in workers and s["done"] >= done else None
 

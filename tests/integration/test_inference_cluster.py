@@ -203,6 +203,7 @@ def _run_with_a_kill(c: LocalCluster, victim: str, tmp_path: Path) -> dict[str, 
     return {"killed_at": killed, "jobs": jobs}
 
 
+@pytest.mark.background  # mostly waits for failure detection
 def test_a_worker_killed_mid_job(dataset: dict[str, Any], tmp_path: Path) -> None:
     with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
         _load(c, dataset, weights=False)
@@ -217,6 +218,7 @@ def test_a_worker_killed_mid_job(dataset: dict[str, Any], tmp_path: Path) -> Non
         print(f"worker H4 killed; detected {detected - run['killed_at']:.2f} s later")
 
 
+@pytest.mark.background  # mostly waits for failure detection
 def test_the_leader_killed_mid_job(dataset: dict[str, Any], tmp_path: Path) -> None:
     with LocalCluster(5, cluster={"transfer": "tcp"}) as c:
         _load(c, dataset, weights=False)

@@ -222,6 +222,7 @@ def _holders(c: LocalCluster, via: str, name: str) -> list[str]:
     return list(c.console(via, "ls", name)["replicas"])
 
 
+@pytest.mark.background  # mostly waits for failure detection
 @pytest.mark.parametrize("transfer", ["tcp", "scp"])
 def test_three_of_four_holders_killed_at_once(
     transfer: str, sshd: PrivateSshd, tmp_path: Path
@@ -268,6 +269,7 @@ def test_three_of_four_holders_killed_at_once(
                     print(f"  {name}: {line}")
 
 
+@pytest.mark.background  # mostly waits for failure detection
 def test_leader_killed_during_a_stream_of_puts(tmp_path: Path) -> None:
     with LocalCluster(6, cluster={"transfer": "tcp"}) as c:
         c.wait_converged(timeout=30)
@@ -306,6 +308,7 @@ def test_leader_killed_during_a_stream_of_puts(tmp_path: Path) -> None:
         assert set(acknowledged) <= listed
 
 
+@pytest.mark.background  # mostly waits for failure detection
 def test_a_rejoined_node_never_serves_its_old_copies(tmp_path: Path) -> None:
     with LocalCluster(6, cluster={"transfer": "tcp"}) as c:
         everyone = {n.name for n in c.nodes}
