@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from scripts.testbed import TestbedError, check_host
 from sdfs.metadata import placement
 from tests.helpers.netns import NetnsCluster

@@ -30,6 +30,8 @@ from typing import Any
 
 import trio
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from bench.sdfs import median, openssh_scp, options, settle
 from config.topology import load_config
 from net.messages import PeerInfo, PeerInfoRequest, RelayFile
