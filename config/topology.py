@@ -370,7 +370,7 @@ def config_from_dict(
         raise ConfigError(
             f"inference.batch_size: must be at least 1, got {inference['batch_size']}"
         )
-    if not 0.01 <= inference.get("max_batch_seconds", 0.25) <= 3600:
+    if not 0.01 <= inference.get("max_batch_seconds", InferenceConfig.max_batch_seconds) <= 3600:
         raise ConfigError(
             "inference.max_batch_seconds: must be between 0.01 and 3600 seconds, "
             f"got {inference['max_batch_seconds']}"

@@ -139,10 +139,10 @@ def build_app(node: NodeApp, token: str | None) -> Starlette:
             return JSONResponse(body, status_code=503, headers=headers(request))
         return JSONResponse(data, headers=headers(request))
 
-    registry = metrics.registry_for(node)
+    node_metrics = metrics.NodeMetrics(node)
 
     async def prometheus(request: Request) -> Response:
-        body, content_type = await metrics.exposition(registry)
+        body, content_type = await node_metrics.exposition()
         return Response(body, media_type=content_type)
 
     middleware = [] if token is None else [Middleware(TokenGate, token=token)]

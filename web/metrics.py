@@ -29,7 +29,6 @@ Prometheus' ``rate()`` takes as a counter reset.
 from __future__ import annotations
 
 import math
-import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -382,25 +381,18 @@ class NodeCollector(Collector):
             yield from scheduler_families(sched, leader.clock(), self.processed)
 
 
-# Each node registry's collector, for exposition() to prepare.
-_COLLECTORS: weakref.WeakKeyDictionary[CollectorRegistry, NodeCollector] = (
-    weakref.WeakKeyDictionary()
-)
+class NodeMetrics:
+    """A registry of ``node``'s own (tests run several nodes in one process) whose
+    scrapes read its state."""
 
+    def __init__(self, node: NodeApp) -> None:
+        self.collector = NodeCollector(node)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
 
-def registry_for(node: NodeApp) -> CollectorRegistry:
-    """A registry of ``node``'s own whose scrapes read its state."""
-    registry = CollectorRegistry(auto_describe=False)
-    collector = NodeCollector(node)
-    registry.register(collector)
-    _COLLECTORS[registry] = collector
-    return registry
-
-
-async def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """The body and content type of one scrape (on the node's trio thread: the state
-    it reads is the loop's; only the store's usage is read in a worker thread)."""
-    collector = _COLLECTORS.get(registry)
-    if collector is not None:
-        await collector.prepare()
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    async def exposition(self) -> tuple[bytes, str]:
+        """The body and content type of one scrape (on the node's trio thread: the
+        state it reads is the loop's; only the store's usage is read in a worker
+        thread)."""
+        await self.collector.prepare()
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
